@@ -1,0 +1,50 @@
+"""``hal0 init``: create the config and state tree, idempotently, never overwriting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import tomli_w
+
+from hal0.atomic import atomic_write
+from hal0.auth import create_token
+from hal0.config import BUILTIN_SLOTS, Hal0Config, builtin_slot, render_slot_toml, to_dict
+from hal0.paths import Paths
+
+__all__ = ["init_tree"]
+
+
+def _default_hal0_toml() -> str:
+    data = to_dict(Hal0Config())
+    data.pop("upstreams")
+    return ("# hal0 configuration. Every key is optional; these are the defaults.\n"
+            "# Remote OpenAI-compatible servers go in [upstreams.NAME] tables.\n" + tomli_w.dumps(data))
+
+
+def _create(path: Path, text: str, created: list[Path], mode: int = 0o644) -> None:
+    if not path.exists():
+        atomic_write(path, text, mode=mode)
+        created.append(path)
+
+
+def init_tree(paths: Paths, slot_models: dict[str, str] | None = None) -> list[Path]:
+    """Create what is missing and return the files created.
+
+    ``slot_models`` seeds ``[model].default`` of built-in slot TOMLs that do not exist yet.
+    """
+    slot_models = slot_models or {}
+    unknown = set(slot_models) - set(BUILTIN_SLOTS)
+    if unknown:
+        raise ValueError(f"not built-in slots: {', '.join(sorted(unknown))}")
+    created: list[Path] = []
+    for d in (paths.config_dir, paths.slots_dir, paths.state_dir, paths.models_dir,
+              paths.backends_dir, paths.images_dir):
+        d.mkdir(parents=True, exist_ok=True)
+    _create(paths.hal0_toml, _default_hal0_toml(), created)
+    for name in BUILTIN_SLOTS:
+        _create(paths.slot_toml(name), render_slot_toml(builtin_slot(name, model=slot_models.get(name, ""))),
+                created)
+    if not paths.admin_token.exists():
+        _, token = create_token(paths.tokens_toml, "admin", "admin")
+        _create(paths.admin_token, token + "\n", created, mode=0o600)
+    return created

@@ -1,0 +1,132 @@
+"""The ``hal0`` command line. Commands import their machinery lazily, so that
+client commands never load the server stack (aiohttp's server side)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from hal0 import __version__
+
+__all__ = ["main"]
+
+
+def _paths(args: argparse.Namespace) -> Any:
+    from hal0.paths import resolve_paths
+
+    return resolve_paths(system=args.system)
+
+
+def cmd_version(args: argparse.Namespace) -> int:
+    print(json.dumps({"version": __version__}) if args.json else f"hal0 {__version__}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from hal0.server.run import serve
+
+    return serve(_paths(args), args.host, args.port)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from hal0.bootstrap import init_tree
+
+    paths = _paths(args)
+    models = {}
+    for item in args.slot_model or []:
+        name, sep, ref = item.partition("=")
+        if not sep or not ref:
+            print(f"hal0 init: --slot-model wants NAME=MODEL, got {item!r}", file=sys.stderr)
+            return 2
+        models[name] = ref
+    try:
+        created = init_tree(paths, models)
+    except ValueError as e:
+        print(f"hal0 init: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps({"config_dir": str(paths.config_dir), "state_dir": str(paths.state_dir),
+                          "created": [str(p) for p in created]}))
+        return 0
+    print(f"config: {paths.config_dir}\nstate:  {paths.state_dir}")
+    for p in created:
+        print(f"  created {p}")
+    if not created:
+        print("  nothing to do: everything already exists")
+    if paths.admin_token in created:
+        print(f"admin token written to {paths.admin_token} (mode 0600)")
+    return 0
+
+
+def _config_cmd(args: argparse.Namespace) -> int:
+    from hal0.cli.config_cmd import run
+
+    return run(args, _paths(args))
+
+
+def _token_cmd(args: argparse.Namespace) -> int:
+    from hal0.cli.token_cmd import run
+
+    return run(args, _paths(args))
+
+
+def _status_cmd(args: argparse.Namespace) -> int:
+    from hal0.cli.status_cmd import run
+
+    return run(args, _paths(args))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="machine-readable output")
+    common.add_argument("--system", action="store_true", help="use /etc/hal0 and /var/lib/hal0")
+    p = argparse.ArgumentParser(prog="hal0", description="A private, OpenAI-compatible inference appliance.",
+                                parents=[common])
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, fn: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help, parents=[common], description=help)
+        sp.set_defaults(func=fn)
+        return sp
+
+    add("version", cmd_version, "print the version")
+    s = add("serve", cmd_serve, "run the API server and its slots in the foreground")
+    s.add_argument("--host", help="address to listen on (default: [api].host)")
+    s.add_argument("--port", type=int, help="port to listen on (default: [api].port)")
+    i = add("init", cmd_init, "create the config tree, built-in slots and an admin token")
+    i.add_argument("--slot-model", action="append", metavar="SLOT=MODEL",
+                   help="seed [model].default of a new built-in slot TOML (repeatable)")
+    add("status", _status_cmd, "show the running server's status")
+
+    c = add("config", _config_cmd, "show or validate the configuration")
+    csub = c.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    csub.add_parser("show", help="print the effective configuration", parents=[common])
+    csub.add_parser("validate", help="check every config file", parents=[common])
+
+    t = add("token", _token_cmd, "manage API tokens")
+    tsub = t.add_subparsers(dest="token_command", required=True, metavar="ACTION")
+    tc = tsub.add_parser("create", help="mint a token (shown once)", parents=[common])
+    tc.add_argument("name")
+    tc.add_argument("--scope", choices=["admin", "inference"], default="inference")
+    tsub.add_parser("list", help="list tokens (never their secrets)", parents=[common])
+    tr = tsub.add_parser("revoke", help="revoke a token by id", parents=[common])
+    tr.add_argument("id")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:
+        from hal0.errors import Hal0Error
+
+        if isinstance(e, Hal0Error):
+            print(f"hal0: {e.code}: {e.message}", file=sys.stderr)
+            return 2 if e.code == "config.invalid" else 1
+        raise

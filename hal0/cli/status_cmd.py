@@ -1,0 +1,26 @@
+"""``hal0 status``."""
+
+from __future__ import annotations
+
+import argparse
+
+from hal0.cli.output import fail, print_json, table
+from hal0.client import ApiClient, ApiError
+from hal0.paths import Paths
+
+
+def run(args: argparse.Namespace, paths: Paths) -> int:
+    try:
+        st = ApiClient(paths).call("GET", "/api/status")
+    except ApiError as e:
+        return fail(e)
+    if args.json:
+        print_json(st)
+        return 0
+    print(f"hal0 {st['version']}, up {st['uptime_s']:.0f}s, {st['paths']['mode']} mode "
+          f"(config {st['paths']['config_dir']})")
+    rows = [(s["name"], s.get("state", "-"), s["provider"], s["backend"], s["port"],
+             "yes" if s["enabled"] else "no", s.get("model") or s.get("model_default") or "-")
+            for s in st["slots"]]
+    table(rows, ["SLOT", "STATE", "PROVIDER", "BACKEND", "PORT", "ENABLED", "MODEL"])
+    return 0

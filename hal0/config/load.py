@@ -1,0 +1,178 @@
+"""Read and validate hal0.toml and slots/*.toml, once, into frozen dataclasses.
+
+Every problem is a ``ConfigInvalid`` naming the file and the key path; nothing
+here ever writes or "repairs" a user's file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+import typing
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from hal0.config.defaults import builtin_slot
+from hal0.config.schema import BUILTIN_SLOTS, Hal0Config, SlotConfig
+from hal0.errors import ConfigInvalid
+from hal0.paths import Paths
+
+__all__ = ["SLOT_NAME_RE", "load_config", "load_slot", "load_slots", "parse_section", "to_dict"]
+
+SLOT_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+T = TypeVar("T")
+
+
+def _read_toml(file: Path) -> dict[str, Any]:
+    try:
+        with file.open("rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigInvalid(str(file), "", f"not valid TOML ({e})") from None
+    except OSError as e:
+        raise ConfigInvalid(str(file), "", f"cannot be read ({e.strerror})") from None
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return " or ".join(repr(a) for a in typing.get_args(tp))
+    if typing.get_origin(tp) is tuple:
+        return "a list"
+    if typing.get_origin(tp) is dict or dataclasses.is_dataclass(tp):
+        return "a table"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, str(tp))
+
+
+def _convert(tp: Any, value: Any, file: str, key: str) -> Any:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+
+    def bad() -> ConfigInvalid:
+        return ConfigInvalid(file, key, f"expected {_type_name(tp)}, got {value!r}")
+
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise bad()
+        return parse_section(tp, value, file, key)  # type: ignore[arg-type]
+    if origin is Literal:
+        if value not in args:
+            raise bad()
+        return value
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise bad()
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(args[0], v, file, f"{key}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigInvalid(file, key, f"expected a list of {len(args)} items, got {value!r}")
+        pairs = enumerate(zip(args, value, strict=True))
+        return tuple(_convert(a, v, file, f"{key}[{i}]") for i, (a, v) in pairs)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise bad()
+        return {k: _convert(args[1], v, file, f"{key}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise bad()
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad()
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise bad()
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise bad()
+        return value
+    raise TypeError(f"unsupported config type {tp}")  # a schema bug, not a user error
+
+
+def parse_section(cls: type[T], data: dict[str, Any], file: str, prefix: str = "") -> T:
+    """Build dataclass ``cls`` from a TOML table; unknown keys and wrong types are errors."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        path = f"{prefix}.{key}" if prefix else key
+        if key not in fields:
+            raise ConfigInvalid(file, path, "unknown key")
+        kwargs[key] = _convert(hints[key], value, file, path)
+    for name, f in fields.items():
+        no_default = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if name not in kwargs and no_default:
+            raise ConfigInvalid(file, f"{prefix}.{name}" if prefix else name, "required key is missing")
+    return cls(**kwargs)
+
+
+def _check_port(file: str, key: str, port: int) -> None:
+    if not 1 <= port <= 65535:
+        raise ConfigInvalid(file, key, f"port {port} is outside 1-65535")
+
+
+def load_config(paths: Paths) -> Hal0Config:
+    """``hal0.toml``, or the defaults when it does not exist. Raises ConfigInvalid."""
+    file = paths.hal0_toml
+    if not file.exists():
+        return Hal0Config()
+    cfg = parse_section(Hal0Config, _read_toml(file), str(file))
+    _check_port(str(file), "api.port", cfg.api.port)
+    lo, hi = cfg.slots.port_range
+    _check_port(str(file), "slots.port_range[0]", lo)
+    _check_port(str(file), "slots.port_range[1]", hi)
+    if lo > hi:
+        raise ConfigInvalid(str(file), "slots.port_range", f"{lo} is above {hi}")
+    if cfg.api.max_body_mb < 1:
+        raise ConfigInvalid(str(file), "api.max_body_mb", "must be at least 1")
+    for name, up in cfg.upstreams.items():
+        if not up.url.startswith(("http://", "https://")):
+            raise ConfigInvalid(str(file), f"upstreams.{name}.url", "must be an http(s) URL")
+    return cfg
+
+
+def load_slot(file: Path) -> SlotConfig:
+    """One ``slots/<name>.toml``. Raises ConfigInvalid."""
+    data = _read_toml(file)
+    name = data.get("name", file.stem)
+    if name != file.stem:
+        raise ConfigInvalid(str(file), "name", f"{name!r} must equal the file name {file.stem!r}")
+    if not isinstance(name, str) or not SLOT_NAME_RE.match(name):
+        raise ConfigInvalid(str(file), "name", "must match ^[a-z][a-z0-9_-]{0,31}$")
+    slot = parse_section(SlotConfig, {**data, "name": name}, str(file))
+    _check_port(str(file), "port", slot.port)
+    for key in ("idle_timeout_s", "unload_after_s"):
+        if getattr(slot, key) < 0:
+            raise ConfigInvalid(str(file), key, "must not be negative")
+    if slot.max_queue < 0 or slot.max_inflight < 1:
+        raise ConfigInvalid(str(file), "max_inflight", "max_inflight must be >= 1, max_queue >= 0")
+    return slot
+
+
+def load_slots(paths: Paths) -> dict[str, SlotConfig]:
+    """Every slot: built-ins first (defaults where the TOML is missing), then the rest by name."""
+    found = {f.stem: f for f in sorted(paths.slots_dir.glob("*.toml"))} if paths.slots_dir.is_dir() else {}
+    slots = {n: load_slot(found[n]) if n in found else builtin_slot(n) for n in BUILTIN_SLOTS}
+    for name, file in found.items():
+        if name not in slots:
+            slots[name] = load_slot(file)
+    ports: dict[int, str] = {}
+    for s in slots.values():
+        if s.port in ports:
+            raise ConfigInvalid(str(paths.slot_toml(s.name)), "port",
+                                f"port {s.port} is also used by slot {ports[s.port]!r}")
+        ports[s.port] = s.name
+    return slots
+
+
+def to_dict(obj: Any) -> Any:
+    """A dataclass as plain TOML/JSON data (tuples become lists)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, tuple | list):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
+

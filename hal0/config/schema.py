@@ -1,0 +1,101 @@
+"""The shape of hal0's configuration as frozen dataclasses (SPEC sections 2-3).
+
+Field types drive validation in ``hal0.config.load``: only ``int``, ``float``,
+``str``, ``bool``, ``Literal``, ``tuple[str, ...]``, ``tuple[int, int]``,
+``dict[str, str]`` and nested dataclasses are used, so the loader stays small.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+__all__ = [
+    "BUILTIN_SLOTS",
+    "RERANK_SLOT",
+    "ApiConfig",
+    "DispatcherConfig",
+    "Hal0Config",
+    "ModelSection",
+    "ServerSection",
+    "SlotConfig",
+    "SlotsConfig",
+    "UpstreamConfig",
+]
+
+BUILTIN_SLOTS: tuple[str, ...] = ("primary", "embed", "stt", "tts", "img")
+RERANK_SLOT = "embed-rerank"
+
+Provider = Literal["llama-server", "moonshine", "whisper", "kokoro", "comfyui", "flm"]
+Backend = Literal["vulkan", "rocm", "cuda", "cpu", "npu"]
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    host: str = "0.0.0.0"
+    port: int = 8080
+    auth: Literal["on", "off"] = "on"
+    max_body_mb: int = 100
+    shutdown_timeout_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class SlotsConfig:
+    port_range: tuple[int, int] = (8081, 8099)
+    health_grace_s: float = 180.0
+    stop_grace_s: float = 10.0
+    wait_ready_s: float = 120.0
+
+
+@dataclass(frozen=True)
+class DispatcherConfig:
+    unknown_model: Literal["default", "reject"] = "default"
+
+
+@dataclass(frozen=True)
+class UpstreamConfig:
+    url: str
+    api_key_env: str = ""
+    models: tuple[str, ...] = ()
+    models_ttl_s: float = 300.0
+
+
+@dataclass(frozen=True)
+class Hal0Config:
+    """``hal0.toml``."""
+
+    api: ApiConfig = field(default_factory=ApiConfig)
+    slots: SlotsConfig = field(default_factory=SlotsConfig)
+    dispatcher: DispatcherConfig = field(default_factory=DispatcherConfig)
+    upstreams: dict[str, UpstreamConfig] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    default: str = ""
+    context_size: int = 8192
+    gpu_layers: int = -1
+
+
+@dataclass(frozen=True)
+class ServerSection:
+    extra_args: tuple[str, ...] = ()
+    threads: int = 0  # 0: let the backend decide
+
+
+@dataclass(frozen=True)
+class SlotConfig:
+    """``slots/<name>.toml``: one flat shape, the only shape."""
+
+    name: str
+    provider: Provider = "llama-server"
+    backend: Backend = "cpu"
+    port: int = 0
+    enabled: bool = True
+    idle_timeout_s: float = 300.0
+    unload_after_s: float = 0.0
+    max_queue: int = 64
+    max_inflight: int = 4
+    model: ModelSection = field(default_factory=ModelSection)
+    server: ServerSection = field(default_factory=ServerSection)
+    env: dict[str, str] = field(default_factory=dict)

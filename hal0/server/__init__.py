@@ -1,0 +1,1 @@
+"""The HTTP server: application, middlewares, routes and the serve loop."""

@@ -1,0 +1,94 @@
+"""``hal0 serve``: load config once, bind, run until SIGTERM/SIGINT, shut down in order."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import ipaddress
+import logging
+import os
+import signal
+import sys
+
+from aiohttp import web
+
+from hal0.atomic import atomic_write
+from hal0.auth import list_tokens
+from hal0.config import load_config, load_slots
+from hal0.errors import ConfigInvalid
+from hal0.paths import Paths
+from hal0.server.app import build_app
+from hal0.server.middleware import AccessLogger
+
+__all__ = ["serve"]
+
+log = logging.getLogger("hal0")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _warn_auth(host: str, auth: str, paths: Paths) -> None:
+    if auth == "off" and not _is_loopback(host):
+        bar = "!" * 72
+        log.warning("\n%s\n!! AUTHENTICATION IS OFF and hal0 listens on %s: anyone who can reach\n"
+                    "!! this port can use every model and change every slot.\n"
+                    "!! Set [api] auth = \"on\" in %s, or bind 127.0.0.1.\n%s",
+                    bar, host, paths.hal0_toml, bar)
+    elif auth == "on" and not list_tokens(paths.tokens_toml):
+        log.warning("no API tokens exist yet, so every request but /health and /v1/models "
+                    "will get 401: run `hal0 init` or `hal0 token create NAME`")
+
+
+async def _run(paths: Paths, host: str | None, port: int | None) -> int:
+    config = load_config(paths)
+    slots = load_slots(paths)
+    host = host or config.api.host
+    port = port if port is not None else config.api.port
+    _warn_auth(host, config.api.auth, paths)
+    app = build_app(paths, config, slots)
+    runner = web.AppRunner(app, access_log_class=AccessLogger,
+                           shutdown_timeout=config.api.shutdown_timeout_s, handle_signals=False)
+    await runner.setup()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)  # the handler only sets a flag
+    try:
+        site = web.TCPSite(runner, host, port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                log.error("port %d on %s is already in use (another hal0 or program?); "
+                          "pick another with --port or [api].port in %s", port, host, paths.hal0_toml)
+            else:
+                log.error("cannot listen on %s:%d: %s", host, port, e.strerror or e)
+            return 1
+        atomic_write(paths.pid_file, f"{os.getpid()}\n")
+        log.info("hal0 listening on http://%s:%d (config %s, %s mode)", host, port,
+                 paths.config_dir, paths.mode)
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        await runner.cleanup()
+        paths.pid_file.unlink(missing_ok=True)
+    log.info("stopped")
+    return 0
+
+
+def serve(paths: Paths, host: str | None = None, port: int | None = None) -> int:
+    """Run the server in the foreground; returns the process exit code."""
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return asyncio.run(_run(paths, host, port))
+    except ConfigInvalid as e:
+        print(f"hal0: {e.code}: {e.message}", file=sys.stderr)
+        return 2

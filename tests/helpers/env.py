@@ -1,0 +1,37 @@
+"""Where the provisioned backends are, and small process helpers for tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def manifest() -> dict[str, Any]:
+    """The manifest scripts/setup-backends wrote (scripts/test always provisions first)."""
+    path = os.environ.get("HAL0_DEV_MANIFEST") or str(
+        Path(os.environ.get("HAL0_DEV_CACHE") or Path.home() / ".cache/hal0-dev") / "manifest.json")
+    if not Path(path).exists():
+        raise RuntimeError(f"no backend manifest at {path}: run scripts/setup-backends (scripts/test does)")
+    return json.loads(Path(path).read_text())
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def hal0_env(home: Path, **extra: str) -> dict[str, str]:
+    """Environment for a hal0 subprocess rooted at ``home``, importing this checkout."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HAL0_", "XDG_"))}
+    env.update(HAL0_HOME=str(home), PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1", **extra)
+    return env
+
+
+HAL0 = [sys.executable, "-m", "hal0"]

@@ -1,0 +1,59 @@
+"""Run ``hal0 serve`` as a real process and wait for it to say it listens."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import urllib.request
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from tests.helpers.env import HAL0, free_port, hal0_env
+
+
+class Served:
+    def __init__(self, proc: subprocess.Popen[str], url: str, home: Path, log: list[str]) -> None:
+        self.proc, self.url, self.home, self.log = proc, url, home, log
+
+    def get(self, path: str, token: str | None = None) -> tuple[int, Any]:
+        req = urllib.request.Request(self.url + path)
+        if token:
+            req.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        assert self.proc.stderr is not None
+        self.log.extend(self.proc.stderr.readlines())
+        return self.proc.wait(timeout=60)
+
+
+@contextmanager
+def serving(home: Path, argv: Sequence[str] = HAL0, port: int | None = None,
+            env: dict[str, str] | None = None) -> Iterator[Served]:
+    """Start serve; yield once its log says it listens (raises if it exits first)."""
+    port = port or free_port()
+    proc = subprocess.Popen([*argv, "serve", "--host", "127.0.0.1", "--port", str(port)],
+                            env=env or hal0_env(home), stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    log: list[str] = []
+    try:
+        for line in proc.stderr:
+            log.append(line)
+            if "hal0 listening on" in line:
+                break
+        else:
+            raise RuntimeError("hal0 serve exited before listening:\n" + "".join(log))
+        yield Served(proc, f"http://127.0.0.1:{port}", home, log)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()

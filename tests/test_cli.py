@@ -1,0 +1,84 @@
+"""The CLI as a user runs it: real subprocesses."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.helpers.env import HAL0, REPO, hal0_env
+
+
+def run(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*HAL0, *args], env=hal0_env(home), capture_output=True, text=True, timeout=60)
+
+
+def test_version(tmp_path: Path) -> None:
+    r = run(tmp_path, "version", "--json")
+    assert (r.returncode, json.loads(r.stdout)) == (0, {"version": "0.1.0"})
+
+
+def test_unknown_arguments_print_usage_and_exit_2(tmp_path: Path) -> None:
+    r = run(tmp_path, "serve", "--bogus")
+    assert r.returncode == 2
+    assert "usage:" in r.stderr and "--bogus" in r.stderr
+    assert run(tmp_path, "frobnicate").returncode == 2
+
+
+def test_init_is_idempotent_and_never_overwrites(tmp_path: Path) -> None:
+    r = run(tmp_path, "init", "--json", "--slot-model", "primary=gemma3-270m")
+    created = json.loads(r.stdout)["created"]
+    assert r.returncode == 0 and len(created) == 7
+    primary = tmp_path / "etc/slots/primary.toml"
+    assert 'default = "gemma3-270m"' in primary.read_text()
+    primary.write_text(primary.read_text() + "# my edit\n")
+    token = (tmp_path / "etc/admin.token").read_text()
+    r = run(tmp_path, "init", "--json")
+    assert json.loads(r.stdout)["created"] == []
+    assert primary.read_text().endswith("# my edit\n")
+    assert (tmp_path / "etc/admin.token").read_text() == token
+
+
+def test_init_rejects_a_bad_slot_model(tmp_path: Path) -> None:
+    r = run(tmp_path, "init", "--slot-model", "nope=x")
+    assert r.returncode == 2 and "not built-in slots: nope" in r.stderr
+
+
+def test_config_validate_reports_file_and_key(tmp_path: Path) -> None:
+    run(tmp_path, "init")
+    (tmp_path / "etc/slots/embed.toml").write_text("name = 'embed'\nport = 'eighty'\n")
+    r = run(tmp_path, "config", "validate")
+    assert r.returncode == 2
+    assert r.stderr.strip() == (f"hal0: config.invalid: {tmp_path}/etc/slots/embed.toml: port: "
+                                "expected an integer, got 'eighty'")
+
+
+def test_config_show_prints_the_effective_config(tmp_path: Path) -> None:
+    r = run(tmp_path, "config", "show", "--json")
+    data = json.loads(r.stdout)
+    assert data["hal0"]["api"]["port"] == 8080 and list(data["slots"]) == [
+        "primary", "embed", "stt", "tts", "img"]
+
+
+def test_token_create_list_revoke(tmp_path: Path) -> None:
+    made = json.loads(run(tmp_path, "token", "create", "ha", "--json").stdout)
+    assert made["scope"] == "inference" and made["token"].startswith(f"hal0_{made['id']}_")
+    listed = json.loads(run(tmp_path, "token", "list", "--json").stdout)
+    assert [t["id"] for t in listed] == [made["id"]] and "token" not in listed[0]
+    assert run(tmp_path, "token", "revoke", made["id"]).returncode == 0
+    assert json.loads(run(tmp_path, "token", "list", "--json").stdout) == []
+    assert run(tmp_path, "token", "revoke", made["id"]).returncode == 1
+
+
+def test_status_without_a_server_says_so(tmp_path: Path) -> None:
+    r = run(tmp_path, "status")
+    assert r.returncode == 1 and "is `hal0 serve` running?" in r.stderr
+
+
+def test_client_commands_do_not_import_the_server_stack() -> None:
+    code = ("import sys; from hal0.cli import main; main(['version']);"
+            "import hal0.client, hal0.cli.status_cmd, hal0.cli.token_cmd, hal0.cli.config_cmd;"
+            "print(sorted(m for m in sys.modules if m.startswith('aiohttp') or m.startswith('hal0.server')))")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert r.stdout.strip().endswith("[]")

@@ -1,0 +1,78 @@
+"""``hal0 serve`` as a real process: start, answer, shut down, refuse bad config."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+from pathlib import Path
+
+from tests.helpers.env import HAL0, free_port, hal0_env
+from tests.helpers.serve import serving
+
+
+def init(home: Path) -> str:
+    subprocess.run([*HAL0, "init"], env=hal0_env(home), check=True, capture_output=True)
+    return (home / "etc/admin.token").read_text().strip()
+
+
+def test_serve_answers_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    token = init(tmp_path)
+    with serving(tmp_path) as s:
+        assert s.get("/health")[0] == 200
+        status, body = s.get("/api/status", token)
+        assert status == 200 and len(body["slots"]) == 5
+        assert (tmp_path / "var/hal0.pid").read_text().strip() == str(s.proc.pid)
+        assert s.stop() == 0
+    assert any("stopped" in line for line in s.log)
+    assert not (tmp_path / "var/hal0.pid").exists()
+
+
+def test_cli_status_talks_to_the_running_server(tmp_path: Path) -> None:
+    init(tmp_path)
+    with serving(tmp_path) as s:
+        r = subprocess.run([*HAL0, "status"], env=hal0_env(tmp_path, HAL0_URL=s.url),
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.splitlines()[1].split() == ["SLOT", "STATE", "PROVIDER", "BACKEND", "PORT",
+                                                    "ENABLED", "MODEL"]
+        assert [line.split()[0] for line in r.stdout.splitlines()[2:]] == [
+            "primary", "embed", "stt", "tts", "img"]
+
+
+def test_invalid_config_refuses_to_start_with_one_line_and_exit_2(tmp_path: Path) -> None:
+    init(tmp_path)
+    cfg = tmp_path / "etc/hal0.toml"
+    cfg.write_text("[api]\nport = 'x'\n")
+    r = subprocess.run([*HAL0, "serve"], env=hal0_env(tmp_path), capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        f"hal0: config.invalid: {cfg}: api.port: expected an integer, got 'x'"]
+    assert cfg.read_text() == "[api]\nport = 'x'\n"
+
+
+def test_port_in_use_is_named(tmp_path: Path) -> None:
+    init(tmp_path)
+    port = free_port()
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", port))
+        blocker.listen()
+        r = subprocess.run([*HAL0, "serve", "--host", "127.0.0.1", "--port", str(port)],
+                           env=hal0_env(tmp_path), capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1
+    assert f"port {port} on 127.0.0.1 is already in use" in r.stderr
+
+
+def test_auth_off_on_a_public_address_warns_loudly(tmp_path: Path) -> None:
+    init(tmp_path)
+    (tmp_path / "etc/hal0.toml").write_text('[api]\nauth = "off"\nhost = "0.0.0.0"\n')
+    port = free_port()
+    seen = []
+    with subprocess.Popen([*HAL0, "serve", "--port", str(port)], env=hal0_env(tmp_path),
+                          stderr=subprocess.PIPE, text=True) as proc:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            seen.append(line)
+            if "hal0 listening on" in line:
+                break
+        proc.terminate()
+    assert any("AUTHENTICATION IS OFF" in line for line in seen)

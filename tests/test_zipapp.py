@@ -1,0 +1,46 @@
+"""dist/hal0.pyz runs on a plain python3, without a virtualenv."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.env import REPO
+from tests.helpers.serve import serving
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def pyz() -> Path:
+    subprocess.run([str(REPO / "scripts/build")], check=True, cwd=REPO, capture_output=True)
+    return REPO / "dist/hal0.pyz"
+
+
+def plain_env(home: Path, shiv_root: Path) -> dict[str, str]:
+    keep = {"PATH": os.environ["PATH"], "HOME": str(home)}
+    return {**keep, "HAL0_HOME": str(home), "SHIV_ROOT": str(shiv_root)}
+
+
+def system_python() -> str:
+    """A python3 outside any virtualenv (the one that runs scripts/setup-backends)."""
+    found = shutil.which("python3", path=os.pathsep.join(
+        p for p in os.environ["PATH"].split(os.pathsep) if "hal0-dev" not in p))
+    assert found
+    return found
+
+
+def test_pyz_runs_version_and_serve_on_plain_python(pyz: Path, tmp_path: Path) -> None:
+    env = plain_env(tmp_path / "home", tmp_path / "shiv")
+    py = system_python()
+    r = subprocess.run([py, "-I", str(pyz), "version"], env=env, capture_output=True, text=True, check=True)
+    assert r.stdout.strip() == "hal0 0.1.0"
+    assert (tmp_path / "shiv").is_dir()  # SHIV_ROOT is honoured
+    subprocess.run([py, "-I", str(pyz), "init"], env=env, check=True, capture_output=True)
+    with serving(tmp_path / "home", argv=[py, "-I", str(pyz)], env=env) as s:
+        assert s.get("/health")[0] == 200
+        assert s.stop() == 0
