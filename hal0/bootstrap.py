@@ -8,15 +8,16 @@ import tomli_w
 
 from hal0.atomic import atomic_write
 from hal0.auth import create_token
-from hal0.config import BUILTIN_SLOTS, Hal0Config, builtin_slot, render_slot_toml, to_dict
+from hal0.config import BUILTIN_SLOTS, PROVIDER_NAMES, Hal0Config, builtin_slot, render_slot_toml, to_dict
 from hal0.paths import Paths
 
 __all__ = ["init_tree"]
 
 
-def _default_hal0_toml() -> str:
+def _default_hal0_toml(provider_bins: dict[str, str]) -> str:
     data = to_dict(Hal0Config())
     data.pop("upstreams")
+    data["providers"] = {name: {"bin": path} for name, path in provider_bins.items()}
     return ("# hal0 configuration. Every key is optional; these are the defaults.\n"
             "# Remote OpenAI-compatible servers go in [upstreams.NAME] tables.\n" + tomli_w.dumps(data))
 
@@ -27,20 +28,25 @@ def _create(path: Path, text: str, created: list[Path], mode: int = 0o644) -> No
         created.append(path)
 
 
-def init_tree(paths: Paths, slot_models: dict[str, str] | None = None) -> list[Path]:
+def init_tree(paths: Paths, slot_models: dict[str, str] | None = None,
+              provider_bins: dict[str, str] | None = None) -> list[Path]:
     """Create what is missing and return the files created.
 
-    ``slot_models`` seeds ``[model].default`` of built-in slot TOMLs that do not exist yet.
+    ``slot_models`` seeds ``[model].default`` of built-in slot TOMLs that do not exist yet;
+    ``provider_bins`` seeds ``[providers.NAME].bin`` of a new hal0.toml.
     """
-    slot_models = slot_models or {}
+    slot_models, provider_bins = slot_models or {}, provider_bins or {}
     unknown = set(slot_models) - set(BUILTIN_SLOTS)
     if unknown:
         raise ValueError(f"not built-in slots: {', '.join(sorted(unknown))}")
+    unknown = set(provider_bins) - set(PROVIDER_NAMES)
+    if unknown:
+        raise ValueError(f"unknown providers: {', '.join(sorted(unknown))}")
     created: list[Path] = []
     for d in (paths.config_dir, paths.slots_dir, paths.state_dir, paths.models_dir,
               paths.backends_dir, paths.images_dir):
         d.mkdir(parents=True, exist_ok=True)
-    _create(paths.hal0_toml, _default_hal0_toml(), created)
+    _create(paths.hal0_toml, _default_hal0_toml(provider_bins), created)
     for name in BUILTIN_SLOTS:
         _create(paths.slot_toml(name), render_slot_toml(builtin_slot(name, model=slot_models.get(name, ""))),
                 created)

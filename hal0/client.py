@@ -64,8 +64,9 @@ class ApiClient:
         return json.loads(raw) if raw else None
 
     def events(self, path: str = "/api/events") -> Iterator[tuple[str, dict[str, Any]]]:
-        """Follow a server-sent event stream; yields (event, data)."""
+        """Follow a server-sent event stream; yields ("open", {}) once connected, then (event, data)."""
         with self._request("GET", path, timeout=None) as resp:
+            yield "open", {}
             kind, data = "message", ""
             for raw in resp:
                 line = raw.decode().rstrip("\n")

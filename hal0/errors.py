@@ -17,10 +17,27 @@ __all__ = [
     "Hal0Error",
     "InternalError",
     "MethodNotAllowed",
+    "ModelFilesMissing",
+    "ModelInvalid",
+    "ModelNotFound",
+    "ProviderUnavailable",
     "RequestInvalid",
     "RequestMalformed",
     "RequestTooLarge",
     "RouteNotFound",
+    "SlotBuiltin",
+    "SlotCancelled",
+    "SlotDisabled",
+    "SlotExists",
+    "SlotIllegalTransition",
+    "SlotInvalidName",
+    "SlotLoading",
+    "SlotNoModel",
+    "SlotNotFound",
+    "SlotPortInUse",
+    "SlotStartFailed",
+    "SlotStateError",
+    "SlotSwapFailed",
     "envelope",
 ]
 
@@ -112,3 +129,99 @@ class AuthForbidden(Hal0Error):
     status = 403
     code = "auth.forbidden"
     type = "permission_error"
+
+
+class SlotNotFound(Hal0Error):
+    status = 404
+    code = "slot.not_found"
+    type = "invalid_request_error"
+
+
+class SlotInvalidName(Hal0Error):
+    status = 400
+    code = "slot.invalid_name"
+    type = "invalid_request_error"
+
+
+class SlotExists(Hal0Error):
+    status = 409
+    code = "slot.exists"
+    type = "invalid_request_error"
+
+
+class SlotBuiltin(Hal0Error):
+    status = 409
+    code = "slot.builtin"
+    type = "invalid_request_error"
+
+
+class SlotPortInUse(Hal0Error):
+    status = 409
+    code = "slot.port_in_use"
+    type = "invalid_request_error"
+
+
+class SlotIllegalTransition(Hal0Error):
+    status = 409
+    code = "slot.illegal_transition"
+
+
+class SlotNoModel(Hal0Error):
+    status = 409
+    code = "slot.no_model"
+    type = "invalid_request_error"
+
+
+class SlotDisabled(Hal0Error):
+    status = 503
+    code = "slot.disabled"
+
+
+class SlotStateError(Hal0Error):
+    """The slot is in ``error``; the message carries the stored reason."""
+
+    status = 503
+    code = "slot.error"
+
+
+class SlotLoading(Hal0Error):
+    status = 503
+    code = "slot.loading"
+
+
+class SlotStartFailed(Hal0Error):
+    status = 503
+    code = "slot.start_failed"
+
+
+class SlotSwapFailed(Hal0Error):
+    status = 502
+    code = "slot.swap_failed"
+
+
+class SlotCancelled(Hal0Error):
+    status = 409
+    code = "slot.cancelled"
+
+
+class ProviderUnavailable(Hal0Error):
+    status = 501
+    code = "slot.provider_unavailable"
+
+
+class ModelNotFound(Hal0Error):
+    status = 404
+    code = "model.not_found"
+    type = "invalid_request_error"
+
+
+class ModelFilesMissing(Hal0Error):
+    status = 409
+    code = "model.files_missing"
+    type = "invalid_request_error"
+
+
+class ModelInvalid(Hal0Error):
+    status = 400
+    code = "model.invalid"
+    type = "invalid_request_error"

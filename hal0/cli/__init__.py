@@ -35,15 +35,16 @@ def cmd_init(args: argparse.Namespace) -> int:
     from hal0.bootstrap import init_tree
 
     paths = _paths(args)
-    models = {}
-    for item in args.slot_model or []:
-        name, sep, ref = item.partition("=")
-        if not sep or not ref:
-            print(f"hal0 init: --slot-model wants NAME=MODEL, got {item!r}", file=sys.stderr)
-            return 2
-        models[name] = ref
+    pairs: dict[str, dict[str, str]] = {"--slot-model": {}, "--provider-bin": {}}
+    for flag, items in (("--slot-model", args.slot_model), ("--provider-bin", args.provider_bin)):
+        for item in items or []:
+            name, sep, value = item.partition("=")
+            if not sep or not value:
+                print(f"hal0 init: {flag} wants NAME=VALUE, got {item!r}", file=sys.stderr)
+                return 2
+            pairs[flag][name] = value
     try:
-        created = init_tree(paths, models)
+        created = init_tree(paths, pairs["--slot-model"], pairs["--provider-bin"])
     except ValueError as e:
         print(f"hal0 init: {e}", file=sys.stderr)
         return 2
@@ -79,6 +80,18 @@ def _status_cmd(args: argparse.Namespace) -> int:
     return run(args, _paths(args))
 
 
+def _slot_cmd(args: argparse.Namespace) -> int:
+    from hal0.cli.slot_cmd import run
+
+    return run(args, _paths(args))
+
+
+def _model_cmd(args: argparse.Namespace) -> int:
+    from hal0.cli.model_cmd import run
+
+    return run(args, _paths(args))
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="machine-readable output")
@@ -99,12 +112,21 @@ def build_parser() -> argparse.ArgumentParser:
     i = add("init", cmd_init, "create the config tree, built-in slots and an admin token")
     i.add_argument("--slot-model", action="append", metavar="SLOT=MODEL",
                    help="seed [model].default of a new built-in slot TOML (repeatable)")
+    i.add_argument("--provider-bin", action="append", metavar="PROVIDER=PATH",
+                   help="seed [providers.PROVIDER].bin of a new hal0.toml, e.g. llama-server=/opt/llama-server")
     add("status", _status_cmd, "show the running server's status")
 
     c = add("config", _config_cmd, "show or validate the configuration")
     csub = c.add_subparsers(dest="config_command", required=True, metavar="ACTION")
     csub.add_parser("show", help="print the effective configuration", parents=[common])
     csub.add_parser("validate", help="check every config file", parents=[common])
+
+    from hal0.cli import model_cmd, slot_cmd
+
+    slot_cmd.add_parser(sub, common)
+    sub.choices["slot"].set_defaults(func=_slot_cmd)
+    model_cmd.add_parser(sub, common)
+    sub.choices["model"].set_defaults(func=_model_cmd)
 
     t = add("token", _token_cmd, "manage API tokens")
     tsub = t.add_subparsers(dest="token_command", required=True, metavar="ACTION")

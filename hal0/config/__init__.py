@@ -2,10 +2,11 @@
 
 from hal0.config.defaults import builtin_slot, render_slot_toml
 from hal0.config.load import SLOT_NAME_RE, load_config, load_slot, load_slots, to_dict
-from hal0.config.schema import BUILTIN_SLOTS, RERANK_SLOT, Hal0Config, SlotConfig
+from hal0.config.schema import BUILTIN_SLOTS, PROVIDER_NAMES, RERANK_SLOT, Hal0Config, SlotConfig
 
 __all__ = [
     "BUILTIN_SLOTS",
+    "PROVIDER_NAMES",
     "RERANK_SLOT",
     "SLOT_NAME_RE",
     "Hal0Config",

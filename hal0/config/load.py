@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from hal0.config.defaults import builtin_slot
-from hal0.config.schema import BUILTIN_SLOTS, Hal0Config, SlotConfig
+from hal0.config.schema import BUILTIN_SLOTS, PROVIDER_NAMES, Hal0Config, SlotConfig
 from hal0.errors import ConfigInvalid
 from hal0.paths import Paths
 
@@ -126,6 +126,9 @@ def load_config(paths: Paths) -> Hal0Config:
         raise ConfigInvalid(str(file), "slots.port_range", f"{lo} is above {hi}")
     if cfg.api.max_body_mb < 1:
         raise ConfigInvalid(str(file), "api.max_body_mb", "must be at least 1")
+    for name in cfg.providers:
+        if name not in PROVIDER_NAMES:
+            raise ConfigInvalid(str(file), f"providers.{name}", f"unknown provider; known: {', '.join(PROVIDER_NAMES)}")
     for name, up in cfg.upstreams.items():
         if not up.url.startswith(("http://", "https://")):
             raise ConfigInvalid(str(file), f"upstreams.{name}.url", "must be an http(s) URL")

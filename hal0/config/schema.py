@@ -7,16 +7,19 @@ Field types drive validation in ``hal0.config.load``: only ``int``, ``float``,
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass, field
 from typing import Literal
 
 __all__ = [
     "BUILTIN_SLOTS",
+    "PROVIDER_NAMES",
     "RERANK_SLOT",
     "ApiConfig",
     "DispatcherConfig",
     "Hal0Config",
     "ModelSection",
+    "ProviderConfig",
     "ServerSection",
     "SlotConfig",
     "SlotsConfig",
@@ -27,6 +30,7 @@ BUILTIN_SLOTS: tuple[str, ...] = ("primary", "embed", "stt", "tts", "img")
 RERANK_SLOT = "embed-rerank"
 
 Provider = Literal["llama-server", "moonshine", "whisper", "kokoro", "comfyui", "flm"]
+PROVIDER_NAMES: tuple[str, ...] = typing.get_args(Provider)
 Backend = Literal["vulkan", "rocm", "cuda", "cpu", "npu"]
 
 
@@ -61,6 +65,15 @@ class UpstreamConfig:
 
 
 @dataclass(frozen=True)
+class ProviderConfig:
+    """``[providers.<name>]``: where a provider's engine lives on this box."""
+
+    bin: str = ""  # the engine's executable (llama-server, flm)
+    python: str = ""  # the interpreter of the engine's virtualenv (runners, comfyui)
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Hal0Config:
     """``hal0.toml``."""
 
@@ -68,6 +81,7 @@ class Hal0Config:
     slots: SlotsConfig = field(default_factory=SlotsConfig)
     dispatcher: DispatcherConfig = field(default_factory=DispatcherConfig)
     upstreams: dict[str, UpstreamConfig] = field(default_factory=dict)
+    providers: dict[str, ProviderConfig] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from typing import Any
 
@@ -11,14 +10,14 @@ from aiohttp import web
 
 from hal0 import __version__
 from hal0.config import BUILTIN_SLOTS
-from hal0.events import Event
 from hal0.server.http import json_response
-from hal0.server.keys import CONFIG, EVENTS, PATHS, SLOT_CONFIGS, STARTED_AT
+from hal0.server.keys import CONFIG, EVENTS, PATHS, SLOTS, STARTED_AT
+from hal0.server.sse import HEARTBEAT_S, format_event, open_sse
+from hal0.slots import Slot
 
-__all__ = ["HEARTBEAT_S", "routes"]
+__all__ = ["routes", "slot_json"]
 
 routes = web.RouteTableDef()
-HEARTBEAT_S = 15.0
 
 
 @routes.get("/health")
@@ -26,13 +25,15 @@ async def health(request: web.Request) -> web.Response:
     return json_response({"status": "ok", "version": __version__})
 
 
+def slot_json(slot: Slot) -> dict[str, Any]:
+    """A slot as the API shows it: live state, running model and configured model side by side."""
+    return {**slot.snapshot().to_json(), "builtin": slot.name in BUILTIN_SLOTS,
+            "model_default": slot.config.model.default or None, "model_configured": slot.configured_model()}
+
+
 def status_body(app: web.Application) -> dict[str, Any]:
     paths, cfg = app[PATHS], app[CONFIG]
-    slots = [
-        {"name": s.name, "provider": s.provider, "backend": s.backend, "port": s.port,
-         "enabled": s.enabled, "builtin": s.name in BUILTIN_SLOTS, "model_default": s.model.default}
-        for s in app[SLOT_CONFIGS].values()
-    ]
+    slots = [slot_json(s) for s in app[SLOTS]]
     return {
         "version": __version__,
         "uptime_s": round(time.monotonic() - app[STARTED_AT], 3),
@@ -48,18 +49,11 @@ async def status(request: web.Request) -> web.Response:
     return json_response(status_body(request.app))
 
 
-def _sse(event: Event) -> bytes:
-    payload = json.dumps({"ts": event.ts, **event.data})
-    return f"id: {event.id}\nevent: {event.kind}\ndata: {payload}\n\n".encode()
-
-
 @routes.get("/api/events")
 async def events(request: web.Request) -> web.StreamResponse:
     """Server-sent events until the client leaves or the server shuts down."""
-    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
-                                       "X-Accel-Buffering": "no"})
     with request.app[EVENTS].subscribe() as sub:
-        await resp.prepare(request)
+        resp = await open_sse(request)
         await resp.write(b": hal0 events\n\n")
         try:
             while True:
@@ -70,7 +64,7 @@ async def events(request: web.Request) -> web.StreamResponse:
                     continue
                 if event is None:
                     break
-                await resp.write(_sse(event))
+                await resp.write(format_event(event.kind, {"ts": event.ts, **event.data}, event.id))
         except (ConnectionResetError, ConnectionError):
             pass  # the client went away
     return resp

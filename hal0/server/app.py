@@ -3,22 +3,26 @@
 Shutdown order (aiohttp ``AppRunner.cleanup``): stop accepting connections,
 ``on_shutdown`` (close the event bus so SSE streams end), wait for in-flight
 handlers up to ``api.shutdown_timeout_s``, then the ``cleanup_ctx`` exits in
-reverse order of registration.
+reverse order: the slots stop in parallel (bounded), then the HTTP client closes.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 
+import aiohttp
 from aiohttp import web
 
 from hal0.auth import TokenStore
 from hal0.config import Hal0Config, SlotConfig
 from hal0.events import EventBus
+from hal0.models.registry import Registry
 from hal0.paths import Paths
-from hal0.server import api
-from hal0.server.keys import CONFIG, EVENTS, PATHS, SLOT_CONFIGS, STARTED_AT, TOKENS
+from hal0.server import api, models_api, slots_api
+from hal0.server.keys import CONFIG, EVENTS, HTTP, PATHS, REGISTRY, SLOT_CONFIGS, SLOTS, STARTED_AT, TOKENS
 from hal0.server.middleware import auth_middleware, error_middleware, request_id_middleware
+from hal0.slots import SlotDeps, SlotManager, Supervision
 
 __all__ = ["build_app"]
 
@@ -27,7 +31,27 @@ async def _close_events(app: web.Application) -> None:
     app[EVENTS].close()
 
 
-def build_app(paths: Paths, config: Hal0Config, slots: dict[str, SlotConfig]) -> web.Application:
+async def _http_client(app: web.Application) -> AsyncIterator[None]:
+    connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None, connect=5),
+                                     auto_decompress=False) as session:
+        app[HTTP] = session
+        yield
+
+
+def _slots_ctx(autostart: bool, supervision: Supervision):  # type: ignore[no-untyped-def]
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        cfg = app[CONFIG]
+        deps = SlotDeps(paths=app[PATHS], settings=cfg.slots, events=app[EVENTS], registry=app[REGISTRY],
+                        providers=cfg.providers, session=app[HTTP], supervision=supervision)
+        async with SlotManager(deps, app[SLOT_CONFIGS], autostart=autostart) as manager:
+            app[SLOTS] = manager
+            yield
+    return ctx
+
+
+def build_app(paths: Paths, config: Hal0Config, slots: dict[str, SlotConfig], *,
+              autostart: bool = True, supervision: Supervision | None = None) -> web.Application:
     """The hal0 application for an already validated configuration."""
     app = web.Application(
         middlewares=[request_id_middleware, error_middleware, auth_middleware],
@@ -38,7 +62,12 @@ def build_app(paths: Paths, config: Hal0Config, slots: dict[str, SlotConfig]) ->
     app[SLOT_CONFIGS] = slots
     app[EVENTS] = EventBus()
     app[TOKENS] = TokenStore(paths.tokens_toml)
+    app[REGISTRY] = Registry(paths)
     app[STARTED_AT] = time.monotonic()
     app.add_routes(api.routes)
+    app.add_routes(slots_api.routes)
+    app.add_routes(models_api.routes)
     app.on_shutdown.append(_close_events)
+    app.cleanup_ctx.append(_http_client)
+    app.cleanup_ctx.append(_slots_ctx(autostart, supervision or Supervision()))
     return app

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import aiohttp
 from aiohttp import web
 
 from hal0.auth import TokenRecord, TokenStore
 from hal0.config import Hal0Config, SlotConfig
 from hal0.events import EventBus
+from hal0.models.registry import Registry
 from hal0.paths import Paths
+from hal0.slots import SlotManager
 
-__all__ = ["CONFIG", "EVENTS", "PATHS", "REQUEST_ID", "REQUEST_TOKEN", "SLOT_CONFIGS", "STARTED_AT", "TOKENS"]
+__all__ = [
+    "CONFIG", "EVENTS", "HTTP", "PATHS", "REGISTRY", "REQUEST_ID", "REQUEST_TOKEN", "SLOTS", "SLOT_CONFIGS",
+    "STARTED_AT", "TOKENS",
+]
 
 CONFIG = web.AppKey("config", Hal0Config)
 PATHS = web.AppKey("paths", Paths)
@@ -17,6 +23,9 @@ SLOT_CONFIGS = web.AppKey("slot_configs", dict[str, SlotConfig])
 EVENTS = web.AppKey("events", EventBus)
 TOKENS = web.AppKey("tokens", TokenStore)
 STARTED_AT = web.AppKey("started_at", float)
+REGISTRY = web.AppKey("registry", Registry)
+HTTP = web.AppKey("http", aiohttp.ClientSession)  # pooled connections to slots and upstreams
+SLOTS = web.AppKey("slots", SlotManager)
 
 REQUEST_ID = web.RequestKey("request_id", str)
 REQUEST_TOKEN = web.RequestKey("token", TokenRecord)

@@ -35,3 +35,12 @@ def hal0_env(home: Path, **extra: str) -> dict[str, str]:
 
 
 HAL0 = [sys.executable, "-m", "hal0"]
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, dead but not yet reaped by init, does not count)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(") ", 1)[1][0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False

@@ -1,0 +1,21 @@
+"""Providers by name. Providers not in ``PROVIDERS`` are not part of this build yet:
+a slot using one reports ``slot.provider_unavailable`` instead of starting."""
+
+from __future__ import annotations
+
+from hal0.errors import ProviderUnavailable
+from hal0.providers.base import LaunchSpec, Provider, Readiness
+from hal0.providers.llama_server import LlamaServer
+
+__all__ = ["PROVIDERS", "LaunchSpec", "Provider", "Readiness", "get_provider"]
+
+PROVIDERS: dict[str, Provider] = {LlamaServer.name: LlamaServer()}
+
+
+def get_provider(name: str) -> Provider:
+    try:
+        return PROVIDERS[name]
+    except KeyError:
+        raise ProviderUnavailable(
+            f"the {name} provider is not available in hal0 yet; this slot cannot start "
+            f"(available: {', '.join(PROVIDERS)})", provider=name) from None

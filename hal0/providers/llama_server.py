@@ -1,0 +1,84 @@
+"""llama.cpp's ``llama-server``: chat, completions, embeddings and rerank."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import ClassVar
+
+import aiohttp
+
+from hal0.config.schema import ProviderConfig, SlotConfig
+from hal0.errors import ProviderUnavailable, SlotStartFailed
+from hal0.models.registry import Registry, ResolvedModel, resolve_model
+from hal0.providers.argv import merge_args, split_options
+from hal0.providers.base import LaunchSpec, Readiness, base_env
+
+__all__ = ["LlamaServer"]
+
+ALIASES = {
+    "-m": "--model", "-c": "--ctx-size", "-ngl": "--n-gpu-layers", "--gpu-layers": "--n-gpu-layers",
+    "-t": "--threads", "-a": "--alias", "-np": "--parallel", "-b": "--batch-size",
+    "-ub": "--ubatch-size", "-fa": "--flash-attn", "-ctk": "--cache-type-k", "-ctv": "--cache-type-v",
+    "--embeddings": "--embedding", "--rerank": "--reranking",
+}
+REPEATABLE = frozenset({"--lora", "--lora-scaled", "--control-vector", "--control-vector-scaled",
+                        "--override-kv", "--override-tensor", "-ot"})
+RESERVED = frozenset({"--host", "--port", "--model"})  # hal0 routes by them
+
+
+class LlamaServer:
+    name: ClassVar[str] = "llama-server"
+    paths_served: ClassVar[tuple[str, ...]] = (
+        "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/rerankings", "/v1/rerank")
+    stop_grace_s: ClassVar[float | None] = None
+
+    def resolve(self, ref: str, registry: Registry) -> ResolvedModel:
+        return resolve_model(ref, registry)
+
+    @staticmethod
+    def binary(settings: ProviderConfig) -> Path:
+        if settings.bin:
+            return Path(settings.bin)
+        found = shutil.which("llama-server")
+        if found is None:
+            raise ProviderUnavailable(
+                "llama-server was not found: set [providers.llama-server].bin in hal0.toml "
+                "or put llama-server on PATH", provider="llama-server")
+        return Path(found)
+
+    def launch(self, slot: SlotConfig, model: ResolvedModel, settings: ProviderConfig) -> LaunchSpec:
+        binary = self.binary(settings)
+        reserved = [g[0] for g in split_options(slot.server.extra_args)
+                    if ALIASES.get(g[0], g[0]) in RESERVED]
+        if reserved:
+            raise SlotStartFailed(f"[server].extra_args of slot {slot.name!r} may not set "
+                                  f"{', '.join(reserved)}: hal0 sets them", slot=slot.name)
+        gpu_layers = 0 if slot.backend == "cpu" else slot.model.gpu_layers
+        base = [str(binary), "--model", str(model.path), "--host", "127.0.0.1", "--port", str(slot.port),
+                "--alias", model.id, "--ctx-size", str(slot.model.context_size),
+                "--n-gpu-layers", str(gpu_layers)]
+        if slot.server.threads > 0:
+            base += ["--threads", str(slot.server.threads)]
+        if slot.name == "embed":
+            base.append("--embedding")
+        argv = merge_args(base, slot.server.extra_args, aliases=ALIASES, repeatable=REPEATABLE)
+        # llama.cpp builds ship their shared libraries next to the binary.
+        env = {**base_env(), "LD_LIBRARY_PATH": str(binary.parent), **settings.env, **slot.env}
+        return LaunchSpec(tuple(argv), env)
+
+    async def probe(self, session: aiohttp.ClientSession, base_url: str) -> Readiness:
+        """Ready when /health is 200 and /v1/models lists a model; 503 means still loading."""
+        try:
+            async with session.get(base_url + "/health") as r:
+                if r.status == 503:
+                    return Readiness.LOADING
+                if r.status != 200:
+                    return Readiness.DOWN
+            async with session.get(base_url + "/v1/models") as r:
+                if r.status != 200:
+                    return Readiness.LOADING
+                body = await r.json()
+                return Readiness.READY if body.get("data") else Readiness.LOADING
+        except (aiohttp.ClientError, OSError, ValueError):
+            return Readiness.DOWN

@@ -1,0 +1,105 @@
+"""``/api/slots``: list, create, show, delete, actions and logs.
+
+Actions answer when the slot has settled (a load answers once the model is
+ready, or with the error), while every transition is published on /api/events
+as it happens; ``hal0 slot swap`` prints those live.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiohttp import web
+
+from hal0.errors import RequestInvalid
+from hal0.server.api import slot_json
+from hal0.server.http import json_response, read_json
+from hal0.server.keys import SLOTS
+from hal0.server.sse import HEARTBEAT_S, format_event, open_sse
+from hal0.slots import Slot
+
+__all__ = ["routes"]
+
+routes = web.RouteTableDef()
+ACTIONS = ("load", "unload", "restart", "swap", "enable", "disable")
+
+
+def _slot(request: web.Request) -> Slot:
+    return request.app[SLOTS].get(request.match_info["name"])
+
+
+@routes.get("/api/slots")
+async def list_slots(request: web.Request) -> web.Response:
+    return json_response({"slots": [slot_json(s) for s in request.app[SLOTS]]})
+
+
+@routes.post("/api/slots")
+async def create_slot(request: web.Request) -> web.Response:
+    slot = await request.app[SLOTS].create(await read_json(request))
+    return json_response(slot_json(slot), status=201)
+
+
+@routes.get("/api/slots/{name}")
+async def show_slot(request: web.Request) -> web.Response:
+    slot = _slot(request)
+    return json_response({**slot_json(slot), "log_tail": slot.log.tail(20)})
+
+
+@routes.delete("/api/slots/{name}")
+async def delete_slot(request: web.Request) -> web.Response:
+    await request.app[SLOTS].delete(request.match_info["name"])
+    return json_response({"deleted": request.match_info["name"]})
+
+
+async def _model_arg(request: web.Request, required: bool) -> str | None:
+    body: dict[str, Any] = await read_json(request) if request.can_read_body else {}
+    model = body.get("model")
+    if model is None and required:
+        raise RequestInvalid("`model` is required, e.g. {\"model\": \"qwen3-4b\"}", param="model")
+    if model is not None and (not isinstance(model, str) or not model):
+        raise RequestInvalid("`model` must be a non-empty string", param="model")
+    return model
+
+
+@routes.post(r"/api/slots/{name}/{action:(load|unload|restart|swap|enable|disable)}")
+async def slot_action(request: web.Request) -> web.Response:
+    slot, action = _slot(request), request.match_info["action"]
+    if action == "swap":
+        model = await _model_arg(request, required=True)
+        assert model is not None
+        await slot.swap(model)
+    elif action == "load":
+        await slot.load(await _model_arg(request, required=False))
+    else:
+        await getattr(slot, action)()
+    return json_response(slot_json(slot))
+
+
+@routes.get("/api/slots/{name}/logs")
+async def slot_logs(request: web.Request) -> web.StreamResponse:
+    """The last ``lines`` lines (default 100); with ``follow=1``, then new lines as SSE."""
+    slot = _slot(request)
+    try:
+        lines = int(request.query.get("lines", "100"))
+    except ValueError:
+        raise RequestInvalid("`lines` must be an integer", param="lines") from None
+    if request.query.get("follow") not in ("1", "true"):
+        return json_response({"slot": slot.name, "lines": slot.log.tail(lines)})
+    resp = await open_sse(request)
+    seq, _ = slot.log.since(0)
+    try:
+        for line in slot.log.tail(lines):
+            await resp.write(format_event("log", {"line": line}))
+        while True:
+            try:
+                await asyncio.wait_for(slot.log.wait_changed(), HEARTBEAT_S)
+            except TimeoutError:
+                await resp.write(b": ping\n\n")
+                continue
+            seq, new = slot.log.since(seq)
+            for line in new:
+                await resp.write(format_event("log", {"line": line}))
+    except (ConnectionResetError, ConnectionError):
+        pass
+    return resp

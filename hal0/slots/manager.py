@@ -1,0 +1,160 @@
+"""The set of slots: owner tasks in one TaskGroup, custom slot create/delete, autostart,
+orphan clean-up before start and a bounded parallel stop at shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+from dataclasses import replace
+from types import TracebackType
+from typing import Any
+
+from hal0.atomic import atomic_write
+from hal0.config import BUILTIN_SLOTS, RERANK_SLOT, SLOT_NAME_RE, SlotConfig, load_slot, render_slot_toml
+from hal0.config.defaults import builtin_slot
+from hal0.config.load import parse_section
+from hal0.errors import (
+    ConfigInvalid,
+    RequestInvalid,
+    SlotBuiltin,
+    SlotExists,
+    SlotInvalidName,
+    SlotNotFound,
+    SlotPortInUse,
+)
+from hal0.slots.orphans import reap_orphans
+from hal0.slots.ports import allocate_port, port_is_free
+from hal0.slots.slot import Slot, SlotDeps
+from hal0.slots.state import SlotSnapshot
+
+__all__ = ["USER_PORT_START", "SlotManager"]
+
+log = logging.getLogger("hal0.slots")
+USER_PORT_START = 8087  # 8081-8085 built-ins, 8086 embed-rerank
+SHUTDOWN_TIMEOUT_S = 30.0
+
+
+class SlotManager:
+    """Owns every ``Slot``; use as ``async with SlotManager(...) as slots``."""
+
+    def __init__(self, deps: SlotDeps, configs: dict[str, SlotConfig], *, autostart: bool = True) -> None:
+        self._deps = deps
+        self._configs = configs
+        self._autostart = autostart
+        self._slots: dict[str, Slot] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._tg = asyncio.TaskGroup()
+        self._lock = asyncio.Lock()  # serialises create/delete
+
+    async def __aenter__(self) -> SlotManager:
+        paths = self._deps.paths
+        for name in BUILTIN_SLOTS:  # a built-in's missing TOML is re-created from defaults
+            if not paths.slot_toml(name).exists():
+                atomic_write(paths.slot_toml(name), render_slot_toml(self._configs.get(name) or builtin_slot(name)))
+        state_files = sorted((paths.state_dir / "slots").glob("*/state.json"))
+        await reap_orphans(state_files, self._deps.settings.stop_grace_s)
+        await self._tg.__aenter__()
+        for config in self._configs.values():
+            self._start_owner(config)
+        if self._autostart:
+            for slot in self._slots.values():
+                if slot.config.enabled and slot.configured_model():
+                    slot.send_nowait("autostart")
+        return self
+
+    async def __aexit__(self, et: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        try:
+            await asyncio.shield(self._shutdown_all())
+        finally:
+            await self._tg.__aexit__(et, exc, tb)
+
+    async def _shutdown_all(self) -> None:
+        """Stop every slot in parallel; owners still running after the timeout are cancelled."""
+        slots = list(self._slots.values())
+        results = await asyncio.gather(
+            *(asyncio.wait_for(s.shutdown(), SHUTDOWN_TIMEOUT_S) for s in slots), return_exceptions=True)
+        for slot, result in zip(slots, results, strict=True):
+            if isinstance(result, BaseException):
+                log.error("slot %s did not shut down cleanly: %r", slot.name, result)
+                self._tasks[slot.name].cancel()
+
+    def _start_owner(self, config: SlotConfig) -> Slot:
+        slot = Slot(config, self._deps)
+        self._slots[config.name] = slot
+        self._tasks[config.name] = self._tg.create_task(slot.run(), name=f"slot-{config.name}")
+        return slot
+
+    # --- reading -------------------------------------------------------------------
+
+    def get(self, name: str) -> Slot:
+        try:
+            return self._slots[name]
+        except KeyError:
+            raise SlotNotFound(f"no slot named {name!r}; `hal0 slot list` shows them", slot=name) from None
+
+    def __iter__(self) -> Any:
+        return iter(self._slots.values())
+
+    def snapshots(self) -> list[SlotSnapshot]:
+        return [s.snapshot() for s in self._slots.values()]
+
+    # --- custom slots --------------------------------------------------------------
+
+    async def create(self, spec: dict[str, Any], *, internal: bool = False) -> Slot:
+        """Create and register a slot from an API body; ``internal`` allows reserved names.
+
+        Raises SlotInvalidName, SlotExists, SlotPortInUse or RequestInvalid.
+        """
+        name = spec.get("name")
+        if not isinstance(name, str) or not SLOT_NAME_RE.match(name):
+            raise SlotInvalidName(f"slot name {name!r} must match {SLOT_NAME_RE.pattern}", param="name")
+        if not internal and (name in BUILTIN_SLOTS or name == RERANK_SLOT):
+            raise SlotInvalidName(f"{name!r} is a reserved slot name", param="name")
+        async with self._lock:
+            if name in self._slots or self._deps.paths.slot_toml(name).exists():
+                raise SlotExists(f"slot {name!r} already exists", slot=name)
+            config = self._config_from_spec(name, spec)
+            file = self._deps.paths.slot_toml(name)
+            atomic_write(file, render_slot_toml(config))
+            try:
+                config = load_slot(file)  # the one validator, on exactly what was written
+            except ConfigInvalid as e:
+                file.unlink()
+                raise RequestInvalid(e.message, **e.details) from None
+            return self._start_owner(config)
+
+    def _config_from_spec(self, name: str, spec: dict[str, Any]) -> SlotConfig:
+        body = {k: v for k, v in spec.items() if k not in ("name", "model")}
+        model = spec.get("model")
+        if model is not None:
+            body["model"] = {**body.get("model", {}), "default": model} if isinstance(model, str) else model
+        try:
+            config = parse_section(SlotConfig, {"name": name, **body}, "request body")
+        except ConfigInvalid as e:
+            raise RequestInvalid(e.message, param=e.details.get("key")) from None
+        lo, hi = self._deps.settings.port_range
+        used = {s.config.port for s in self._slots.values()}
+        if "port" not in spec:
+            start = USER_PORT_START if name != RERANK_SLOT else USER_PORT_START - 1
+            return replace(config, port=allocate_port(used, lo, hi, start=start, avoid=(8081,)))
+        if config.port in used or not port_is_free(config.port):
+            raise SlotPortInUse(f"port {config.port} is already in use", port=config.port)
+        return config
+
+    async def delete(self, name: str) -> None:
+        """Stop and remove a custom slot, its TOML, override and state. Raises SlotBuiltin."""
+        slot = self.get(name)
+        if name in BUILTIN_SLOTS:
+            raise SlotBuiltin(f"{name} is a built-in slot and cannot be deleted; disable it instead",
+                              slot=name)
+        async with self._lock:
+            await slot.shutdown()
+            await self._tasks.pop(name)
+            del self._slots[name]
+            paths = self._deps.paths
+            paths.slot_toml(name).unlink(missing_ok=True)
+            paths.slot_env(name).unlink(missing_ok=True)
+            shutil.rmtree(paths.slot_state_dir(name), ignore_errors=True)
+            self._deps.events.publish("slot.deleted", {"slot": name})

@@ -1,0 +1,80 @@
+"""Slots through `hal0 serve` and the CLI, as an operator uses them."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.env import HAL0, alive, free_port, hal0_env, manifest
+from tests.helpers.serve import serving
+from tests.helpers.slots import fake_bin
+
+pytestmark = pytest.mark.slow
+
+
+def setup_home(home: Path, provider_bin: str, model: str) -> None:
+    subprocess.run([*HAL0, "init", "--slot-model", f"primary={model}", "--provider-bin",
+                    f"llama-server={provider_bin}"], env=hal0_env(home), check=True, capture_output=True)
+    lo = free_port()
+    cfg = home / "etc/hal0.toml"
+    cfg.write_text(cfg.read_text().replace("port_range = [\n    8081,\n    8099,\n]",
+                                           f"port_range = [{lo}, {lo + 20}]"))
+    primary = home / "etc/slots/primary.toml"
+    primary.write_text(primary.read_text().replace("port = 8081", f"port = {free_port()}")
+                       .replace('backend = "vulkan"', 'backend = "cpu"'))
+    for name in ("embed", "stt", "tts", "img"):
+        toml = home / f"etc/slots/{name}.toml"
+        toml.write_text(toml.read_text().replace("enabled = true", "enabled = false"))
+
+
+def cli(home: Path, url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*HAL0, *args], env=hal0_env(home, HAL0_URL=url), capture_output=True, text=True,
+                          timeout=120)
+
+
+
+def test_cli_swap_shows_transitions_and_fails_loudly_on_rollback(tmp_path: Path) -> None:
+    m = manifest()
+    setup_home(tmp_path, m["llama_server"]["bin"], m["models"]["tiny-chat"])
+    corrupt = tmp_path / "corrupt.gguf"
+    corrupt.write_bytes(b"GGUF" + b"\0" * 64)
+    with serving(tmp_path) as s:
+        assert cli(tmp_path, s.url, "slot", "load", "primary").returncode == 0
+        r = cli(tmp_path, s.url, "slot", "swap", "primary", "--model", m["models"]["tiny-embed"])
+        assert r.returncode == 0, r.stderr
+        states = [line.split()[1] for line in r.stdout.splitlines()[:-1]]
+        assert states == ["unloading", "offline", "starting", "warming", "ready"]
+        assert r.stdout.splitlines()[-1].startswith("primary: ready (tiny-embed) after ")
+        r = cli(tmp_path, s.url, "slot", "swap", "primary", "--model", str(corrupt))
+        assert r.returncode == 1
+        assert "hal0: slot.swap_failed: swap of primary to" in r.stderr and "rolled back to" in r.stderr
+        assert [line.split()[1] for line in r.stdout.splitlines()][-1] == "ready"
+        listed = json.loads(cli(tmp_path, s.url, "slot", "list", "--json").stdout)
+        assert (listed[0]["state"], listed[0]["model"]) == ("ready", "tiny-embed")
+        r = cli(tmp_path, s.url, "slot", "logs", "primary", "-n", "3")
+        assert r.returncode == 0 and len(r.stdout.splitlines()) == 3
+        assert s.stop() == 0
+
+
+def test_a_killed_hal0_leaves_an_orphan_that_the_next_serve_cleans_up(tmp_path: Path) -> None:
+    model = tmp_path / "fake.gguf"
+    model.write_bytes(b"GGUF")
+    setup_home(tmp_path, fake_bin(tmp_path).bin, str(model))
+    with serving(tmp_path) as s:
+        r = cli(tmp_path, s.url, "slot", "load", "primary", "--json")
+        orphan = json.loads(r.stdout)["pid"]
+        s.proc.send_signal(signal.SIGKILL)
+        s.proc.wait()
+    state = json.loads((tmp_path / "var/slots/primary/state.json").read_text())
+    assert (state["state"], state["pid"]) == ("ready", orphan)  # state.json is whole and legal
+    assert alive(orphan)
+    with serving(tmp_path) as s:
+        assert not alive(orphan)
+        assert any(f"killing backend pid {orphan}" in line for line in s.log)
+        r = cli(tmp_path, s.url, "slot", "load", "primary", "--json")
+        assert json.loads(r.stdout)["state"] == "ready"  # the port was free again
+        assert s.stop() == 0
