@@ -58,6 +58,10 @@ class Subscription:
             return None
         return self._queue.popleft()
 
+    def get_nowait(self) -> Event | None:
+        """The next queued event, or None when none is queued."""
+        return self._queue.popleft() if self._queue else None
+
     def __enter__(self) -> Subscription:
         return self
 
