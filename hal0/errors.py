@@ -13,6 +13,7 @@ __all__ = [
     "AuthForbidden",
     "AuthInvalid",
     "AuthMissing",
+    "CapabilityDisabled",
     "ConfigInvalid",
     "Hal0Error",
     "InternalError",
@@ -20,12 +21,14 @@ __all__ = [
     "ModelFilesMissing",
     "ModelInvalid",
     "ModelNotFound",
+    "ModelNotLoaded",
     "ProviderUnavailable",
     "RequestInvalid",
     "RequestMalformed",
     "RequestTooLarge",
     "RouteNotFound",
     "SlotBuiltin",
+    "SlotBusy",
     "SlotCancelled",
     "SlotDisabled",
     "SlotExists",
@@ -38,6 +41,8 @@ __all__ = [
     "SlotStartFailed",
     "SlotStateError",
     "SlotSwapFailed",
+    "SlotUnreachable",
+    "UpstreamUnavailable",
     "envelope",
 ]
 
@@ -225,3 +230,31 @@ class ModelInvalid(Hal0Error):
     status = 400
     code = "model.invalid"
     type = "invalid_request_error"
+
+
+class SlotBusy(Hal0Error):
+    status = 429
+    code = "slot.busy"
+    type = "rate_limit_error"
+
+
+class ModelNotLoaded(Hal0Error):
+    status = 409
+    code = "model.not_loaded"
+    type = "invalid_request_error"
+
+
+class CapabilityDisabled(Hal0Error):
+    status = 409
+    code = "capability.disabled"
+    type = "invalid_request_error"
+
+
+class UpstreamUnavailable(Hal0Error):
+    status = 502
+    code = "upstream.unavailable"
+
+
+class SlotUnreachable(Hal0Error):
+    status = 502
+    code = "slot.unreachable"

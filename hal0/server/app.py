@@ -8,6 +8,7 @@ reverse order: the slots stop in parallel (bounded), then the HTTP client closes
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 
@@ -16,11 +17,25 @@ from aiohttp import web
 
 from hal0.auth import TokenStore
 from hal0.config import Hal0Config, SlotConfig
+from hal0.dispatch.dispatcher import Dispatcher
+from hal0.dispatch.upstreams import Upstreams
 from hal0.events import EventBus
 from hal0.models.registry import Registry
 from hal0.paths import Paths
-from hal0.server import api, models_api, slots_api
-from hal0.server.keys import CONFIG, EVENTS, HTTP, PATHS, REGISTRY, SLOT_CONFIGS, SLOTS, STARTED_AT, TOKENS
+from hal0.server import api, models_api, slots_api, v1_api
+from hal0.server.keys import (
+    CONFIG,
+    DISPATCHER,
+    EVENTS,
+    HTTP,
+    PATHS,
+    REGISTRY,
+    SLOT_CONFIGS,
+    SLOTS,
+    STARTED_AT,
+    STARTED_WALL,
+    TOKENS,
+)
 from hal0.server.middleware import auth_middleware, error_middleware, request_id_middleware
 from hal0.slots import SlotDeps, SlotManager, Supervision
 
@@ -46,7 +61,11 @@ def _slots_ctx(autostart: bool, supervision: Supervision):  # type: ignore[no-un
                         providers=cfg.providers, session=app[HTTP], supervision=supervision)
         async with SlotManager(deps, app[SLOT_CONFIGS], autostart=autostart) as manager:
             app[SLOTS] = manager
-            yield
+            upstreams = Upstreams(cfg.upstreams)
+            app[DISPATCHER] = Dispatcher(cfg, manager, app[REGISTRY], upstreams, app[HTTP])
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(upstreams.refresh_stale(app[HTTP]))  # first model lists, in the background
+                yield
     return ctx
 
 
@@ -64,9 +83,11 @@ def build_app(paths: Paths, config: Hal0Config, slots: dict[str, SlotConfig], *,
     app[TOKENS] = TokenStore(paths.tokens_toml)
     app[REGISTRY] = Registry(paths)
     app[STARTED_AT] = time.monotonic()
+    app[STARTED_WALL] = time.time()
     app.add_routes(api.routes)
     app.add_routes(slots_api.routes)
     app.add_routes(models_api.routes)
+    app.add_routes(v1_api.routes)
     app.on_shutdown.append(_close_events)
     app.cleanup_ctx.append(_http_client)
     app.cleanup_ctx.append(_slots_ctx(autostart, supervision or Supervision()))

@@ -9,7 +9,9 @@ from aiohttp import web
 
 from hal0.errors import RequestInvalid, RequestMalformed
 
-__all__ = ["json_response", "read_json"]
+__all__ = ["REQUEST_ID", "json_response", "parse_json", "read_json"]
+
+REQUEST_ID = web.RequestKey("request_id", str)
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
@@ -18,7 +20,11 @@ def json_response(data: Any, status: int = 200) -> web.Response:
 
 async def read_json(request: web.Request) -> dict[str, Any]:
     """The request body as a JSON object; raises RequestInvalid or RequestMalformed."""
-    raw = await request.read()  # over client_max_size: the error middleware answers 413
+    return parse_json(await request.read())  # over client_max_size: the error middleware answers 413
+
+
+def parse_json(raw: bytes) -> dict[str, Any]:
+    """``raw`` as a JSON object; raises RequestInvalid or RequestMalformed."""
     if not raw:
         raise RequestInvalid("request body is empty; expected a JSON object")
     try:

@@ -7,14 +7,27 @@ from aiohttp import web
 
 from hal0.auth import TokenRecord, TokenStore
 from hal0.config import Hal0Config, SlotConfig
+from hal0.dispatch.dispatcher import Dispatcher
 from hal0.events import EventBus
 from hal0.models.registry import Registry
 from hal0.paths import Paths
+from hal0.server.http import REQUEST_ID
 from hal0.slots import SlotManager
 
 __all__ = [
-    "CONFIG", "EVENTS", "HTTP", "PATHS", "REGISTRY", "REQUEST_ID", "REQUEST_TOKEN", "SLOTS", "SLOT_CONFIGS",
-    "STARTED_AT", "TOKENS",
+    "CONFIG",
+    "DISPATCHER",
+    "EVENTS",
+    "HTTP",
+    "PATHS",
+    "REGISTRY",
+    "REQUEST_ID",
+    "REQUEST_TOKEN",
+    "SLOTS",
+    "SLOT_CONFIGS",
+    "STARTED_AT",
+    "STARTED_WALL",
+    "TOKENS",
 ]
 
 CONFIG = web.AppKey("config", Hal0Config)
@@ -26,6 +39,7 @@ STARTED_AT = web.AppKey("started_at", float)
 REGISTRY = web.AppKey("registry", Registry)
 HTTP = web.AppKey("http", aiohttp.ClientSession)  # pooled connections to slots and upstreams
 SLOTS = web.AppKey("slots", SlotManager)
+STARTED_WALL = web.AppKey("started_wall", float)  # wall-clock start, for /v1/models "created"
+DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 
-REQUEST_ID = web.RequestKey("request_id", str)
 REQUEST_TOKEN = web.RequestKey("token", TokenRecord)

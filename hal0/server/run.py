@@ -53,7 +53,10 @@ async def _run(paths: Paths, host: str | None, port: int | None) -> int:
     port = port if port is not None else config.api.port
     _warn_auth(host, config.api.auth, paths)
     app = build_app(paths, config, slots)
-    runner = web.AppRunner(app, access_log_class=AccessLogger,
+    # handler_cancellation: a client that disconnects cancels its handler, which aborts the
+    # upstream request (the backend stops generating). Slot actions survive it: the owner
+    # task carries on with a command whose caller has left.
+    runner = web.AppRunner(app, access_log_class=AccessLogger, handler_cancellation=True,
                            shutdown_timeout=config.api.shutdown_timeout_s, handle_signals=False)
     await runner.setup()
     stop = asyncio.Event()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+from collections.abc import Iterator
 from dataclasses import replace
 from types import TracebackType
 from typing import Any
@@ -94,8 +95,8 @@ class SlotManager:
         except KeyError:
             raise SlotNotFound(f"no slot named {name!r}; `hal0 slot list` shows them", slot=name) from None
 
-    def __iter__(self) -> Any:
-        return iter(self._slots.values())
+    def __iter__(self) -> Iterator[Slot]:
+        return iter(list(self._slots.values()))
 
     def snapshots(self) -> list[SlotSnapshot]:
         return [s.snapshot() for s in self._slots.values()]

@@ -27,6 +27,7 @@ import aiohttp
 from hal0.atomic import atomic_write
 from hal0.config.defaults import render_slot_toml
 from hal0.config.schema import ProviderConfig, SlotConfig, SlotsConfig
+from hal0.dispatch.admission import Admission
 from hal0.errors import (
     Hal0Error,
     SlotCancelled,
@@ -102,11 +103,12 @@ class Slot:
         self._updated_at = time.time()
         self._changed = asyncio.Event()
         self._inflight = 0
-        self.queued = 0  # written by the dispatcher's admission, shown in snapshots
+        self.admission = Admission(config.name, config.max_inflight, config.max_queue)  # the dispatcher's gate
         self._drained = asyncio.Event()
         self._drained.set()
         self._last_used = time.monotonic()
         self._failures: deque[float] = deque()
+        self._starts = 0  # backends spawned since hal0 started
         self._tg: asyncio.TaskGroup | None = None
         self._timers: dict[str, asyncio.Task[None]] = {}
         self._persist_task: asyncio.Task[None] | None = None
@@ -124,8 +126,8 @@ class Slot:
             port=self.config.port, enabled=self.config.enabled,
             model=self._model.id if self._model else None,
             pid=self._proc.pid if self._proc else None, message=self._message,
-            inflight=self._inflight, queued=self.queued, updated_at=self._updated_at,
-            extra={"model_ref": self._model_ref} if self._model_ref else {})
+            inflight=self._inflight, queued=self.admission.queued, updated_at=self._updated_at,
+            starts=self._starts, extra={"model_ref": self._model_ref} if self._model_ref else {})
 
     def configured_model(self) -> str | None:
         """The model a start uses: the swap override, else ``[model].default``."""
@@ -446,6 +448,7 @@ class Slot:
             if not port_is_free(self.config.port):
                 raise SlotPortInUse(f"port {self.config.port} of slot {self.name} is in use by another "
                                     "program", slot=self.name, port=self.config.port)
+            self._starts += 1
             try:
                 self._proc = await BackendProcess.spawn(
                     spec.argv, spec.env, self.log, self._deps.paths.slot_state_dir(self.name) / "backend.log",

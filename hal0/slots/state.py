@@ -58,6 +58,7 @@ class SlotSnapshot:
     inflight: int
     queued: int
     updated_at: float
+    starts: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -65,4 +66,5 @@ class SlotSnapshot:
                 "backend": self.backend, "port": self.port, "enabled": self.enabled,
                 "model": self.model, "pid": self.pid, "message": self.message,
                 "inflight": self.inflight, "queued": self.queued, "updated_at": self.updated_at,
+                "starts": self.starts,
                 **({"extra": self.extra} if self.extra else {})}

@@ -1,0 +1,1 @@
+"""Dispatch of /v1 requests: pure resolution, admission, and the streaming proxy."""

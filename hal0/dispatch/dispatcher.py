@@ -1,0 +1,87 @@
+"""From a parsed /v1 request to a forwarded one: resolve, admit, wait for the slot, proxy."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from hal0.config import Hal0Config
+from hal0.dispatch.proxy import forward, request_headers
+from hal0.dispatch.resolve import DispatchView, Route, SlotView, resolve
+from hal0.dispatch.upstreams import Upstreams
+from hal0.errors import ModelNotFound, SlotLoading, SlotUnreachable, UpstreamUnavailable
+from hal0.models.registry import Registry
+from hal0.slots import Slot, SlotManager
+
+__all__ = ["BACKEND_PATHS", "Dispatcher"]
+
+# Where each /v1 path lives on a llama-server backend.
+BACKEND_PATHS = {"/v1/rerankings": "/v1/rerank"}
+
+
+class Dispatcher:
+    def __init__(self, config: Hal0Config, slots: SlotManager, registry: Registry, upstreams: Upstreams,
+                 session: aiohttp.ClientSession) -> None:
+        self._config, self._slots, self._registry, self.upstreams = config, slots, registry, upstreams
+        self._session = session
+
+    def view(self) -> DispatchView:
+        """A snapshot of everything resolution needs, taken from memory."""
+        views = []
+        for slot in self._slots:
+            snap = slot.snapshot()
+            running = {m for m in (snap.model, snap.extra.get("model_ref")) if m} if snap.pid else set()
+            views.append(SlotView(slot.name, frozenset(running), slot.configured_model()))
+        return DispatchView(tuple(views), self.upstreams.model_map(), frozenset(self._registry.entries()),
+                            self._config.dispatcher.unknown_model)
+
+    async def route(self, model: str | None, path: str) -> Route:
+        """Resolve; an unknown id first refreshes stale upstream model lists, then tries again."""
+        try:
+            return resolve(model, path, self.view())
+        except ModelNotFound:
+            if model and await self.upstreams.refresh_stale(self._session):
+                return resolve(model, path, self.view())
+            raise
+
+    async def handle(self, request: web.Request, path: str, body: dict[str, Any]) -> web.StreamResponse:
+        model = body.get("model")
+        route = await self.route(model if isinstance(model, str) else None, path)
+        if route.upstream is not None:
+            up = self.upstreams.by_name[route.upstream]
+            return await forward(request, self._session, up.url + path, json.dumps(body).encode(),
+                                 request_headers(request, {"Content-Type": "application/json", **up.headers()}),
+                                 UpstreamUnavailable, f"upstream {up.name}")
+        assert route.slot is not None
+        slot = self._slots.get(route.slot)
+        async with slot.admission.admit():
+            await self._acquire(slot)
+            try:
+                body = {**body, "model": slot.snapshot().model or body.get("model")}
+                url = slot.base_url + BACKEND_PATHS.get(path, path)
+                return await forward(request, self._session, url, json.dumps(body).encode(),
+                                     request_headers(request, {"Content-Type": "application/json"}),
+                                     SlotUnreachable, f"slot {slot.name}", slot=slot.name)
+            finally:
+                slot.release_nowait()
+
+    async def _acquire(self, slot: Slot) -> None:
+        """Count the request in flight, waking or waiting for the slot up to ``wait_ready_s``."""
+        wait = self._config.slots.wait_ready_s
+        deadline = time.monotonic() + wait
+        while not slot.acquire_nowait():
+            remaining = deadline - time.monotonic()
+            try:
+                if remaining <= 0:
+                    raise TimeoutError
+                await asyncio.wait_for(slot.ensure_ready(), remaining)
+            except TimeoutError:
+                state = slot.state
+                raise SlotLoading(f"{slot.name} is still {state} after {wait:g}s; try again shortly",
+                                  retry_after=5, slot=slot.name, state=str(state)) from None
+

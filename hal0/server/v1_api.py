@@ -1,0 +1,134 @@
+"""``/v1``: the OpenAI-compatible surface for the llama-server modalities."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from hal0.config import BUILTIN_SLOTS
+from hal0.errors import ModelNotFound, RequestInvalid
+from hal0.server.http import json_response, parse_json
+from hal0.server.keys import DISPATCHER, SLOTS, STARTED_WALL
+from hal0.slots import Slot
+
+__all__ = ["routes"]
+
+routes = web.RouteTableDef()
+
+MODALITY = {"primary": "chat", "embed": "embeddings", "embed-rerank": "rerank", "stt": "audio.transcriptions",
+            "tts": "audio.speech", "img": "images"}
+
+
+def _modality(slot: Slot) -> str:
+    if slot.name in MODALITY:
+        return MODALITY[slot.name]
+    args = slot.config.server.extra_args
+    if "--reranking" in args or "--rerank" in args:
+        return "rerank"
+    if "--embedding" in args or "--embeddings" in args:
+        return "embeddings"
+    return {"whisper": "audio.transcriptions", "moonshine": "audio.transcriptions", "kokoro": "audio.speech",
+            "comfyui": "images"}.get(slot.config.provider, "chat")
+
+
+def _model_list(app: web.Application) -> list[dict[str, Any]]:
+    """Slot names (built-ins first), then the models they run, then remote ids; from memory only."""
+    created = int(app[STARTED_WALL])
+    manager = app[SLOTS]
+    slots = sorted(manager, key=lambda s: s.name not in BUILTIN_SLOTS)
+    entries: list[dict[str, Any]] = []
+    seen: set[str] = set()
+
+    def add(mid: str, **meta: Any) -> None:
+        if mid not in seen:
+            seen.add(mid)
+            entries.append({"id": mid, "object": "model", "created": created, "owned_by": "hal0", **meta})
+
+    for slot in slots:
+        add(slot.name, slot=slot.name, state=str(slot.state), modality=_modality(slot))
+    for slot in slots:
+        snap = slot.snapshot()
+        if snap.model and snap.pid:
+            add(snap.model, slot=slot.name, state=str(snap.state), modality=_modality(slot))
+    upstreams = app[DISPATCHER].upstreams
+    for mid, name in upstreams.model_map().items():
+        add(mid, upstream=name, state="remote", modality="remote")
+    return entries
+
+
+@routes.get("/v1/models")
+async def list_models(request: web.Request) -> web.Response:
+    return json_response({"object": "list", "data": _model_list(request.app)})
+
+
+@routes.get("/v1/models/{id:.+}")
+async def get_model(request: web.Request) -> web.Response:
+    mid = request.match_info["id"]
+    for entry in _model_list(request.app):
+        if entry["id"] == mid:
+            return json_response(entry)
+    raise ModelNotFound(f"the model {mid!r} does not exist", model=mid, param="model")
+
+
+def _require(body: dict[str, Any], key: str, kinds: tuple[type, ...], what: str) -> None:
+    if key not in body:
+        raise RequestInvalid(f"`{key}` is required", param=key)
+    value = body[key]
+    if not isinstance(value, kinds) or isinstance(value, bool) or (isinstance(value, list | str) and not value):
+        raise RequestInvalid(f"`{key}` must be {what}", param=key)
+
+
+def _validate(path: str, body: dict[str, Any]) -> None:
+    model = body.get("model")
+    if model is not None and not isinstance(model, str):
+        raise RequestInvalid("`model` must be a string", param="model")
+    if "stream" in body and not isinstance(body["stream"], bool):
+        raise RequestInvalid("`stream` must be true or false", param="stream")
+    for key in ("max_tokens", "max_completion_tokens", "n"):
+        if key in body and (not isinstance(body[key], int) or isinstance(body[key], bool) or body[key] < 0):
+            raise RequestInvalid(f"`{key}` must be a non-negative integer", param=key)
+    if path == "/v1/chat/completions":
+        _require(body, "messages", (list,), "a non-empty list of messages")
+        if not all(isinstance(m, dict) and isinstance(m.get("role"), str) for m in body["messages"]):
+            raise RequestInvalid("each message must be an object with a `role`", param="messages")
+    elif path == "/v1/completions":
+        _require(body, "prompt", (str, list), "a string or a list")
+    elif path == "/v1/embeddings":
+        _require(body, "input", (str, list), "a non-empty string or list")
+    else:
+        _require(body, "query", (str,), "a non-empty string")
+        _require(body, "documents", (list,), "a non-empty list of strings")
+
+
+async def _dispatch(request: web.Request, path: str) -> web.StreamResponse:
+    body = parse_json(await request.read())
+    _validate(path, body)
+    return await request.app[DISPATCHER].handle(request, path, body)
+
+
+@routes.post("/v1/chat/completions")
+async def chat(request: web.Request) -> web.StreamResponse:
+    return await _dispatch(request, "/v1/chat/completions")
+
+
+@routes.post("/v1/completions")
+async def completions(request: web.Request) -> web.StreamResponse:
+    return await _dispatch(request, "/v1/completions")
+
+
+@routes.post("/v1/embeddings")
+async def embeddings(request: web.Request) -> web.StreamResponse:
+    return await _dispatch(request, "/v1/embeddings")
+
+
+@routes.post("/v1/rerankings")
+async def rerankings(request: web.Request) -> web.StreamResponse:
+    return await _dispatch(request, "/v1/rerankings")
+
+
+@routes.post("/v1/rerank")
+async def rerank(request: web.Request) -> web.StreamResponse:
+    return await _dispatch(request, "/v1/rerankings")
+
+
