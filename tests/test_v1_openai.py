@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import socket
 import subprocess
 import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -118,6 +120,23 @@ def hal0(tmp_path_factory: pytest.TempPathFactory, box: int) -> Iterator[tuple[S
 def client(hal0: tuple[Served, str]) -> openai.OpenAI:
     s, token = hal0
     return openai.OpenAI(base_url=s.url + "/v1", api_key=token, max_retries=0)
+
+
+@contextmanager
+def open_stream(s: Served, token: str, body: dict[str, Any], path: str = "/v1/chat/completions") -> Iterator[None]:
+    """A streaming request on a raw socket, held open after its first SSE event, closed on exit."""
+    data = json.dumps(body).encode()
+    port = int(s.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+                     f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n".encode() + data)
+        got = b""
+        while b"data: " not in got:
+            chunk = sock.recv(65536)
+            assert chunk, "the stream ended before its first event"
+            got += chunk
+        assert got.startswith(b"HTTP/1.1 200")
+        yield
 
 
 def admin_get(hal0: tuple[Served, str], path: str) -> Any:
@@ -249,11 +268,9 @@ def test_malformed_json_and_bad_auth(hal0: tuple[Served, str]) -> None:
 
 def test_a_full_slot_answers_429_before_streaming(hal0: tuple[Served, str], client: openai.OpenAI) -> None:
     s, token = hal0
-    req = urllib.request.Request(s.url + "/v1/chat/completions", json.dumps({
-        "model": "tight", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 200000,
-        "stream": True, "ignore_eos": True}).encode(), headers={"Authorization": f"Bearer {token}"})
-    with urllib.request.urlopen(req, timeout=60) as held:
-        assert held.readline().startswith(b"data: ")  # the one place is taken, mid-stream
+    body = {"model": "tight", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 200000,
+            "stream": True, "ignore_eos": True}
+    with open_stream(s, token, body):  # the one place is taken, mid-stream
         with pytest.raises(openai.RateLimitError) as e:
             client.chat.completions.create(model="tight", messages=[{"role": "user", "content": "x"}])
         assert e.value.body["code"] == "slot.busy"  # type: ignore[index]
@@ -281,18 +298,16 @@ def test_a_hundred_requests_to_a_cold_slot_start_one_backend(hal0: tuple[Served,
 def test_client_disconnect_stops_generation(hal0: tuple[Served, str]) -> None:
     s, token = hal0
     port = next(x["port"] for x in admin_get(hal0, "/api/slots")["slots"] if x["name"] == "long")
-    req = urllib.request.Request(s.url + "/v1/completions", json.dumps({
-        "model": "long", "prompt": "Once upon a time", "max_tokens": 3500, "stream": True,
-        "ignore_eos": True}).encode(), headers={"Authorization": f"Bearer {token}"})
-    r = urllib.request.urlopen(req, timeout=60)
-    assert r.readline().startswith(b"data: ")
+    body = {"model": "long", "prompt": "Once upon a time", "max_tokens": 3500, "stream": True,
+            "ignore_eos": True}
 
     def processing() -> bool:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/slots", timeout=10) as resp:
             return any(slot["is_processing"] for slot in json.loads(resp.read()))
 
-    assert processing()
-    r.close()  # the client goes away mid-stream
+    with open_stream(s, token, body, "/v1/completions"):
+        assert processing()
+    # the client went away mid-stream
     # 3500 tokens take Gemma minutes on this machine: stopping within seconds proves the abort.
     deadline = 100
     while processing() and deadline:

@@ -41,6 +41,7 @@ class ApiConfig:
     auth: Literal["on", "off"] = "on"
     max_body_mb: int = 100
     shutdown_timeout_s: float = 10.0
+    access_log: bool = True
 
 
 @dataclass(frozen=True)

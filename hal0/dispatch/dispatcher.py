@@ -32,12 +32,8 @@ class Dispatcher:
 
     def view(self) -> DispatchView:
         """A snapshot of everything resolution needs, taken from memory."""
-        views = []
-        for slot in self._slots:
-            snap = slot.snapshot()
-            running = {m for m in (snap.model, snap.extra.get("model_ref")) if m} if snap.pid else set()
-            views.append(SlotView(slot.name, frozenset(running), slot.configured_model()))
-        return DispatchView(tuple(views), self.upstreams.model_map(), frozenset(self._registry.entries()),
+        views = tuple(SlotView(s.name, s.served_models(), s.configured_model()) for s in self._slots)
+        return DispatchView(views, self.upstreams.model_map(), frozenset(self._registry.entries()),
                             self._config.dispatcher.unknown_model)
 
     async def route(self, model: str | None, path: str) -> Route:
@@ -62,7 +58,7 @@ class Dispatcher:
         async with slot.admission.admit():
             await self._acquire(slot)
             try:
-                body = {**body, "model": slot.snapshot().model or body.get("model")}
+                body = {**body, "model": slot.model_id or body.get("model")}
                 url = slot.base_url + BACKEND_PATHS.get(path, path)
                 return await forward(request, self._session, url, json.dumps(body).encode(),
                                      request_headers(request, {"Content-Type": "application/json"}),

@@ -46,10 +46,21 @@ class Registry:
 
     def __init__(self, paths: Paths) -> None:
         self.file = paths.registry_toml
+        self._stamp: tuple[int, int] | None = None
+        self._entries: dict[str, ModelEntry] = {}
 
     def entries(self) -> dict[str, ModelEntry]:
-        if not self.file.exists():
+        """The index, re-read only when the file changed (it is consulted per request)."""
+        try:
+            st = self.file.stat()
+            stamp = (st.st_mtime_ns, st.st_size)
+        except FileNotFoundError:
             return {}
+        if stamp != self._stamp:
+            self._entries, self._stamp = self._read(), stamp
+        return self._entries
+
+    def _read(self) -> dict[str, ModelEntry]:
         try:
             data = tomllib.loads(self.file.read_text())
             return {mid: ModelEntry(id=mid, path=m["path"], capabilities=tuple(m.get("capabilities", ())),
@@ -73,7 +84,7 @@ class Registry:
             raise ModelFilesMissing(f"{path} does not exist", path=str(path))
         entry = ModelEntry(model_id, str(path), capabilities, path.stat().st_size,
                            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-        models = {m.id: m for m in self.entries().values()}
+        models = dict(self.entries())
         models[model_id] = entry
         body = {"models": {m.id: {"path": m.path, "capabilities": list(m.capabilities), "size": m.size,
                                   "added_at": m.added_at} for m in models.values()}}

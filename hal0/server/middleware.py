@@ -100,7 +100,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
 
 
 class AccessLogger(AbstractAccessLogger):
-    """One line per request with its id and duration."""
+    """One line per request with its id and duration (``[api] access_log = false`` turns it off)."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         self.logger.info("%s %s %s %d %.1fms rid=%s", request.remote, request.method,

@@ -57,6 +57,7 @@ async def _run(paths: Paths, host: str | None, port: int | None) -> int:
     # upstream request (the backend stops generating). Slot actions survive it: the owner
     # task carries on with a command whose caller has left.
     runner = web.AppRunner(app, access_log_class=AccessLogger, handler_cancellation=True,
+                           access_log=logging.getLogger("hal0.access") if config.api.access_log else None,
                            shutdown_timeout=config.api.shutdown_timeout_s, handle_signals=False)
     await runner.setup()
     stop = asyncio.Event()

@@ -53,6 +53,7 @@ __all__ = ["Slot", "SlotDeps", "Supervision"]
 log = logging.getLogger("hal0.slots")
 S = SlotState
 INTERRUPTS = frozenset({"unload", "disable", "shutdown"})
+HOT_PERSIST_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,7 @@ class Slot:
         self._message = ""
         self._model: ResolvedModel | None = None
         self._model_ref: str | None = None
+        self._override = read_override(deps.paths, config.name)  # slots/<name>.env, read once
         self._proc: BackendProcess | None = None
         self._updated_at = time.time()
         self._changed = asyncio.Event()
@@ -110,9 +112,10 @@ class Slot:
         self._failures: deque[float] = deque()
         self._starts = 0  # backends spawned since hal0 started
         self._tg: asyncio.TaskGroup | None = None
-        self._timers: dict[str, asyncio.Task[None]] = {}
+        self._timers: dict[str, asyncio.TimerHandle] = {}
         self._persist_task: asyncio.Task[None] | None = None
         self._persist_dirty = False
+        self._persist_waiting = False
 
     # --- reading -----------------------------------------------------------------
 
@@ -129,9 +132,24 @@ class Slot:
             inflight=self._inflight, queued=self.admission.queued, updated_at=self._updated_at,
             starts=self._starts, extra={"model_ref": self._model_ref} if self._model_ref else {})
 
+    def served_models(self) -> frozenset[str]:
+        """The id and the reference of the model a live backend serves (cheap: read per request)."""
+        if self._proc is None or self._model is None:
+            return frozenset()
+        return frozenset({self._model.id, self._model_ref or self._model.id})
+
     def configured_model(self) -> str | None:
         """The model a start uses: the swap override, else ``[model].default``."""
-        return read_override(self._deps.paths, self.name) or self.config.model.default or None
+        return self._override or self.config.model.default or None
+
+    def _set_override(self, model: str | None) -> None:
+        write_override(self._deps.paths, self.name, model)
+        self._override = model
+
+    @property
+    def model_id(self) -> str | None:
+        """The id the backend serves its model under (what a request's ``model`` becomes)."""
+        return self._model.id if self._model else None
 
     @property
     def base_url(self) -> str:
@@ -334,7 +352,7 @@ class Slot:
             return self.snapshot()
         self._failures.clear()
         if cmd.model is not None:
-            write_override(self._deps.paths, self.name, cmd.model)
+            self._set_override(cmd.model)
         await self._start(self._require_model(None))
         return self.snapshot()
 
@@ -357,15 +375,15 @@ class Slot:
         provider = get_provider(self.config.provider)
         provider.resolve(cmd.model, self._deps.registry)  # unknown model: the slot is untouched
         previous = self._model_ref if self._proc is not None else None
-        old_override = read_override(self._deps.paths, self.name)
-        write_override(self._deps.paths, self.name, cmd.model)
+        old_override = self._override
+        self._set_override(cmd.model)
         await self._stop_backend()
         try:
             await self._start(cmd.model)
             return self.snapshot()
         except SlotStartFailed as e:
             reason = e.message
-            write_override(self._deps.paths, self.name, old_override)
+            self._set_override(old_override)
         if previous is None:
             raise SlotSwapFailed(f"swap of {self.name} to {cmd.model} failed: {reason}",
                                  slot=self.name, model=cmd.model, reason=reason)
@@ -554,16 +572,19 @@ class Slot:
     # --- timers --------------------------------------------------------------------
 
     def _arm(self, kind: str, delay: float) -> None:
-        """(Re)start timer ``kind``: after ``delay`` s the owner gets that command. 0 = never."""
+        """(Re)start timer ``kind``: after ``delay`` s the owner gets that command. 0 = never.
+
+        A loop timer, not a task: re-arming it on every finished request costs next to nothing.
+        """
         if (old := self._timers.pop(kind, None)) is not None:
             old.cancel()
         if delay > 0 and self._tg is not None:
-            self._timers[kind] = self._tg.create_task(self._fire(kind, delay))
+            command = {"idle": "idle", "unload": "unload_idle"}.get(kind, kind)
+            self._timers[kind] = asyncio.get_running_loop().call_later(delay, self._fire, kind, command)
 
-    async def _fire(self, kind: str, delay: float) -> None:
-        await asyncio.sleep(delay)
+    def _fire(self, kind: str, command: str) -> None:
         self._timers.pop(kind, None)
-        self.send_nowait({"idle": "idle", "unload": "unload_idle"}.get(kind, kind))
+        self.send_nowait(command)
 
     def _disarm(self) -> None:
         for kind in ("idle", "unload", "autorestart"):
@@ -580,24 +601,39 @@ class Slot:
         if message is not None:
             self._message = message
         self._updated_at = time.time()
-        self._persist()
+        self._persist(hot=S.SERVING in (prev, new))
         self._publish(prev=str(prev), **extra)
         self._changed.set()
         self._changed = asyncio.Event()
 
     def _publish(self, **extra: Any) -> None:
+        if not self._deps.events.subscriber_count:
+            return  # nobody listens: skip building the snapshot (this runs twice per request)
         self._deps.events.publish("slot.state", {"slot": self.name, **self.snapshot().to_json(), **extra})
 
-    def _persist(self) -> None:
-        """Write state.json (atomically, off the event loop, coalescing bursts)."""
-        self._persist_dirty = True
-        if self._persist_task is None or self._persist_task.done():
-            if self._tg is None:
-                return
-            self._persist_task = self._tg.create_task(self._persist_loop())
+    def _persist(self, *, hot: bool = False) -> None:
+        """Write state.json atomically, off the event loop, coalescing bursts.
 
-    async def _persist_loop(self) -> None:
+        ``hot`` moves (serving <-> ready/idle, once or twice per request) are written at most
+        once per ``HOT_PERSIST_S``; every other move is written at once.
+        """
+        self._persist_dirty = True
+        pending = self._persist_task is not None and not self._persist_task.done()
+        if pending and not hot and self._persist_waiting:
+            assert self._persist_task is not None
+            self._persist_task.cancel()  # still waiting out the hot delay: write now instead
+            pending = False
+        if not pending and self._tg is not None:
+            self._persist_task = self._tg.create_task(self._persist_loop(HOT_PERSIST_S if hot else 0.0))
+
+    async def _persist_loop(self, delay: float) -> None:
         file = self._deps.paths.slot_state_dir(self.name) / "state.json"
+        if delay:
+            self._persist_waiting = True
+            try:
+                await asyncio.sleep(delay)
+            finally:
+                self._persist_waiting = False
         while self._persist_dirty:  # a failed write is logged: it must not end the owner
             self._persist_dirty = False
             proc = self._proc
