@@ -117,9 +117,10 @@ def hal0(tmp_path_factory: pytest.TempPathFactory, box: int) -> Iterator[tuple[S
 
 
 @pytest.fixture
-def client(hal0: tuple[Served, str]) -> openai.OpenAI:
+def client(hal0: tuple[Served, str]) -> Iterator[openai.OpenAI]:
     s, token = hal0
-    return openai.OpenAI(base_url=s.url + "/v1", api_key=token, max_retries=0)
+    with openai.OpenAI(base_url=s.url + "/v1", api_key=token, max_retries=0) as sdk:
+        yield sdk
 
 
 @contextmanager
@@ -261,8 +262,8 @@ def test_malformed_json_and_bad_auth(hal0: tuple[Served, str]) -> None:
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(req, timeout=10)
     assert e.value.code == 400 and json.loads(e.value.read())["error"]["code"] == "request.malformed_json"
-    bad = openai.OpenAI(base_url=s.url + "/v1", api_key="wrong", max_retries=0)
-    with pytest.raises(openai.AuthenticationError):
+    with openai.OpenAI(base_url=s.url + "/v1", api_key="wrong", max_retries=0) as bad, \
+            pytest.raises(openai.AuthenticationError):
         bad.chat.completions.create(model="primary", messages=[{"role": "user", "content": "x"}])
 
 

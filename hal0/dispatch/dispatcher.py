@@ -15,7 +15,7 @@ from hal0.dispatch.proxy import forward, request_headers
 from hal0.dispatch.resolve import DispatchView, Route, SlotView, resolve
 from hal0.dispatch.upstreams import Upstreams
 from hal0.errors import ModelNotFound, SlotLoading, SlotUnreachable, UpstreamUnavailable
-from hal0.models.registry import Registry
+from hal0.models.registry import ModelEntry, Registry
 from hal0.slots import Slot, SlotManager
 
 __all__ = ["BACKEND_PATHS", "Dispatcher"]
@@ -29,12 +29,18 @@ class Dispatcher:
                  session: aiohttp.ClientSession) -> None:
         self._config, self._slots, self._registry, self.upstreams = config, slots, registry, upstreams
         self._session = session
+        self._view: tuple[int, dict[str, str], dict[str, ModelEntry], DispatchView] | None = None
 
     def view(self) -> DispatchView:
-        """A snapshot of everything resolution needs, taken from memory."""
-        views = tuple(SlotView(s.name, s.served_models(), s.configured_model()) for s in self._slots)
-        return DispatchView(views, self.upstreams.model_map(), frozenset(self._registry.entries()),
-                            self._config.dispatcher.unknown_model)
+        """A snapshot of everything resolution needs, taken from memory and rebuilt only when
+        a slot, the registry or an upstream list changed."""
+        epoch, upstream_map, registry = self._slots.epoch, self.upstreams.model_map(), self._registry.entries()
+        cached = self._view
+        if cached is None or cached[0] != epoch or cached[1] is not upstream_map or cached[2] is not registry:
+            slots = tuple(SlotView(s.name, s.served_models(), s.configured_model()) for s in self._slots)
+            view = DispatchView(slots, upstream_map, frozenset(registry), self._config.dispatcher.unknown_model)
+            self._view = cached = (epoch, upstream_map, registry, view)
+        return cached[3]
 
     async def route(self, model: str | None, path: str) -> Route:
         """Resolve; an unknown id first refreshes stale upstream model lists, then tries again."""

@@ -59,17 +59,22 @@ class Upstream:
 class Upstreams:
     def __init__(self, configs: dict[str, UpstreamConfig]) -> None:
         self.by_name = {name: Upstream(name, cfg) for name, cfg in configs.items()}
+        self._map: dict[str, str] | None = None
 
     def model_map(self) -> dict[str, str]:
         """Model id -> upstream name; the first upstream listing an id wins."""
-        out: dict[str, str] = {}
-        for up in self.by_name.values():
-            for model in up.models:
-                out.setdefault(model, up.name)
-        return out
+        if self._map is None:
+            out: dict[str, str] = {}
+            for up in self.by_name.values():
+                for model in up.models:
+                    out.setdefault(model, up.name)
+            self._map = out
+        return self._map
 
     async def refresh_stale(self, session: aiohttp.ClientSession) -> bool:
         """Refresh the stale lists; True if any was stale."""
         stale = [u for u in self.by_name.values() if u.stale]
         await asyncio.gather(*(u.refresh(session) for u in stale))
+        if stale:
+            self._map = None
         return bool(stale)

@@ -48,14 +48,21 @@ class Registry:
         self.file = paths.registry_toml
         self._stamp: tuple[int, int] | None = None
         self._entries: dict[str, ModelEntry] = {}
+        self._checked = -1.0
 
     def entries(self) -> dict[str, ModelEntry]:
-        """The index, re-read only when the file changed (it is consulted per request)."""
+        """The index. It is consulted per request, so the file is looked at (stat) at most
+        once a second and re-read only when it changed; this process's own writes show at once."""
+        now = time.monotonic()
+        if now - self._checked < 1.0:
+            return self._entries
+        self._checked = now
         try:
             st = self.file.stat()
             stamp = (st.st_mtime_ns, st.st_size)
         except FileNotFoundError:
-            return {}
+            self._entries, self._stamp = {}, None
+            return self._entries
         if stamp != self._stamp:
             self._entries, self._stamp = self._read(), stamp
         return self._entries
@@ -89,6 +96,7 @@ class Registry:
         body = {"models": {m.id: {"path": m.path, "capabilities": list(m.capabilities), "size": m.size,
                                   "added_at": m.added_at} for m in models.values()}}
         atomic_write(self.file, "# hal0 model registry. Manage with `hal0 model`.\n" + tomli_w.dumps(body))
+        self._entries, self._checked = models, -1.0
         return entry
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
-import uuid
+import secrets
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
@@ -27,6 +28,8 @@ __all__ = ["AccessLogger", "auth_middleware", "error_middleware", "request_id_mi
 
 log = logging.getLogger("hal0.server")
 _RID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_RID_PREFIX = secrets.token_hex(4)  # per process; ids are prefix + counter (no syscall per request)
+_RID_COUNTER = itertools.count(1)
 OPEN_ROUTES = {("GET", "/health"), ("GET", "/v1/models")}
 
 
@@ -41,7 +44,7 @@ def render(err: Hal0Error) -> web.Response:
 async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     rid = request.headers.get("X-Request-Id", "")
     if not _RID_RE.match(rid):
-        rid = uuid.uuid4().hex[:16]
+        rid = f"{_RID_PREFIX}{next(_RID_COUNTER):08x}"
     request[REQUEST_ID] = rid
     try:
         resp = await handler(request)

@@ -40,7 +40,8 @@ class SlotManager:
     """Owns every ``Slot``; use as ``async with SlotManager(...) as slots``."""
 
     def __init__(self, deps: SlotDeps, configs: dict[str, SlotConfig], *, autostart: bool = True) -> None:
-        self._deps = deps
+        self._deps = replace(deps, on_change=self._changed)
+        self.epoch = 0  # bumped whenever a slot's served or configured model may have changed
         self._configs = configs
         self._autostart = autostart
         self._slots: dict[str, Slot] = {}
@@ -81,10 +82,14 @@ class SlotManager:
                 log.error("slot %s did not shut down cleanly: %r", slot.name, result)
                 self._tasks[slot.name].cancel()
 
+    def _changed(self) -> None:
+        self.epoch += 1
+
     def _start_owner(self, config: SlotConfig) -> Slot:
         slot = Slot(config, self._deps)
         self._slots[config.name] = slot
         self._tasks[config.name] = self._tg.create_task(slot.run(), name=f"slot-{config.name}")
+        self._changed()
         return slot
 
     # --- reading -------------------------------------------------------------------
@@ -154,6 +159,7 @@ class SlotManager:
             await slot.shutdown()
             await self._tasks.pop(name)
             del self._slots[name]
+            self._changed()
             paths = self._deps.paths
             paths.slot_toml(name).unlink(missing_ok=True)
             paths.slot_env(name).unlink(missing_ok=True)

@@ -79,6 +79,7 @@ class SlotDeps:
     providers: dict[str, ProviderConfig]
     session: aiohttp.ClientSession
     supervision: Supervision = field(default_factory=Supervision)
+    on_change: Callable[[], None] = lambda: None  # called when what a slot serves may have changed
 
 
 @dataclass
@@ -145,6 +146,7 @@ class Slot:
     def _set_override(self, model: str | None) -> None:
         write_override(self._deps.paths, self.name, model)
         self._override = model
+        self._deps.on_change()
 
     @property
     def model_id(self) -> str | None:
@@ -601,7 +603,10 @@ class Slot:
         if message is not None:
             self._message = message
         self._updated_at = time.time()
-        self._persist(hot=S.SERVING in (prev, new))
+        hot = S.SERVING in (prev, new)
+        self._persist(hot=hot)
+        if not hot:
+            self._deps.on_change()
         self._publish(prev=str(prev), **extra)
         self._changed.set()
         self._changed = asyncio.Event()

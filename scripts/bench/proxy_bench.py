@@ -29,7 +29,8 @@ STREAM_BODY = json.dumps({"model": "bench", "messages": [{"role": "user", "conte
 
 # --- load generator (runs in its own process) ------------------------------------
 
-async def _one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, req: bytes) -> tuple[float, float, int, bool]:
+async def _one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+               req: bytes) -> tuple[float, float, int, bool]:
     """Send one request; (total s, first body byte s, SSE data events, ended with [DONE])."""
     t0 = time.perf_counter()
     writer.write(req)
@@ -128,8 +129,8 @@ class Targets:
         self.hal0_pid = 0
 
     def spawn(self, argv: list[str], port: int, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=open(self.tmp / f"{port}.log", "wb"),
-                                env={**os.environ, **(env or {})})
+        with (self.tmp / f"{port}.log").open("wb") as log:
+            proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log, env={**os.environ, **(env or {})})
         self.procs.append(proc)
         _wait_port(port, proc)
         return proc
@@ -266,8 +267,9 @@ def report(results: dict[tuple[str, str], list[dict[str, Any]]], cpu: dict[str, 
     for scen in ("json c=16", "json c=64"):
         print(f"hal0 / minimal aiohttp throughput, {scen}: "
               f"{med(scen, 'hal0', 'rps') / med(scen, 'aiohttp-min', 'rps'):.2f}x")
-    print(f"added TTFC at stream c=16: hal0 {(med('stream c=16', 'hal0', 'ttfc') - med('stream c=16', 'direct', 'ttfc')) * 1e3:.3f} ms, "
-          f"minimal aiohttp {(med('stream c=16', 'aiohttp-min', 'ttfc') - med('stream c=16', 'direct', 'ttfc')) * 1e3:.3f} ms")
+    base = med("stream c=16", "direct", "ttfc")
+    print(f"added TTFC at stream c=16: hal0 {(med('stream c=16', 'hal0', 'ttfc') - base) * 1e3:.3f} ms, "
+          f"minimal aiohttp {(med('stream c=16', 'aiohttp-min', 'ttfc') - base) * 1e3:.3f} ms")
     print(f"hal0 CPU per request (json c=16): {statistics.median(cpu['json c=16']) * 1e6:.0f} us; "
           f"per streamed chunk (stream c=16): {statistics.median(cpu['stream c=16']) * 1e6:.1f} us")
     print(f"hal0 RSS after the load: {rss:.1f} MiB")
