@@ -70,7 +70,8 @@ def test_a_killed_hal0_leaves_an_orphan_that_the_next_serve_cleans_up(tmp_path: 
         s.proc.send_signal(signal.SIGKILL)
         s.proc.wait()
     state = json.loads((tmp_path / "var/slots/primary/state.json").read_text())
-    assert (state["state"], state["pid"]) == ("ready", orphan)  # state.json is whole and legal
+    # whole and legal (the write of "ready" may still have been in flight when hal0 died)
+    assert state["state"] in ("warming", "ready") and state["pid"] == orphan
     assert alive(orphan)
     with serving(tmp_path) as s:
         assert not alive(orphan)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -107,28 +108,14 @@ async def _dispatch(request: web.Request, path: str) -> web.StreamResponse:
     return await request.app[DISPATCHER].handle(request, path, body)
 
 
-@routes.post("/v1/chat/completions")
-async def chat(request: web.Request) -> web.StreamResponse:
-    return await _dispatch(request, "/v1/chat/completions")
+def _proxied(path: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await _dispatch(request, path)
+    return handler
 
 
-@routes.post("/v1/completions")
-async def completions(request: web.Request) -> web.StreamResponse:
-    return await _dispatch(request, "/v1/completions")
-
-
-@routes.post("/v1/embeddings")
-async def embeddings(request: web.Request) -> web.StreamResponse:
-    return await _dispatch(request, "/v1/embeddings")
-
-
-@routes.post("/v1/rerankings")
-async def rerankings(request: web.Request) -> web.StreamResponse:
-    return await _dispatch(request, "/v1/rerankings")
-
-
-@routes.post("/v1/rerank")
-async def rerank(request: web.Request) -> web.StreamResponse:
-    return await _dispatch(request, "/v1/rerankings")
-
-
+# /v1/rerank is an alias of /v1/rerankings (both reach the rerank slot's /v1/rerank).
+for _path, _target in (("/v1/chat/completions", "/v1/chat/completions"), ("/v1/completions", "/v1/completions"),
+                       ("/v1/embeddings", "/v1/embeddings"), ("/v1/rerankings", "/v1/rerankings"),
+                       ("/v1/rerank", "/v1/rerankings")):
+    routes.post(_path)(_proxied(_target))

@@ -353,9 +353,9 @@ class Slot:
         if self._state in DISPATCHABLE:
             return self.snapshot()
         self._failures.clear()
+        await self._start(self._require_model(cmd.model))
         if cmd.model is not None:
-            self._set_override(cmd.model)
-        await self._start(self._require_model(None))
+            self._set_override(cmd.model)  # only a model that loaded becomes the slot's model
         return self.snapshot()
 
     async def _handle_unload(self, cmd: _Cmd) -> SlotSnapshot:
