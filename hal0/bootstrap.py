@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import tomli_w
@@ -14,10 +15,10 @@ from hal0.paths import Paths
 __all__ = ["init_tree"]
 
 
-def _default_hal0_toml(provider_bins: dict[str, str]) -> str:
+def _default_hal0_toml(providers: dict[str, dict[str, str]]) -> str:
     data = to_dict(Hal0Config())
     data.pop("upstreams")
-    data["providers"] = {name: {"bin": path} for name, path in provider_bins.items()}
+    data["providers"] = providers
     return ("# hal0 configuration. Every key is optional; these are the defaults.\n"
             "# Remote OpenAI-compatible servers go in [upstreams.NAME] tables.\n" + tomli_w.dumps(data))
 
@@ -29,27 +30,31 @@ def _create(path: Path, text: str, created: list[Path], mode: int = 0o644) -> No
 
 
 def init_tree(paths: Paths, slot_models: dict[str, str] | None = None,
-              provider_bins: dict[str, str] | None = None) -> list[Path]:
+              providers: dict[str, dict[str, str]] | None = None,
+              slot_providers: dict[str, str] | None = None) -> list[Path]:
     """Create what is missing and return the files created.
 
-    ``slot_models`` seeds ``[model].default`` of built-in slot TOMLs that do not exist yet;
-    ``provider_bins`` seeds ``[providers.NAME].bin`` of a new hal0.toml.
+    ``slot_models`` and ``slot_providers`` seed built-in slot TOMLs that do not exist yet
+    (``[model].default``, ``provider``); ``providers`` seeds ``[providers.NAME]`` tables
+    (``bin``, ``python``) of a new hal0.toml.
     """
-    slot_models, provider_bins = slot_models or {}, provider_bins or {}
-    unknown = set(slot_models) - set(BUILTIN_SLOTS)
+    slot_models, providers, slot_providers = slot_models or {}, providers or {}, slot_providers or {}
+    unknown = (set(slot_models) | set(slot_providers)) - set(BUILTIN_SLOTS)
     if unknown:
         raise ValueError(f"not built-in slots: {', '.join(sorted(unknown))}")
-    unknown = set(provider_bins) - set(PROVIDER_NAMES)
+    unknown = (set(providers) | set(slot_providers.values())) - set(PROVIDER_NAMES)
     if unknown:
         raise ValueError(f"unknown providers: {', '.join(sorted(unknown))}")
     created: list[Path] = []
     for d in (paths.config_dir, paths.slots_dir, paths.state_dir, paths.models_dir,
               paths.backends_dir, paths.images_dir):
         d.mkdir(parents=True, exist_ok=True)
-    _create(paths.hal0_toml, _default_hal0_toml(provider_bins), created)
+    _create(paths.hal0_toml, _default_hal0_toml(providers), created)
     for name in BUILTIN_SLOTS:
-        _create(paths.slot_toml(name), render_slot_toml(builtin_slot(name, model=slot_models.get(name, ""))),
-                created)
+        slot = builtin_slot(name, model=slot_models.get(name, ""))
+        if name in slot_providers:
+            slot = replace(slot, provider=slot_providers[name], backend="cpu")  # type: ignore[arg-type]
+        _create(paths.slot_toml(name), render_slot_toml(slot), created)
     if not paths.admin_token.exists():
         _, token = create_token(paths.tokens_toml, "admin", "admin")
         _create(paths.admin_token, token + "\n", created, mode=0o600)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 __all__ = [
+    "AudioUnsupportedFormat",
     "AuthForbidden",
     "AuthInvalid",
     "AuthMissing",
@@ -27,6 +28,7 @@ __all__ = [
     "RequestMalformed",
     "RequestTooLarge",
     "RouteNotFound",
+    "RunnerNotReady",
     "SlotBuiltin",
     "SlotBusy",
     "SlotCancelled",
@@ -258,3 +260,14 @@ class UpstreamUnavailable(Hal0Error):
 class SlotUnreachable(Hal0Error):
     status = 502
     code = "slot.unreachable"
+
+
+class AudioUnsupportedFormat(Hal0Error):
+    status = 415
+    code = "audio.unsupported_format"
+    type = "invalid_request_error"
+
+
+class RunnerNotReady(Hal0Error):
+    status = 503
+    code = "runner.loading"

@@ -35,16 +35,22 @@ def cmd_init(args: argparse.Namespace) -> int:
     from hal0.bootstrap import init_tree
 
     paths = _paths(args)
-    pairs: dict[str, dict[str, str]] = {"--slot-model": {}, "--provider-bin": {}}
-    for flag, items in (("--slot-model", args.slot_model), ("--provider-bin", args.provider_bin)):
+    flags = {"--slot-model": args.slot_model, "--slot-provider": args.slot_provider,
+             "--provider-bin": args.provider_bin, "--provider-python": args.provider_python}
+    pairs: dict[str, dict[str, str]] = {flag: {} for flag in flags}
+    for flag, items in flags.items():
         for item in items or []:
             name, sep, value = item.partition("=")
             if not sep or not value:
                 print(f"hal0 init: {flag} wants NAME=VALUE, got {item!r}", file=sys.stderr)
                 return 2
             pairs[flag][name] = value
+    providers: dict[str, dict[str, str]] = {}
+    for flag, key in (("--provider-bin", "bin"), ("--provider-python", "python")):
+        for name, value in pairs[flag].items():
+            providers.setdefault(name, {})[key] = value
     try:
-        created = init_tree(paths, pairs["--slot-model"], pairs["--provider-bin"])
+        created = init_tree(paths, pairs["--slot-model"], providers, pairs["--slot-provider"])
     except ValueError as e:
         print(f"hal0 init: {e}", file=sys.stderr)
         return 2
@@ -92,6 +98,12 @@ def _model_cmd(args: argparse.Namespace) -> int:
     return run(args, _paths(args))
 
 
+def _runner_cmd(args: argparse.Namespace) -> int:
+    from hal0.runners.cli import run
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="machine-readable output")
@@ -112,8 +124,13 @@ def build_parser() -> argparse.ArgumentParser:
     i = add("init", cmd_init, "create the config tree, built-in slots and an admin token")
     i.add_argument("--slot-model", action="append", metavar="SLOT=MODEL",
                    help="seed [model].default of a new built-in slot TOML (repeatable)")
+    i.add_argument("--slot-provider", action="append", metavar="SLOT=PROVIDER",
+                   help="seed the provider of a new built-in slot TOML, e.g. stt=whisper (repeatable)")
     i.add_argument("--provider-bin", action="append", metavar="PROVIDER=PATH",
                    help="seed [providers.PROVIDER].bin of a new hal0.toml, e.g. llama-server=/opt/llama-server")
+    i.add_argument("--provider-python", action="append", metavar="PROVIDER=PATH",
+                   help="seed [providers.PROVIDER].python (the engine virtualenv's interpreter), e.g. "
+                        "whisper=/opt/whisper/bin/python")
     add("status", _status_cmd, "show the running server's status")
 
     c = add("config", _config_cmd, "show or validate the configuration")
@@ -127,6 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.choices["slot"].set_defaults(func=_slot_cmd)
     model_cmd.add_parser(sub, common)
     sub.choices["model"].set_defaults(func=_model_cmd)
+
+    from hal0.runners import cli as runner_cli
+
+    runner_cli.add_parser(sub, common)
+    sub.choices["runner"].set_defaults(func=_runner_cmd)
 
     t = add("token", _token_cmd, "manage API tokens")
     tsub = t.add_subparsers(dest="token_command", required=True, metavar="ACTION")

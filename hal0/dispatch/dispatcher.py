@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -52,22 +53,36 @@ class Dispatcher:
             raise
 
     async def handle(self, request: web.Request, path: str, body: dict[str, Any]) -> web.StreamResponse:
+        """A JSON request: ``model`` is rewritten to the id the slot's backend serves."""
         model = body.get("model")
-        route = await self.route(model if isinstance(model, str) else None, path)
+
+        def render(backend_model: str | None) -> bytes:
+            return json.dumps({**body, "model": backend_model} if backend_model else body).encode()
+
+        return await self._handle(request, path, model if isinstance(model, str) else None, render,
+                                  "application/json")
+
+    async def handle_raw(self, request: web.Request, path: str, model: str | None, data: bytes,
+                         content_type: str) -> web.StreamResponse:
+        """A request forwarded byte for byte (multipart uploads are never re-encoded)."""
+        return await self._handle(request, path, model, lambda _: data, content_type)
+
+    async def _handle(self, request: web.Request, path: str, model: str | None,
+                      render: Callable[[str | None], bytes], content_type: str) -> web.StreamResponse:
+        route = await self.route(model, path)
         if route.upstream is not None:
             up = self.upstreams.by_name[route.upstream]
-            return await forward(request, self._session, up.url + path, json.dumps(body).encode(),
-                                 request_headers(request, {"Content-Type": "application/json", **up.headers()}),
+            return await forward(request, self._session, up.url + path, render(None),
+                                 request_headers(request, {"Content-Type": content_type, **up.headers()}),
                                  UpstreamUnavailable, f"upstream {up.name}")
         assert route.slot is not None
         slot = self._slots.get(route.slot)
         async with slot.admission.admit():
             await self._acquire(slot)
             try:
-                body = {**body, "model": slot.model_id or body.get("model")}
                 url = slot.base_url + BACKEND_PATHS.get(path, path)
-                return await forward(request, self._session, url, json.dumps(body).encode(),
-                                     request_headers(request, {"Content-Type": "application/json"}),
+                return await forward(request, self._session, url, render(slot.model_id),
+                                     request_headers(request, {"Content-Type": content_type}),
                                      SlotUnreachable, f"slot {slot.name}", slot=slot.name)
             finally:
                 slot.release_nowait()

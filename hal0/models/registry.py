@@ -109,9 +109,9 @@ def resolve_model(ref: str, registry: Registry) -> ResolvedModel:
         path = Path(ref)
         if ".." in path.parts:
             raise ModelInvalid(f"model path {ref!r} must not contain '..'")
-        if not path.is_file():
+        if not path.exists():
             raise ModelFilesMissing(f"model file {ref} does not exist", model=ref)
-        return ResolvedModel(path.stem, path)
+        return ResolvedModel(path.stem if path.is_file() else path.name, path)
     if not MODEL_ID_RE.match(ref):
         raise ModelInvalid(f"{ref!r} is neither a model id nor an absolute path", model=ref)
     entry = registry.get(ref)

@@ -23,6 +23,7 @@ from hal0.events import EventBus
 from hal0.models.registry import Registry
 from hal0.paths import Paths
 from hal0.server import api, models_api, slots_api, v1_api
+from hal0.server.base_middleware import error_middleware, request_id_middleware
 from hal0.server.keys import (
     CONFIG,
     DISPATCHER,
@@ -36,7 +37,7 @@ from hal0.server.keys import (
     STARTED_WALL,
     TOKENS,
 )
-from hal0.server.middleware import auth_middleware, error_middleware, request_id_middleware
+from hal0.server.middleware import auth_middleware
 from hal0.slots import SlotDeps, SlotManager, Supervision
 
 __all__ = ["build_app"]

@@ -8,6 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from hal0.config import BUILTIN_SLOTS
+from hal0.dispatch.multipart import form_fields
 from hal0.errors import ModelNotFound, RequestInvalid
 from hal0.server.http import json_response, parse_json
 from hal0.server.keys import DISPATCHER, SLOTS, STARTED_WALL
@@ -106,6 +107,20 @@ async def _dispatch(request: web.Request, path: str) -> web.StreamResponse:
     body = parse_json(await request.read())
     _validate(path, body)
     return await request.app[DISPATCHER].handle(request, path, body)
+
+
+@routes.post("/v1/audio/transcriptions")
+async def transcriptions(request: web.Request) -> web.StreamResponse:
+    """Checked (a `file` that is present and not empty), then forwarded without re-encoding."""
+    raw = await request.read()
+    content_type = request.headers.get("Content-Type", "")
+    fields = form_fields(raw, content_type)
+    if "file" not in fields:
+        raise RequestInvalid("`file` is required", param="file")
+    if not fields["file"]:
+        raise RequestInvalid("the uploaded file is empty", param="file")
+    model = fields.get("model", b"").decode(errors="replace").strip() or None
+    return await request.app[DISPATCHER].handle_raw(request, "/v1/audio/transcriptions", model, raw, content_type)
 
 
 def _proxied(path: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:

@@ -1,0 +1,1 @@
+"""One module per engine; only these import an engine's own packages (from its virtualenv)."""

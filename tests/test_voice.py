@@ -1,0 +1,143 @@
+"""Speech-to-text through `hal0 serve`, the whisper runner and the official OpenAI SDK."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from tests.helpers.env import HAL0, free_port, hal0_env, manifest
+from tests.helpers.serve import Served, serving
+
+pytestmark = [pytest.mark.backends, pytest.mark.slow]
+SRT_TIME = r"\d\d:\d\d:\d\d,\d\d\d --> \d\d:\d\d:\d\d,\d\d\d"
+VTT_TIME = r"\d\d:\d\d:\d\d\.\d\d\d --> \d\d:\d\d:\d\d\.\d\d\d"
+
+
+def espeak(path: Path, text: str) -> Path:
+    subprocess.run([manifest()["tools"]["espeak_ng"], "-w", str(path), text], check=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def hal0(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Served, str]]:
+    home = tmp_path_factory.mktemp("voice")
+    m = manifest()
+    subprocess.run([*HAL0, "init", "--provider-python", f"whisper={m['whisper']['python']}",
+                    "--slot-provider", "stt=whisper", "--slot-model", f"stt={m['whisper']['model_dir']}"],
+                   env=hal0_env(home), check=True, capture_output=True)
+    for name in ("primary", "embed", "tts", "img"):
+        toml = home / f"etc/slots/{name}.toml"
+        toml.write_text(toml.read_text().replace("enabled = true", "enabled = false"))
+    stt = home / "etc/slots/stt.toml"
+    text = stt.read_text().replace("port = 8083", f"port = {free_port()}")
+    stt.write_text(text.replace("threads = 0", "threads = 2"))
+    token = (home / "etc/admin.token").read_text().strip()
+    with serving(home) as s:
+        load = urllib.request.Request(s.url + "/api/slots/stt/load", b"{}", method="POST",
+                                      headers={"Authorization": f"Bearer {token}"})
+        urllib.request.urlopen(load, timeout=120).close()
+        yield s, token
+        s.stop()
+
+
+@pytest.fixture
+def client(hal0: tuple[Served, str]) -> Iterator[openai.OpenAI]:
+    s, token = hal0
+    with openai.OpenAI(base_url=s.url + "/v1", api_key=token, max_retries=0) as sdk:
+        yield sdk
+
+
+def words(text: str) -> list[str]:
+    return "".join(c for c in text.lower() if c.isalnum() or c.isspace()).split()
+
+
+@pytest.fixture(scope="module")
+def hello(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return espeak(tmp_path_factory.mktemp("audio") / "hello.wav", "hello world")
+
+
+def test_transcription_in_every_format(client: openai.OpenAI, hello: Path) -> None:
+    with hello.open("rb") as f:
+        out = client.audio.transcriptions.create(model="whisper-1", file=f)
+    assert words(out.text) == ["hello", "world"]
+    with hello.open("rb") as f:
+        text = client.audio.transcriptions.create(model="stt", file=f, response_format="text")
+    assert words(str(text)) == ["hello", "world"]
+    with hello.open("rb") as f:
+        srt = str(client.audio.transcriptions.create(model="whisper-1", file=f, response_format="srt"))
+    assert re.fullmatch(rf"1\n{SRT_TIME}\nHello world!?\n\s*", srt), srt
+    with hello.open("rb") as f:
+        vtt = str(client.audio.transcriptions.create(model="whisper-1", file=f, response_format="vtt"))
+    assert re.fullmatch(rf"WEBVTT\n\n{VTT_TIME}\nHello world!?\n\s*", vtt), vtt
+    with hello.open("rb") as f:
+        verbose = client.audio.transcriptions.create(model="whisper-1", file=f, response_format="verbose_json")
+    assert verbose.language == "en" and verbose.duration > 0.5
+    assert verbose.segments and verbose.segments[0].end > verbose.segments[0].start
+
+
+def test_the_backend_model_id_and_slot_header(hal0: tuple[Served, str], hello: Path,
+                                              client: openai.OpenAI) -> None:
+    with hello.open("rb") as f:
+        raw = client.audio.transcriptions.with_raw_response.create(model="whisper-1", file=f)
+    assert raw.headers["X-Hal0-Slot"] == "stt"
+
+
+@pytest.mark.parametrize(("payload", "status", "code"), [
+    ({"file": ("notes.txt", b"this is not audio at all", "text/plain")}, 415, "audio.unsupported_format"),
+    ({"file": ("empty.wav", b"", "audio/wav")}, 400, "request.invalid"),
+])
+def test_bad_uploads(client: openai.OpenAI, payload: dict[str, Any], status: int, code: str, hello: Path) -> None:
+    with pytest.raises(openai.APIStatusError) as e:
+        client.audio.transcriptions.create(model="whisper-1", **payload)
+    assert (e.value.status_code, e.value.body["code"]) == (status, code)  # type: ignore[index]
+    with hello.open("rb") as f:  # the runner is still healthy
+        assert words(client.audio.transcriptions.create(model="whisper-1", file=f).text) == ["hello", "world"]
+
+
+def test_a_missing_file_field_is_400(hal0: tuple[Served, str]) -> None:
+    s, token = hal0
+    body = b'--b\r\nContent-Disposition: form-data; name="model"\r\n\r\nwhisper-1\r\n--b--\r\n'
+    req = urllib.request.Request(s.url + "/v1/audio/transcriptions", body, headers={
+        "Authorization": f"Bearer {token}", "Content-Type": "multipart/form-data; boundary=b"})
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req, timeout=30)
+    assert e.value.code == 400 and json.loads(e.value.read())["error"]["param"] == "file"
+
+
+def test_killing_the_runner_mid_request_gives_an_error_and_a_restart(
+        hal0: tuple[Served, str], client: openai.OpenAI, tmp_path: Path) -> None:
+    s, _ = hal0
+    admin = (s.home / "etc/admin.token").read_text().strip()
+    long = espeak(tmp_path / "long.wav", "the quick brown fox jumps over the lazy dog. " * 12)
+    pid = s.get("/api/slots/stt", admin)[1]["pid"]
+    result: dict[str, Any] = {}
+
+    def transcribe() -> None:
+        with long.open("rb") as f:
+            try:
+                client.audio.transcriptions.create(model="whisper-1", file=f)
+            except openai.APIStatusError as e:
+                result["error"] = (e.status_code, e.body)
+    worker = threading.Thread(target=transcribe)
+    worker.start()
+    while s.get("/api/slots/stt", admin)[1]["inflight"] == 0:
+        pass  # wait until hal0 has forwarded it
+    subprocess.run(["kill", "-9", str(pid)], check=True)
+    worker.join(60)
+    status, body = result["error"]
+    assert status == 502 and body["code"] == "slot.unreachable"
+    deadline = 600
+    while (slot := s.get("/api/slots/stt", admin)[1])["state"] != "ready" and deadline:
+        deadline -= 1
+        threading.Event().wait(0.1)  # the restart runs in hal0; we watch it from outside
+    assert slot["state"] == "ready" and slot["pid"] != pid
