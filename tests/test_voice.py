@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import threading
 import urllib.error
@@ -33,19 +34,23 @@ def hal0(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Served, str
     home = tmp_path_factory.mktemp("voice")
     m = manifest()
     subprocess.run([*HAL0, "init", "--provider-python", f"whisper={m['whisper']['python']}",
-                    "--slot-provider", "stt=whisper", "--slot-model", f"stt={m['whisper']['model_dir']}"],
+                    "--provider-python", f"kokoro={m['kokoro']['python']}",
+                    "--slot-provider", "stt=whisper", "--slot-model", f"stt={m['whisper']['model_dir']}",
+                    "--slot-provider", "tts=kokoro", "--slot-model", f"tts={m['kokoro']['model']}"],
                    env=hal0_env(home), check=True, capture_output=True)
-    for name in ("primary", "embed", "tts", "img"):
+    for name in ("primary", "embed", "img"):
         toml = home / f"etc/slots/{name}.toml"
         toml.write_text(toml.read_text().replace("enabled = true", "enabled = false"))
-    stt = home / "etc/slots/stt.toml"
-    text = stt.read_text().replace("port = 8083", f"port = {free_port()}")
-    stt.write_text(text.replace("threads = 0", "threads = 2"))
+    for name, port in (("stt", 8083), ("tts", 8084)):
+        toml = home / f"etc/slots/{name}.toml"
+        text = toml.read_text().replace(f"port = {port}", f"port = {free_port()}")
+        toml.write_text(text.replace("threads = 0", "threads = 2"))
     token = (home / "etc/admin.token").read_text().strip()
     with serving(home) as s:
-        load = urllib.request.Request(s.url + "/api/slots/stt/load", b"{}", method="POST",
-                                      headers={"Authorization": f"Bearer {token}"})
-        urllib.request.urlopen(load, timeout=120).close()
+        for name in ("stt", "tts"):
+            load = urllib.request.Request(s.url + f"/api/slots/{name}/load", b"{}", method="POST",
+                                          headers={"Authorization": f"Bearer {token}"})
+            urllib.request.urlopen(load, timeout=120).close()
         yield s, token
         s.stop()
 
@@ -141,3 +146,56 @@ def test_killing_the_runner_mid_request_gives_an_error_and_a_restart(
         deadline -= 1
         threading.Event().wait(0.1)  # the restart runs in hal0; we watch it from outside
     assert slot["state"] == "ready" and slot["pid"] != pid
+
+
+def test_kokoro_speech_round_trips_through_whisper(client: openai.OpenAI, tmp_path: Path) -> None:
+    sentence = "The quick brown fox jumps over the lazy dog."
+    speech = client.audio.speech.create(model="tts-1", voice="alloy", input=sentence, response_format="wav")
+    wav = tmp_path / "fox.wav"
+    wav.write_bytes(speech.content)
+    assert speech.content[:4] == b"RIFF"
+    with wav.open("rb") as f:
+        heard = client.audio.transcriptions.create(model="whisper-1", file=f).text
+    assert words(heard) == words(sentence)
+
+
+@pytest.mark.parametrize(("fmt", "magic"), [("pcm", b""), ("flac", b"fLaC"), ("mp3", b""), ("opus", b"OggS")])
+def test_every_format_the_machine_can_encode(client: openai.OpenAI, fmt: str, magic: bytes) -> None:
+    raw = client.audio.speech.with_raw_response.create(model="tts", voice="jf_alpha", input="Hello there.",
+                                                       response_format=fmt)  # type: ignore[arg-type]
+    audio = raw.content
+    assert raw.headers["X-Hal0-Slot"] == "tts" and len(audio) > 1000
+    assert audio.startswith(magic)
+    if fmt == "pcm":
+        assert len(audio) % 2 == 0  # 16-bit samples
+    if fmt == "mp3":
+        assert audio[:3] == b"ID3" or audio[0] == 0xFF
+
+
+def test_aac_needs_ffmpeg(client: openai.OpenAI) -> None:
+    if shutil.which("ffmpeg"):
+        assert len(client.audio.speech.create(model="tts", voice="alloy", input="Hi.", response_format="aac").content)
+        return
+    with pytest.raises(openai.APIStatusError) as e:
+        client.audio.speech.create(model="tts", voice="alloy", input="Hi.", response_format="aac")
+    assert (e.value.status_code, e.value.body["code"]) == (415, "audio.unsupported_format")  # type: ignore[index]
+    assert "ffmpeg" in e.value.body["message"]  # type: ignore[index]
+
+
+@pytest.mark.parametrize(("body", "param"), [
+    ({"input": "", "voice": "alloy"}, "input"),
+    ({"input": "x" * 5000, "voice": "alloy"}, "input"),
+    ({"input": "hello", "voice": "nobody"}, "voice"),
+    ({"input": "hello", "voice": "alloy", "speed": 10}, "speed"),
+])
+def test_bad_speech_requests(client: openai.OpenAI, body: dict[str, Any], param: str) -> None:
+    with pytest.raises(openai.BadRequestError) as e:
+        client.audio.speech.create(model="tts-1", **body)
+    assert e.value.body["param"] == param  # type: ignore[index]
+    assert client.audio.speech.create(model="tts-1", voice="alloy", input="ok", response_format="pcm").content
+
+
+def test_voices_are_listed(client: openai.OpenAI) -> None:
+    voices = client.get("/audio/voices", cast_to=object)
+    assert [v["id"] for v in voices["data"]] == ["jf_alpha", "jf_gongitsune", "jf_nezumi", "jf_tebukuro",  # type: ignore[index]
+                                                 "jm_kumo"]

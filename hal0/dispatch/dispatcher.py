@@ -62,13 +62,13 @@ class Dispatcher:
         return await self._handle(request, path, model if isinstance(model, str) else None, render,
                                   "application/json")
 
-    async def handle_raw(self, request: web.Request, path: str, model: str | None, data: bytes,
+    async def handle_raw(self, request: web.Request, path: str, model: str | None, data: bytes | None,
                          content_type: str) -> web.StreamResponse:
-        """A request forwarded byte for byte (multipart uploads are never re-encoded)."""
+        """A request forwarded byte for byte (multipart uploads are never re-encoded); None: a GET."""
         return await self._handle(request, path, model, lambda _: data, content_type)
 
     async def _handle(self, request: web.Request, path: str, model: str | None,
-                      render: Callable[[str | None], bytes], content_type: str) -> web.StreamResponse:
+                      render: Callable[[str | None], bytes | None], content_type: str) -> web.StreamResponse:
         route = await self.route(model, path)
         if route.upstream is not None:
             up = self.upstreams.by_name[route.upstream]

@@ -32,15 +32,16 @@ def request_headers(request: web.Request, extra: Mapping[str, str] | None = None
     return out
 
 
-async def forward(request: web.Request, session: aiohttp.ClientSession, url: str, data: bytes,
+async def forward(request: web.Request, session: aiohttp.ClientSession, url: str, data: bytes | None,
                   headers: CIMultiDict[str],
                   unreachable: type[Hal0Error], target: str, slot: str | None = None) -> web.StreamResponse:
-    """POST ``data`` to ``url`` and relay the response as it arrives.
+    """Send ``data`` to ``url`` (POST; GET when None) and relay the response as it arrives.
 
     Raises ``unreachable`` (a Hal0Error class) if no response comes back at all.
     """
     try:
-        upstream = await session.post(url, data=data, headers=headers)
+        upstream = await (session.get(url, headers=headers) if data is None
+                          else session.post(url, data=data, headers=headers))
     except (aiohttp.ClientError, OSError) as e:
         raise unreachable(f"{target} did not answer: {e}", target=target) from None
     try:

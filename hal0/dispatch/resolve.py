@@ -18,6 +18,7 @@ PATH_DEFAULTS = {
     "/v1/rerank": "embed-rerank",
     "/v1/audio/transcriptions": "stt",
     "/v1/audio/speech": "tts",
+    "/v1/audio/voices": "tts",
     "/v1/images/generations": "img",
 }
 

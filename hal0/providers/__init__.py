@@ -6,11 +6,11 @@ from __future__ import annotations
 from hal0.errors import ProviderUnavailable
 from hal0.providers.base import LaunchSpec, Provider, Readiness
 from hal0.providers.llama_server import LlamaServer
-from hal0.providers.runner import WhisperProvider
+from hal0.providers.runner import KokoroProvider, WhisperProvider
 
 __all__ = ["PROVIDERS", "LaunchSpec", "Provider", "Readiness", "get_provider"]
 
-PROVIDERS: dict[str, Provider] = {LlamaServer.name: LlamaServer(), WhisperProvider.name: WhisperProvider()}
+PROVIDERS: dict[str, Provider] = {p.name: p for p in (LlamaServer(), WhisperProvider(), KokoroProvider())}
 
 
 def get_provider(name: str) -> Provider:

@@ -14,7 +14,7 @@ from hal0.errors import ModelFilesMissing, ProviderUnavailable
 from hal0.models.registry import Registry, ResolvedModel, resolve_model
 from hal0.providers.base import LaunchSpec, Readiness, base_env
 
-__all__ = ["WhisperProvider", "runner_launch"]
+__all__ = ["KokoroProvider", "WhisperProvider", "runner_launch"]
 
 
 def runner_launch(kind: str, slot: SlotConfig, model: ResolvedModel, settings: ProviderConfig) -> LaunchSpec:
@@ -62,6 +62,26 @@ class WhisperProvider:
 
     def launch(self, slot: SlotConfig, model: ResolvedModel, settings: ProviderConfig) -> LaunchSpec:
         return runner_launch("whisper", slot, model, settings)
+
+    async def probe(self, session: aiohttp.ClientSession, base_url: str) -> Readiness:
+        return await probe_runner(session, base_url)
+
+
+class KokoroProvider:
+    """Kokoro (kokoro-onnx) for text-to-speech; the voices file lies beside the model."""
+
+    name: ClassVar[str] = "kokoro"
+    paths_served: ClassVar[tuple[str, ...]] = ("/v1/audio/speech", "/v1/audio/voices")
+    stop_grace_s: ClassVar[float | None] = None
+
+    def resolve(self, ref: str, registry: Registry) -> ResolvedModel:
+        model = resolve_model(ref, registry)
+        if not model.path.is_file() or model.path.suffix != ".onnx":
+            raise ModelFilesMissing(f"{model.path} is not a Kokoro .onnx model file", model=ref)
+        return model
+
+    def launch(self, slot: SlotConfig, model: ResolvedModel, settings: ProviderConfig) -> LaunchSpec:
+        return runner_launch("kokoro", slot, model, settings)
 
     async def probe(self, session: aiohttp.ClientSession, base_url: str) -> Readiness:
         return await probe_runner(session, base_url)

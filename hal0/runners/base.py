@@ -40,10 +40,13 @@ class _Runner:
         self.loaded = False
         self.lock = asyncio.Lock()  # engines compute one job at a time
 
-    async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run an engine call in a thread, one at a time; raises RunnerNotReady while loading."""
+    def require_loaded(self) -> None:
         if not self.loaded:
             raise RunnerNotReady(f"the {self.engine.kind} runner is still loading its model", retry_after=2)
+
+    async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run an engine call in a thread, one at a time; raises RunnerNotReady while loading."""
+        self.require_loaded()
         async with self.lock:
             return await asyncio.to_thread(fn, *args)
 

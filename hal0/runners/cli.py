@@ -19,6 +19,8 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="the model's file or folder")
     p.add_argument("--model-id", help="the id /v1/models shows (default: the file or folder name)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: the engine's choice)")
+    p.add_argument("--voices", help="kokoro: the voices file (default: voices*.npz/bin beside the model)")
+    p.add_argument("--default-voice", help="kokoro: the voice OpenAI's voice names map to (default: the first)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -28,4 +30,8 @@ def run(args: argparse.Namespace) -> int:
         from hal0.runners.engines.whisper import WhisperEngine
 
         return run_runner(WhisperEngine, args)
+    if args.kind == "kokoro":
+        from hal0.runners.engines.kokoro import KokoroEngine
+
+        return run_runner(KokoroEngine, args)
     raise AssertionError(args.kind)  # argparse restricts kind to RUNNER_KINDS

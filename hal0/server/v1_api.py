@@ -98,6 +98,8 @@ def _validate(path: str, body: dict[str, Any]) -> None:
         _require(body, "prompt", (str, list), "a string or a list")
     elif path == "/v1/embeddings":
         _require(body, "input", (str, list), "a non-empty string or list")
+    elif path == "/v1/audio/speech":
+        _require(body, "input", (str,), "a non-empty string")
     else:
         _require(body, "query", (str,), "a non-empty string")
         _require(body, "documents", (list,), "a non-empty list of strings")
@@ -123,6 +125,13 @@ async def transcriptions(request: web.Request) -> web.StreamResponse:
     return await request.app[DISPATCHER].handle_raw(request, "/v1/audio/transcriptions", model, raw, content_type)
 
 
+@routes.get("/v1/audio/voices")
+async def voices(request: web.Request) -> web.StreamResponse:
+    """The voices of the tts slot (or of the slot named by ``?model=``)."""
+    model = request.query.get("model") or None
+    return await request.app[DISPATCHER].handle_raw(request, "/v1/audio/voices", model, None, "application/json")
+
+
 def _proxied(path: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def handler(request: web.Request) -> web.StreamResponse:
         return await _dispatch(request, path)
@@ -132,5 +141,5 @@ def _proxied(path: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]
 # /v1/rerank is an alias of /v1/rerankings (both reach the rerank slot's /v1/rerank).
 for _path, _target in (("/v1/chat/completions", "/v1/chat/completions"), ("/v1/completions", "/v1/completions"),
                        ("/v1/embeddings", "/v1/embeddings"), ("/v1/rerankings", "/v1/rerankings"),
-                       ("/v1/rerank", "/v1/rerankings")):
+                       ("/v1/rerank", "/v1/rerankings"), ("/v1/audio/speech", "/v1/audio/speech")):
     routes.post(_path)(_proxied(_target))
