@@ -35,8 +35,9 @@ def test_cli_status_talks_to_the_running_server(tmp_path: Path) -> None:
         assert r.returncode == 0, r.stderr
         assert r.stdout.splitlines()[1].split() == ["SLOT", "STATE", "PROVIDER", "BACKEND", "PORT",
                                                     "ENABLED", "MODEL"]
-        assert [line.split()[0] for line in r.stdout.splitlines()[2:]] == [
-            "primary", "embed", "stt", "tts", "img"]
+        lines = r.stdout.splitlines()
+        assert [line.split()[0] for line in lines[2:7]] == ["primary", "embed", "stt", "tts", "img"]
+        assert "voice:  stt offline, tts offline" in lines
 
 
 def test_invalid_config_refuses_to_start_with_one_line_and_exit_2(tmp_path: Path) -> None:

@@ -65,6 +65,8 @@ async def test_status_lists_the_five_builtin_slots(client: Client, admin: str, p
     assert body["paths"] == {"mode": "home", "config_dir": str(paths.config_dir),
                              "state_dir": str(paths.state_dir)}
     assert all(s["builtin"] for s in body["slots"])
+    assert list(body["capabilities"]["voice"]) == ["stt", "tts"]
+    assert body["capabilities"]["voice"]["stt"]["provider"] == "moonshine"
 
 
 async def test_request_id_is_echoed_when_sane(client: Client) -> None:

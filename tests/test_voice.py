@@ -199,3 +199,24 @@ def test_voices_are_listed(client: openai.OpenAI) -> None:
     voices = client.get("/audio/voices", cast_to=object)
     assert [v["id"] for v in voices["data"]] == ["jf_alpha", "jf_gongitsune", "jf_nezumi", "jf_tebukuro",  # type: ignore[index]
                                                  "jm_kumo"]
+
+
+def test_moonshine_without_weights_says_what_is_missing(hal0: tuple[Served, str], tmp_path: Path) -> None:
+    """No Moonshine weights ship on PyPI: a moonshine slot must say exactly what to provide."""
+    s, _ = hal0
+    admin = (s.home / "etc/admin.token").read_text().strip()
+    empty = tmp_path / "moonshine-base"
+    empty.mkdir()
+    (empty / "encoder_model.onnx").write_bytes(b"")
+    headers = {"Authorization": f"Bearer {admin}", "Content-Type": "application/json"}
+    create = urllib.request.Request(s.url + "/api/slots", json.dumps(
+        {"name": "moon", "provider": "moonshine", "model": str(empty)}).encode(), headers=headers)
+    urllib.request.urlopen(create, timeout=30).close()
+    load = urllib.request.Request(s.url + "/api/slots/moon/load", b"{}", headers=headers)
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(load, timeout=30)
+    err = json.loads(e.value.read())["error"]
+    assert (e.value.code, err["code"]) == (409, "model.files_missing")
+    assert err["details"]["missing"] == ["decoder_model_merged.onnx"]
+    assert "not on PyPI" in err["message"] and "hal0 model register" in err["message"]
+    assert s.get("/api/slots/moon", admin)[1]["state"] == "offline"  # untouched

@@ -98,6 +98,12 @@ def _model_cmd(args: argparse.Namespace) -> int:
     return run(args, _paths(args))
 
 
+def _backend_cmd(args: argparse.Namespace) -> int:
+    from hal0.cli.backend_cmd import run
+
+    return run(args, _paths(args))
+
+
 def _runner_cmd(args: argparse.Namespace) -> int:
     from hal0.runners.cli import run
 
@@ -145,7 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
     model_cmd.add_parser(sub, common)
     sub.choices["model"].set_defaults(func=_model_cmd)
 
+    from hal0.cli import backend_cmd
     from hal0.runners import cli as runner_cli
+
+    backend_cmd.add_parser(sub, common)
+    sub.choices["backend"].set_defaults(func=_backend_cmd)
 
     runner_cli.add_parser(sub, common)
     sub.choices["runner"].set_defaults(func=_runner_cmd)

@@ -23,4 +23,8 @@ def run(args: argparse.Namespace, paths: Paths) -> int:
              "yes" if s["enabled"] else "no", s.get("model") or s.get("model_default") or "-")
             for s in st["slots"]]
     table(rows, ["SLOT", "STATE", "PROVIDER", "BACKEND", "PORT", "ENABLED", "MODEL"])
+    print()
+    for card, members in st.get("capabilities", {}).items():
+        parts = [f"{name} {m['state'] if m['enabled'] else 'disabled'}" for name, m in members.items()]
+        print(f"{card + ':':7} {', '.join(parts) or '-'}")
     return 0

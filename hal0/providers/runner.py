@@ -13,8 +13,9 @@ from hal0.config.schema import ProviderConfig, SlotConfig
 from hal0.errors import ModelFilesMissing, ProviderUnavailable
 from hal0.models.registry import Registry, ResolvedModel, resolve_model
 from hal0.providers.base import LaunchSpec, Readiness, base_env
+from hal0.runners.engines.moonshine import MOONSHINE_FILES
 
-__all__ = ["KokoroProvider", "WhisperProvider", "runner_launch"]
+__all__ = ["KokoroProvider", "MoonshineProvider", "WhisperProvider", "runner_launch"]
 
 
 def runner_launch(kind: str, slot: SlotConfig, model: ResolvedModel, settings: ProviderConfig) -> LaunchSpec:
@@ -22,8 +23,9 @@ def runner_launch(kind: str, slot: SlotConfig, model: ResolvedModel, settings: P
     unpacked zipapp, whose own dependencies come along when the Python versions match)."""
     if not settings.python:
         raise ProviderUnavailable(
-            f"the {slot.provider} engine is not installed: set [providers.{slot.provider}].python in hal0.toml "
-            f"to the interpreter of a virtualenv that has it", provider=slot.provider)
+            f"the {slot.provider} engine is not installed: run `hal0 backend install {slot.provider}`, or set "
+            f"[providers.{slot.provider}].python in hal0.toml to the interpreter of a virtualenv that has it",
+            provider=slot.provider)
     hal0_root = str(Path(hal0.__file__).resolve().parent.parent)
     env = {**base_env(), **settings.env, **slot.env}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (hal0_root, env.get("PYTHONPATH", "")) if p)
@@ -62,6 +64,31 @@ class WhisperProvider:
 
     def launch(self, slot: SlotConfig, model: ResolvedModel, settings: ProviderConfig) -> LaunchSpec:
         return runner_launch("whisper", slot, model, settings)
+
+    async def probe(self, session: aiohttp.ClientSession, base_url: str) -> Readiness:
+        return await probe_runner(session, base_url)
+
+
+class MoonshineProvider:
+    """Moonshine (useful-moonshine-onnx) for speech-to-text, the seed's default."""
+
+    name: ClassVar[str] = "moonshine"
+    paths_served: ClassVar[tuple[str, ...]] = ("/v1/audio/transcriptions",)
+    stop_grace_s: ClassVar[float | None] = None
+
+    def resolve(self, ref: str, registry: Registry) -> ResolvedModel:
+        model = resolve_model(ref, registry)
+        missing = [f for f in MOONSHINE_FILES if not (model.path / f).is_file()]
+        if missing:
+            raise ModelFilesMissing(
+                f"Moonshine weights are missing in {model.path}: {', '.join(missing)}. They are not on PyPI: put "
+                "the onnx/merged/<tiny|base>/float files of UsefulSensors/moonshine in a folder named after the "
+                "variant (e.g. moonshine-base) and register it with `hal0 model register`", model=ref,
+                missing=missing)
+        return model
+
+    def launch(self, slot: SlotConfig, model: ResolvedModel, settings: ProviderConfig) -> LaunchSpec:
+        return runner_launch("moonshine", slot, model, settings)
 
     async def probe(self, session: aiohttp.ClientSession, base_url: str) -> Readiness:
         return await probe_runner(session, base_url)

@@ -10,4 +10,4 @@ from __future__ import annotations
 
 __all__ = ["RUNNER_KINDS"]
 
-RUNNER_KINDS = ("whisper", "kokoro")
+RUNNER_KINDS = ("whisper", "moonshine", "kokoro")

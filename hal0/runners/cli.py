@@ -30,6 +30,10 @@ def run(args: argparse.Namespace) -> int:
         from hal0.runners.engines.whisper import WhisperEngine
 
         return run_runner(WhisperEngine, args)
+    if args.kind == "moonshine":
+        from hal0.runners.engines.moonshine import MoonshineEngine
+
+        return run_runner(MoonshineEngine, args)
     if args.kind == "kokoro":
         from hal0.runners.engines.kokoro import KokoroEngine
 

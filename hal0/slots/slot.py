@@ -25,6 +25,7 @@ from typing import Any
 import aiohttp
 
 from hal0.atomic import atomic_write
+from hal0.backends import engine_python
 from hal0.config.defaults import render_slot_toml
 from hal0.config.schema import ProviderConfig, SlotConfig, SlotsConfig
 from hal0.dispatch.admission import Admission
@@ -461,6 +462,8 @@ class Slot:
         provider = get_provider(self.config.provider)
         model = provider.resolve(ref, self._deps.registry)
         settings = self._deps.providers.get(self.config.provider, ProviderConfig())
+        if not settings.python and (python := engine_python(self._deps.paths, self.config.provider)):
+            settings = replace(settings, python=python)  # `hal0 backend install` put the engine there
         spec = provider.launch(self.config, model, settings)
         self._model, self._model_ref = model, ref
         self._transition(S.STARTING, f"starting {model.id}")

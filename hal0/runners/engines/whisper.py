@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 from pathlib import Path
 from typing import Any
 
-from aiohttp import BodyPartReader, web
+from aiohttp import web
 
-from hal0.errors import AudioUnsupportedFormat, RequestInvalid
-from hal0.runners.base import ENGINE
-from hal0.runners.transcripts import FORMATS, render_transcript
+from hal0.errors import AudioUnsupportedFormat
+from hal0.runners.stt import transcriptions
 
 __all__ = ["WhisperEngine"]
 
@@ -53,41 +51,4 @@ class WhisperEngine:
                 "text": "".join(s["text"] for s in segs).strip(), "segments": segs}
 
     def add_routes(self, app: web.Application) -> None:
-        app.router.add_post("/v1/audio/transcriptions", _transcriptions)
-
-
-async def _form(request: web.Request) -> dict[str, Any]:
-    if not request.content_type.startswith("multipart/form-data"):
-        raise RequestInvalid("send the audio as multipart/form-data with a `file` field", param="file")
-    fields: dict[str, Any] = {}
-    async for part in await request.multipart():
-        if not isinstance(part, BodyPartReader):
-            continue  # nested multiparts are not part of the API
-        if part.name == "file":
-            fields["file"] = await part.read()
-        elif part.name:
-            fields[part.name] = (await part.text()).strip()
-    return fields
-
-
-async def _transcriptions(request: web.Request) -> web.Response:
-    fields = await _form(request)
-    if "file" not in fields:
-        raise RequestInvalid("`file` is required", param="file")
-    if not fields["file"]:
-        raise RequestInvalid("the uploaded file is empty", param="file")
-    fmt = fields.get("response_format") or "json"
-    if fmt not in FORMATS:
-        raise RequestInvalid(f"`response_format` must be one of {', '.join(FORMATS)}", param="response_format")
-    try:
-        temperature = float(fields.get("temperature") or 0)
-    except ValueError:
-        raise RequestInvalid("`temperature` must be a number", param="temperature") from None
-    runner = request.app[ENGINE]
-    engine: WhisperEngine = runner.engine  # type: ignore[assignment]
-    result = await runner.run_blocking(engine.transcribe, fields["file"], fields.get("language") or None,
-                                       fields.get("prompt") or None, temperature)
-    body, content_type = render_transcript(result, fmt)
-    if content_type == "application/json":
-        return web.Response(text=json.dumps(body), content_type=content_type)
-    return web.Response(text=body, content_type=content_type)
+        app.router.add_post("/v1/audio/transcriptions", transcriptions)
