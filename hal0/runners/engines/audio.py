@@ -66,3 +66,25 @@ def encode(chunks: list[Any], rate: int, fmt: str) -> bytes:
                            "-ac", "1", "-i", "pipe:0", *args, "pipe:1"], input=pcm16(samples),
                           capture_output=True, check=True)
     return done.stdout
+
+
+def decode(audio: bytes) -> tuple[Any, int]:
+    """Mono float32 samples and their rate: libsndfile (WAV, FLAC, OGG, MP3) first, then ffmpeg
+    for other containers (WebM, M4A, ...) when it is installed. Raises AudioUnsupportedFormat."""
+    import numpy as np
+    import soundfile
+
+    try:
+        samples, rate = soundfile.read(io.BytesIO(audio), dtype="float32", always_2d=True)
+        return samples.mean(axis=1), int(rate)
+    except Exception as e:  # libsndfile's errors for data it cannot decode
+        reason = type(e).__name__
+    if shutil.which("ffmpeg") is None:
+        raise AudioUnsupportedFormat(
+            f"the upload is not WAV, FLAC, OGG or MP3 audio ({reason}); other containers (WebM, M4A, ...) need "
+            "ffmpeg, which is not installed (apt-get install ffmpeg)", param="file")
+    done = subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-i", "pipe:0", "-f", "f32le", "-ac", "1",
+                           "-ar", "16000", "pipe:1"], input=audio, capture_output=True)
+    if done.returncode != 0 or not done.stdout:
+        raise AudioUnsupportedFormat("the upload is not audio ffmpeg can decode", param="file")
+    return np.frombuffer(done.stdout, dtype="<f4"), 16000

@@ -2,20 +2,19 @@
 
 The model is a folder with ``encoder_model.onnx`` and ``decoder_model_merged.onnx`` (the
 ``onnx/merged/<tiny|base>/float`` files of UsefulSensors/moonshine); its name says the
-variant. Audio is decoded with soundfile and resampled to 16 kHz with librosa, both
-dependencies of useful-moonshine-onnx.
+variant. Audio is decoded by ``audio.decode`` (libsndfile, then ffmpeg) and resampled to
+16 kHz with librosa, a dependency of useful-moonshine-onnx.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from hal0.errors import AudioUnsupportedFormat
+from hal0.runners.engines.audio import decode
 from hal0.runners.stt import transcriptions
 
 __all__ = ["MOONSHINE_FILES", "MoonshineEngine"]
@@ -49,14 +48,8 @@ class MoonshineEngine:
                    temperature: float) -> dict[str, Any]:
         import librosa
         import numpy as np
-        import soundfile
 
-        try:
-            samples, rate = soundfile.read(io.BytesIO(audio), dtype="float32", always_2d=True)
-        except Exception as e:  # libsndfile's errors for data it cannot decode
-            raise AudioUnsupportedFormat(f"the uploaded file is not audio hal0 can decode ({type(e).__name__})",
-                                         param="file") from None
-        mono = samples.mean(axis=1)
+        mono, rate = decode(audio)
         if rate != RATE:
             mono = librosa.resample(mono, orig_sr=rate, target_sr=RATE)
         mono = np.asarray(mono, dtype=np.float32)
