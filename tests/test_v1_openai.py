@@ -23,7 +23,7 @@ from hal0.config.defaults import render_slot_toml
 from hal0.config.schema import ModelSection, ServerSection, SlotConfig
 from tests.helpers.env import HAL0, free_port, hal0_env, manifest
 from tests.helpers.openapi import llama_chat_quirks, validate
-from tests.helpers.serve import Served, serving
+from tests.helpers.serve import Served, sdk, serving
 
 pytestmark = [pytest.mark.backends, pytest.mark.slow]
 BOX_KEY = "sk-box-secret"
@@ -118,9 +118,8 @@ def hal0(tmp_path_factory: pytest.TempPathFactory, box: int) -> Iterator[tuple[S
 
 @pytest.fixture
 def client(hal0: tuple[Served, str]) -> Iterator[openai.OpenAI]:
-    s, token = hal0
-    with openai.OpenAI(base_url=s.url + "/v1", api_key=token, max_retries=0) as sdk:
-        yield sdk
+    with sdk(*hal0) as client:
+        yield client
 
 
 @contextmanager

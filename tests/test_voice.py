@@ -17,7 +17,7 @@ import openai
 import pytest
 
 from tests.helpers.env import HAL0, free_port, hal0_env, manifest
-from tests.helpers.serve import Served, serving
+from tests.helpers.serve import Served, sdk, serving
 
 pytestmark = [pytest.mark.backends, pytest.mark.slow]
 SRT_TIME = r"\d\d:\d\d:\d\d,\d\d\d --> \d\d:\d\d:\d\d,\d\d\d"
@@ -57,9 +57,8 @@ def hal0(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Served, str
 
 @pytest.fixture
 def client(hal0: tuple[Served, str]) -> Iterator[openai.OpenAI]:
-    s, token = hal0
-    with openai.OpenAI(base_url=s.url + "/v1", api_key=token, max_retries=0) as sdk:
-        yield sdk
+    with sdk(*hal0) as client:
+        yield client
 
 
 def words(text: str) -> list[str]:

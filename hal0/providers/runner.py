@@ -48,36 +48,47 @@ async def probe_runner(session: aiohttp.ClientSession, base_url: str) -> Readine
     return Readiness.READY if body.get("model_loaded") else Readiness.LOADING
 
 
-class WhisperProvider:
-    """faster-whisper (CTranslate2 Whisper models) for speech-to-text."""
+class _RunnerProvider:
+    """What the runner-backed providers share; each adds a check of its model's files."""
 
-    name: ClassVar[str] = "whisper"
-    paths_served: ClassVar[tuple[str, ...]] = ("/v1/audio/transcriptions",)
+    name: ClassVar[str]
+    paths_served: ClassVar[tuple[str, ...]]
     stop_grace_s: ClassVar[float | None] = None
+
+    def check(self, model: ResolvedModel, ref: str) -> None:
+        """Raise ModelFilesMissing unless ``model`` has what the engine loads."""
 
     def resolve(self, ref: str, registry: Registry) -> ResolvedModel:
         model = resolve_model(ref, registry)
-        if not (model.path / "model.bin").is_file():
-            raise ModelFilesMissing(f"{model.path} is not a CTranslate2 Whisper model folder (no model.bin)",
-                                    model=ref)
+        self.check(model, ref)
         return model
 
     def launch(self, slot: SlotConfig, model: ResolvedModel, settings: ProviderConfig) -> LaunchSpec:
-        return runner_launch("whisper", slot, model, settings)
+        return runner_launch(self.name, slot, model, settings)
 
     async def probe(self, session: aiohttp.ClientSession, base_url: str) -> Readiness:
         return await probe_runner(session, base_url)
 
 
-class MoonshineProvider:
+class WhisperProvider(_RunnerProvider):
+    """faster-whisper (CTranslate2 Whisper models) for speech-to-text."""
+
+    name: ClassVar[str] = "whisper"
+    paths_served: ClassVar[tuple[str, ...]] = ("/v1/audio/transcriptions",)
+
+    def check(self, model: ResolvedModel, ref: str) -> None:
+        if not (model.path / "model.bin").is_file():
+            raise ModelFilesMissing(f"{model.path} is not a CTranslate2 Whisper model folder (no model.bin)",
+                                    model=ref)
+
+
+class MoonshineProvider(_RunnerProvider):
     """Moonshine (useful-moonshine-onnx) for speech-to-text, the seed's default."""
 
     name: ClassVar[str] = "moonshine"
     paths_served: ClassVar[tuple[str, ...]] = ("/v1/audio/transcriptions",)
-    stop_grace_s: ClassVar[float | None] = None
 
-    def resolve(self, ref: str, registry: Registry) -> ResolvedModel:
-        model = resolve_model(ref, registry)
+    def check(self, model: ResolvedModel, ref: str) -> None:
         missing = [f for f in MOONSHINE_FILES if not (model.path / f).is_file()]
         if missing:
             raise ModelFilesMissing(
@@ -85,30 +96,14 @@ class MoonshineProvider:
                 "the onnx/merged/<tiny|base>/float files of UsefulSensors/moonshine in a folder named after the "
                 "variant (e.g. moonshine-base) and register it with `hal0 model register`", model=ref,
                 missing=missing)
-        return model
-
-    def launch(self, slot: SlotConfig, model: ResolvedModel, settings: ProviderConfig) -> LaunchSpec:
-        return runner_launch("moonshine", slot, model, settings)
-
-    async def probe(self, session: aiohttp.ClientSession, base_url: str) -> Readiness:
-        return await probe_runner(session, base_url)
 
 
-class KokoroProvider:
+class KokoroProvider(_RunnerProvider):
     """Kokoro (kokoro-onnx) for text-to-speech; the voices file lies beside the model."""
 
     name: ClassVar[str] = "kokoro"
     paths_served: ClassVar[tuple[str, ...]] = ("/v1/audio/speech", "/v1/audio/voices")
-    stop_grace_s: ClassVar[float | None] = None
 
-    def resolve(self, ref: str, registry: Registry) -> ResolvedModel:
-        model = resolve_model(ref, registry)
+    def check(self, model: ResolvedModel, ref: str) -> None:
         if not model.path.is_file() or model.path.suffix != ".onnx":
             raise ModelFilesMissing(f"{model.path} is not a Kokoro .onnx model file", model=ref)
-        return model
-
-    def launch(self, slot: SlotConfig, model: ResolvedModel, settings: ProviderConfig) -> LaunchSpec:
-        return runner_launch("kokoro", slot, model, settings)
-
-    async def probe(self, session: aiohttp.ClientSession, base_url: str) -> Readiness:
-        return await probe_runner(session, base_url)

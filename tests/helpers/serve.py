@@ -11,6 +11,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import openai
+
 from tests.helpers.env import HAL0, free_port, hal0_env
 
 
@@ -57,3 +59,10 @@ def serving(home: Path, argv: Sequence[str] = HAL0, port: int | None = None,
             proc.kill()
             proc.wait()
         proc.stderr.close()
+
+
+@contextmanager
+def sdk(served: Served, token: str) -> Iterator[openai.OpenAI]:
+    """The official OpenAI SDK pointed at hal0 (no retries: tests want the first answer)."""
+    with openai.OpenAI(base_url=served.url + "/v1", api_key=token, max_retries=0) as client:
+        yield client
