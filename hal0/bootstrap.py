@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import tomli_w
 from hal0.atomic import atomic_write
 from hal0.auth import create_token
 from hal0.config import BUILTIN_SLOTS, PROVIDER_NAMES, Hal0Config, builtin_slot, render_slot_toml, to_dict
+from hal0.hardware import probe
 from hal0.paths import Paths
 
 __all__ = ["init_tree"]
@@ -55,6 +57,8 @@ def init_tree(paths: Paths, slot_models: dict[str, str] | None = None,
         if name in slot_providers:
             slot = replace(slot, provider=slot_providers[name], backend="cpu")  # type: ignore[arg-type]
         _create(paths.slot_toml(name), render_slot_toml(slot), created)
+    if not paths.hardware_json.exists():
+        _create(paths.hardware_json, json.dumps(probe(disk=paths.state_dir), indent=2) + "\n", created)
     if not paths.admin_token.exists():
         _, token = create_token(paths.tokens_toml, "admin", "admin")
         _create(paths.admin_token, token + "\n", created, mode=0o600)

@@ -29,7 +29,7 @@ def test_unknown_arguments_print_usage_and_exit_2(tmp_path: Path) -> None:
 def test_init_is_idempotent_and_never_overwrites(tmp_path: Path) -> None:
     r = run(tmp_path, "init", "--json", "--slot-model", "primary=gemma3-270m")
     created = json.loads(r.stdout)["created"]
-    assert r.returncode == 0 and len(created) == 7
+    assert r.returncode == 0 and len(created) == 8  # hal0.toml, 5 slots, hardware.json, admin.token
     primary = tmp_path / "etc/slots/primary.toml"
     assert 'default = "gemma3-270m"' in primary.read_text()
     primary.write_text(primary.read_text() + "# my edit\n")

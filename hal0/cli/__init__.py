@@ -98,6 +98,12 @@ def _model_cmd(args: argparse.Namespace) -> int:
     return run(args, _paths(args))
 
 
+def _probe_cmd(args: argparse.Namespace) -> int:
+    from hal0.cli.probe_cmd import run
+
+    return run(args, _paths(args))
+
+
 def _backend_cmd(args: argparse.Namespace) -> int:
     from hal0.cli.backend_cmd import run
 
@@ -138,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seed [providers.PROVIDER].python (the engine virtualenv's interpreter), e.g. "
                         "whisper=/opt/whisper/bin/python")
     add("status", _status_cmd, "show the running server's status")
+    pr = add("probe", _probe_cmd, "show this box's hardware and what changed since hardware.json")
+    pr.add_argument("--apply", action="store_true", help="write the snapshot to hardware.json")
 
     c = add("config", _config_cmd, "show or validate the configuration")
     csub = c.add_subparsers(dest="config_command", required=True, metavar="ACTION")
