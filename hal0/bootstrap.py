@@ -5,16 +5,18 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import tomli_w
 
 from hal0.atomic import atomic_write
 from hal0.auth import create_token
-from hal0.config import BUILTIN_SLOTS, PROVIDER_NAMES, Hal0Config, builtin_slot, render_slot_toml, to_dict
+from hal0.config import BUILTIN_SLOTS, PROVIDER_NAMES, Hal0Config, render_slot_toml, to_dict
 from hal0.hardware import probe
+from hal0.hardware.seeding import seed_slots
 from hal0.paths import Paths
 
-__all__ = ["init_tree"]
+__all__ = ["init_tree", "write_seeds"]
 
 
 def _default_hal0_toml(providers: dict[str, dict[str, str]]) -> str:
@@ -31,14 +33,36 @@ def _create(path: Path, text: str, created: list[Path], mode: int = 0o644) -> No
         created.append(path)
 
 
+def write_seeds(paths: Paths, hardware: dict[str, Any], slot_models: dict[str, str] | None = None,
+                slot_providers: dict[str, str] | None = None, *, dry_run: bool = False) -> list[Path]:
+    """Write the seeded TOML of each built-in slot that has none; returns the files (to be) written."""
+    slot_models, slot_providers = slot_models or {}, slot_providers or {}
+    written: list[Path] = []
+    for name, seed in seed_slots(hardware).items():
+        slot, note = seed.slot, seed.reason and f"disabled at install: {seed.reason}"
+        if name in slot_models:
+            slot = replace(slot, model=replace(slot.model, default=slot_models[name]))
+        if name in slot_providers:
+            slot = replace(slot, provider=slot_providers[name], backend="cpu", enabled=True)  # type: ignore[arg-type]
+            note = ""
+        if dry_run:
+            if not paths.slot_toml(name).exists():
+                written.append(paths.slot_toml(name))
+        else:
+            _create(paths.slot_toml(name), render_slot_toml(slot, note), written)
+    return written
+
+
 def init_tree(paths: Paths, slot_models: dict[str, str] | None = None,
               providers: dict[str, dict[str, str]] | None = None,
-              slot_providers: dict[str, str] | None = None) -> list[Path]:
+              slot_providers: dict[str, str] | None = None,
+              hardware: dict[str, Any] | None = None) -> list[Path]:
     """Create what is missing and return the files created.
 
-    ``slot_models`` and ``slot_providers`` seed built-in slot TOMLs that do not exist yet
-    (``[model].default``, ``provider``); ``providers`` seeds ``[providers.NAME]`` tables
-    (``bin``, ``python``) of a new hal0.toml.
+    Built-in slot TOMLs that do not exist yet are seeded from the hardware snapshot
+    (``hardware``, default: hardware.json, probed now if missing) through the tier table;
+    ``slot_models`` and ``slot_providers`` override the seeds; ``providers`` seeds
+    ``[providers.NAME]`` tables (``bin``, ``python``) of a new hal0.toml.
     """
     slot_models, providers, slot_providers = slot_models or {}, providers or {}, slot_providers or {}
     unknown = (set(slot_models) | set(slot_providers)) - set(BUILTIN_SLOTS)
@@ -52,13 +76,11 @@ def init_tree(paths: Paths, slot_models: dict[str, str] | None = None,
               paths.backends_dir, paths.images_dir):
         d.mkdir(parents=True, exist_ok=True)
     _create(paths.hal0_toml, _default_hal0_toml(providers), created)
-    for name in BUILTIN_SLOTS:
-        slot = builtin_slot(name, model=slot_models.get(name, ""))
-        if name in slot_providers:
-            slot = replace(slot, provider=slot_providers[name], backend="cpu")  # type: ignore[arg-type]
-        _create(paths.slot_toml(name), render_slot_toml(slot), created)
-    if not paths.hardware_json.exists():
-        _create(paths.hardware_json, json.dumps(probe(disk=paths.state_dir), indent=2) + "\n", created)
+    if hardware is None:
+        if not paths.hardware_json.exists():
+            _create(paths.hardware_json, json.dumps(probe(disk=paths.state_dir), indent=2) + "\n", created)
+        hardware = json.loads(paths.hardware_json.read_text())
+    created += write_seeds(paths, hardware, slot_models, slot_providers)
     if not paths.admin_token.exists():
         _, token = create_token(paths.tokens_toml, "admin", "admin")
         _create(paths.admin_token, token + "\n", created, mode=0o600)

@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from hal0.bootstrap import init_tree
 from hal0.config import BUILTIN_SLOTS, load_config, load_slots
 from hal0.errors import ConfigInvalid
+from hal0.hardware import probe
+from hal0.hardware.seeding import seed_slots
 from hal0.paths import Paths
 
 
@@ -18,9 +22,12 @@ def test_defaults_without_any_file(paths: Paths) -> None:
 
 
 def test_init_files_round_trip_to_the_same_config(paths: Paths) -> None:
-    before = (load_config(paths), load_slots(paths))
-    init_tree(paths)
-    assert (load_config(paths), load_slots(paths)) == before
+    """What init writes loads back as exactly what the seeds said."""
+    hw = probe(Path(__file__).parent / "fixtures/hw/h100")
+    before = load_config(paths)
+    init_tree(paths, hardware=hw)
+    assert load_config(paths) == before
+    assert {n: s.slot for n, s in seed_slots(hw).items()} == load_slots(paths)
 
 
 @pytest.mark.parametrize(("text", "key", "problem"), [

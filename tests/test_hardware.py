@@ -108,3 +108,44 @@ def test_init_and_probe_apply_write_hardware_json(tmp_path: Path) -> None:
     (tmp_path / "etc/hardware.json").unlink()
     subprocess.run([*HAL0, "probe", "--apply"], env=env, check=True, capture_output=True)
     assert json.loads((tmp_path / "etc/hardware.json").read_text())["schema"] == 1
+
+
+def test_the_tier_table_seeds_each_box(tmp_path: Path) -> None:
+    from hal0.hardware.seeding import match_tier, seed_slots
+
+    h100 = probe(FIXTURES / "h100")
+    assert match_tier(h100)["name"] == "nvidia-datacenter"
+    seeds = seed_slots(h100)
+    assert (seeds["primary"].slot.backend, seeds["img"].slot.backend, seeds["img"].slot.enabled) == (
+        "cuda", "cuda", True)
+    assert seeds["stt"].slot.provider == "moonshine" and seeds["stt"].slot.backend == "cpu"
+
+    strix_halo(tmp_path / "strix")
+    strix = probe(tmp_path / "strix")
+    assert match_tier(strix)["name"] == "amd-apu-large"
+    seeds = seed_slots(strix)
+    assert (seeds["primary"].slot.backend, seeds["img"].slot.backend, seeds["img"].slot.enabled) == (
+        "vulkan", "rocm", True)
+    (tmp_path / "strix/dev/kfd").unlink()
+    seeds = seed_slots(probe(tmp_path / "strix"))
+    assert not seeds["img"].slot.enabled and "/dev/kfd is missing" in seeds["img"].reason
+
+    cpu = seed_slots(probe(FIXTURES / "cpu-vm"))
+    assert {s.slot.backend for n, s in cpu.items() if n in ("primary", "embed")} == {"cpu"}
+    assert not cpu["img"].slot.enabled and "no usable GPU" in cpu["img"].reason
+    assert all(s.slot.enabled for n, s in cpu.items() if n != "img")
+
+
+def test_init_seeds_from_hardware_and_never_overwrites(tmp_path: Path) -> None:
+    from hal0.bootstrap import init_tree
+    from hal0.config import load_slots
+    from hal0.paths import resolve_paths
+
+    paths = resolve_paths({"HAL0_HOME": str(tmp_path / "home")})
+    init_tree(paths, hardware=probe(FIXTURES / "h100"))
+    slots = load_slots(paths)
+    assert slots["primary"].backend == "cuda" and slots["primary"].model.default.startswith("qwen3-30b")
+    paths.slot_toml("primary").write_text(paths.slot_toml("primary").read_text().replace("cuda", "vulkan"))
+    init_tree(paths, hardware=probe(FIXTURES / "cpu-vm"))  # another box's seeds change nothing
+    assert load_slots(paths)["primary"].backend == "vulkan"
+    assert load_slots(paths)["img"].enabled is True

@@ -1,4 +1,5 @@
-"""``hal0 probe [--apply]``: show what this box has and what changed since hardware.json."""
+"""``hal0 probe [--apply]``: show what this box has, what changed since hardware.json and which
+slot files would be seeded; ``--apply`` writes hardware.json and the missing slot files."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import json
 from typing import Any
 
 from hal0.atomic import atomic_write
+from hal0.bootstrap import write_seeds
 from hal0.cli.output import print_json
 from hal0.hardware import probe
+from hal0.hardware.seeding import match_tier
 from hal0.paths import Paths
 
 __all__ = ["run", "summary"]
@@ -46,8 +49,13 @@ def run(args: argparse.Namespace, paths: Paths) -> int:
         else:
             changed = sorted(k for k in hw if k != "disk" and hw[k] != old.get(k))
             print(f"\nchanged since {paths.hardware_json}: {', '.join(changed) or 'nothing'}")
+    tier = match_tier(hw)["name"]
+    missing = write_seeds(paths, hw, dry_run=True)
+    if not args.json:
+        print(f"tier: {tier}; slot files to seed: {', '.join(p.name for p in missing) or 'none (all exist)'}")
     if args.apply:
         atomic_write(paths.hardware_json, json.dumps(hw, indent=2) + "\n")
+        written = write_seeds(paths, hw)
         if not args.json:
-            print(f"wrote {paths.hardware_json}")
+            print(f"wrote {paths.hardware_json}" + "".join(f", {p}" for p in written))
     return 0

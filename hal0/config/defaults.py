@@ -28,8 +28,8 @@ def builtin_slot(name: str, *, model: str = "") -> SlotConfig:
     return SlotConfig(name=name, model=ModelSection(default=model), **BUILTIN_DEFAULTS[name])
 
 
-def render_slot_toml(slot: SlotConfig) -> str:
-    """The slot as TOML text in the one flat shape, with a header comment."""
+def render_slot_toml(slot: SlotConfig, note: str = "") -> str:
+    """The slot as TOML text in the one flat shape, with a header comment (and ``note``)."""
     data: dict[str, Any] = {
         "name": slot.name,
         "provider": slot.provider,
@@ -47,4 +47,6 @@ def render_slot_toml(slot: SlotConfig) -> str:
     }
     header = (f"# hal0 slot {slot.name!r}. [model].default is the install-time seed only:\n"
               f"# `hal0 slot swap {slot.name} --model ID` changes the live model.\n")
+    if note:
+        header += f"# {note}\n"
     return header + tomli_w.dumps(data)

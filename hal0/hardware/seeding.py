@@ -1,0 +1,67 @@
+"""From a hardware snapshot to the built-in slots' install-time configuration (SPEC section 7).
+
+The decisions are data (tiers.toml); this module only evaluates them.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, replace
+from importlib import resources
+from typing import Any
+
+from hal0.config.defaults import builtin_slot
+from hal0.config.schema import BUILTIN_SLOTS, SlotConfig
+
+__all__ = ["Seed", "gpu_gib", "match_tier", "seed_slots", "tiers"]
+
+
+@dataclass(frozen=True)
+class Seed:
+    slot: SlotConfig
+    reason: str  # why a slot is written disabled ("" when enabled)
+
+
+def tiers() -> list[dict[str, Any]]:
+    return tomllib.loads(resources.files("hal0.hardware").joinpath("tiers.toml").read_text())["tier"]  # type: ignore[no-any-return]
+
+
+def _primary(hw: dict[str, Any]) -> dict[str, Any] | None:
+    return next((g for g in hw.get("gpus", []) if g["pci"] == hw.get("primary_gpu")), None)
+
+
+def gpu_gib(hw: dict[str, Any]) -> float:
+    gpu = _primary(hw)
+    return ((gpu["vram_bytes"] or 0) + (gpu["gtt_bytes"] or 0)) / 2**30 if gpu else 0.0
+
+
+def _holds(when: dict[str, Any], hw: dict[str, Any]) -> bool:
+    gpu = _primary(hw)
+    if "gpu" in when and (gpu is None or (when["gpu"] != "any" and gpu["vendor"] != when["gpu"])):
+        return False
+    if gpu_gib(hw) < when.get("min_gpu_gb", 0):
+        return False
+    if when.get("rocm") and not hw["rocm"]["kfd"]:
+        return False
+    return not (when.get("vulkan_gpu") and not hw["vulkan"]["gpu"])
+
+
+def match_tier(hw: dict[str, Any]) -> dict[str, Any]:
+    """The first tier whose conditions the snapshot meets (the last tier matches anything)."""
+    return next(t for t in tiers() if _holds(t.get("when", {}), hw))
+
+
+def seed_slots(hw: dict[str, Any]) -> dict[str, Seed]:
+    """Provider, backend, default model and enabled flag for each built-in slot on this box."""
+    tier = match_tier(hw)
+    disabled: dict[str, str] = dict(tier.get("disabled", {}))
+    if tier.get("img_needs_rocm") and not hw["rocm"]["kfd"]:
+        disabled.setdefault("img", "ComfyUI needs ROCm here and /dev/kfd is missing (install ROCm, then "
+                                   "`hal0 slot enable img`)")
+    seeds = {}
+    for name in BUILTIN_SLOTS:
+        slot = builtin_slot(name, model=tier["models"].get(name, ""))
+        backend = {"stt": "cpu", "tts": "cpu", "img": tier.get("img_backend", "cpu")}.get(name, tier["backend"])
+        slot = replace(slot, backend=backend, enabled=name not in disabled)
+        seeds[name] = Seed(slot, disabled.get(name, ""))
+    return seeds
