@@ -15,6 +15,8 @@ __all__ = [
     "AuthInvalid",
     "AuthMissing",
     "CapabilityDisabled",
+    "CapabilityIllegalPair",
+    "CapabilityNotFound",
     "ConfigInvalid",
     "Hal0Error",
     "InternalError",
@@ -271,3 +273,15 @@ class AudioUnsupportedFormat(Hal0Error):
 class RunnerNotReady(Hal0Error):
     status = 503
     code = "runner.loading"
+
+
+class CapabilityNotFound(Hal0Error):
+    status = 404
+    code = "capability.not_found"
+    type = "invalid_request_error"
+
+
+class CapabilityIllegalPair(Hal0Error):
+    status = 400
+    code = "capability.illegal_backend_model_pair"
+    type = "invalid_request_error"

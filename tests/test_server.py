@@ -67,6 +67,9 @@ async def test_status_lists_the_five_builtin_slots(client: Client, admin: str, p
     assert all(s["builtin"] for s in body["slots"])
     assert list(body["capabilities"]["voice"]) == ["stt", "tts"]
     assert body["capabilities"]["voice"]["stt"]["provider"] == "moonshine"
+    assert body["capabilities"]["embed"]["rerank"] == {
+        "slot": "embed-rerank", "exists": False, "enabled": False, "state": "offline", "provider": None,
+        "backend": None, "model": None}
 
 
 async def test_request_id_is_echoed_when_sane(client: Client) -> None:

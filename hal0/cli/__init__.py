@@ -98,6 +98,12 @@ def _model_cmd(args: argparse.Namespace) -> int:
     return run(args, _paths(args))
 
 
+def _capability_cmd(args: argparse.Namespace) -> int:
+    from hal0.cli.capability_cmd import run
+
+    return run(args, _paths(args))
+
+
 def _probe_cmd(args: argparse.Namespace) -> int:
     from hal0.cli.probe_cmd import run
 
@@ -159,9 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
     model_cmd.add_parser(sub, common)
     sub.choices["model"].set_defaults(func=_model_cmd)
 
-    from hal0.cli import backend_cmd
+    from hal0.cli import backend_cmd, capability_cmd
     from hal0.runners import cli as runner_cli
 
+    capability_cmd.add_parser(sub, common)
+    sub.choices["capability"].set_defaults(func=_capability_cmd)
     backend_cmd.add_parser(sub, common)
     sub.choices["backend"].set_defaults(func=_backend_cmd)
 

@@ -24,7 +24,8 @@ def run(args: argparse.Namespace, paths: Paths) -> int:
             for s in st["slots"]]
     table(rows, ["SLOT", "STATE", "PROVIDER", "BACKEND", "PORT", "ENABLED", "MODEL"])
     print()
-    for card, members in st.get("capabilities", {}).items():
-        parts = [f"{name} {m['state'] if m['enabled'] else 'disabled'}" for name, m in members.items()]
+    for card, children in st.get("capabilities", {}).items():
+        parts = [f"{child} {c['state'] if c['enabled'] else 'disabled' if c['exists'] else 'off'}"
+                 for child, c in children.items()]
         print(f"{card + ':':7} {', '.join(parts) or '-'}")
     return 0

@@ -9,8 +9,8 @@ from typing import Any
 from aiohttp import web
 
 from hal0 import __version__
-from hal0.capabilities import CARDS
 from hal0.config import BUILTIN_SLOTS
+from hal0.server.capabilities_api import cards_json
 from hal0.server.http import json_response
 from hal0.server.keys import CONFIG, EVENTS, PATHS, SLOTS, STARTED_AT
 from hal0.server.sse import HEARTBEAT_S, format_event, open_sse
@@ -35,11 +35,6 @@ def slot_json(slot: Slot) -> dict[str, Any]:
 def status_body(app: web.Application) -> dict[str, Any]:
     paths, cfg = app[PATHS], app[CONFIG]
     slots = [slot_json(s) for s in app[SLOTS]]
-    by_name = {s["name"]: s for s in slots}
-    cards = {card: {name: {"state": by_name[name]["state"], "enabled": by_name[name]["enabled"],
-                           "provider": by_name[name]["provider"], "model": by_name[name]["model"]}
-                    for name in members if name in by_name}
-             for card, members in CARDS.items()}
     return {
         "version": __version__,
         "uptime_s": round(time.monotonic() - app[STARTED_AT], 3),
@@ -47,7 +42,7 @@ def status_body(app: web.Application) -> dict[str, Any]:
                   "state_dir": str(paths.state_dir)},
         "api": {"host": cfg.api.host, "port": cfg.api.port, "auth": cfg.api.auth},
         "slots": slots,
-        "capabilities": cards,
+        "capabilities": cards_json(app[SLOTS]),
     }
 
 

@@ -212,6 +212,11 @@ class Slot:
         result: SlotSnapshot = await self._send("disable")
         return result
 
+    async def set_backend(self, backend: str) -> SlotSnapshot:
+        """Stop the slot and make ``backend`` its backend (written to its TOML)."""
+        result: SlotSnapshot = await self._send("set_backend", backend)
+        return result
+
     async def shutdown(self) -> None:
         """Stop the backend and end the owner task."""
         await self._send("shutdown")
@@ -409,6 +414,15 @@ class Slot:
         self._disarm()
         await self._stop_backend()
         self._set_enabled(False)
+        return self.snapshot()
+
+    async def _handle_set_backend(self, cmd: _Cmd) -> SlotSnapshot:
+        if cmd.model != self.config.backend:
+            self._disarm()
+            await self._stop_backend()
+            self.config = replace(self.config, backend=cmd.model)  # type: ignore[arg-type]
+            atomic_write(self._deps.paths.slot_toml(self.name), render_slot_toml(self.config))
+            self._publish()
         return self.snapshot()
 
     async def _handle_exited(self, cmd: _Cmd) -> None:
