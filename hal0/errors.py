@@ -41,6 +41,7 @@ __all__ = [
     "SlotLoading",
     "SlotNoModel",
     "SlotNotFound",
+    "SlotNpuExclusive",
     "SlotPortInUse",
     "SlotStartFailed",
     "SlotStateError",
@@ -284,4 +285,10 @@ class CapabilityNotFound(Hal0Error):
 class CapabilityIllegalPair(Hal0Error):
     status = 400
     code = "capability.illegal_backend_model_pair"
+    type = "invalid_request_error"
+
+
+class SlotNpuExclusive(Hal0Error):
+    status = 409
+    code = "slot.npu_exclusive"
     type = "invalid_request_error"

@@ -74,6 +74,14 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self._send(404, {"error": {"message": "not found"}})
 
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if time.monotonic() < ready_at:
+            self._send(503, {"error": {"code": 503, "message": "Loading model"}})
+        else:
+            self._send(200, {"object": "chat.completion", "model": args.alias,
+                             "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}}]})
+
 
 server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
 print("fake backend listening", flush=True)

@@ -42,7 +42,7 @@ def status_body(app: web.Application) -> dict[str, Any]:
                   "state_dir": str(paths.state_dir)},
         "api": {"host": cfg.api.host, "port": cfg.api.port, "auth": cfg.api.auth},
         "slots": slots,
-        "capabilities": cards_json(app[SLOTS]),
+        "capabilities": cards_json(app),
     }
 
 

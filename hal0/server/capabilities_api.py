@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from aiohttp import web
 
 from hal0.capabilities import CARDS, RERANK_DEFAULT_MODEL, check_backend, child_slot, record_choice
 from hal0.config import RERANK_SLOT
+from hal0.config.schema import ProviderConfig
 from hal0.errors import RequestInvalid, SlotNotFound
+from hal0.providers.flm import flm_binary
 from hal0.server.http import json_response, read_json
-from hal0.server.keys import PATHS, SLOTS
+from hal0.server.keys import CONFIG, PATHS, SLOTS
 from hal0.slots import SlotManager
 
 __all__ = ["cards_json", "routes"]
@@ -18,10 +21,24 @@ __all__ = ["cards_json", "routes"]
 routes = web.RouteTableDef()
 
 
-def cards_json(manager: SlotManager) -> dict[str, Any]:
+def npu_visible(app: web.Application) -> bool:
+    """The npu card is shown only with an XDNA device (hardware.json) and the FLM runtime installed."""
+    hw_file = app[PATHS].hardware_json
+    try:
+        xdna = bool(json.loads(hw_file.read_text())["npu"]["xdna"]) if hw_file.exists() else False
+    except (OSError, ValueError, KeyError, TypeError):
+        xdna = False
+    return xdna and flm_binary(app[CONFIG].providers.get("flm", ProviderConfig())) is not None
+
+
+def cards_json(app: web.Application) -> dict[str, Any]:
+    manager: SlotManager = app[SLOTS]
     slots = {s.name: s for s in manager}
+    cards = dict(CARDS)
+    if npu_visible(app):  # one disclosure: every slot that runs on the NPU
+        cards["npu"] = {s.name: s.name for s in manager if s.config.provider == "flm" or s.config.backend == "npu"}
     out: dict[str, Any] = {}
-    for card, children in CARDS.items():
+    for card, children in cards.items():
         out[card] = {}
         for child, name in children.items():
             s = slots.get(name)
@@ -35,7 +52,7 @@ def cards_json(manager: SlotManager) -> dict[str, Any]:
 
 @routes.get("/api/capabilities")
 async def list_cards(request: web.Request) -> web.Response:
-    return json_response({"cards": cards_json(request.app[SLOTS])})
+    return json_response({"cards": cards_json(request.app)})
 
 
 async def _ensure_rerank_slot(request: web.Request) -> None:
@@ -77,4 +94,4 @@ async def change_child(request: web.Request) -> web.Response:
             raise RequestInvalid("`model` must be a non-empty string", param="model")
         await slot.swap(body["model"])
     record_choice(request.app[PATHS], card, child, **body)
-    return json_response({"card": card, "child": child, **cards_json(request.app[SLOTS])[card][child]})
+    return json_response({"card": card, "child": child, **cards_json(request.app)[card][child]})

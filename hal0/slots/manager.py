@@ -22,6 +22,7 @@ from hal0.errors import (
     SlotExists,
     SlotInvalidName,
     SlotNotFound,
+    SlotNpuExclusive,
     SlotPortInUse,
 )
 from hal0.slots.orphans import reap_orphans
@@ -34,6 +35,10 @@ __all__ = ["USER_PORT_START", "SlotManager"]
 log = logging.getLogger("hal0.slots")
 USER_PORT_START = 8087  # 8081-8085 built-ins, 8086 embed-rerank
 SHUTDOWN_TIMEOUT_S = 30.0
+
+
+def _is_npu(config: SlotConfig) -> bool:
+    return config.provider == "flm" or config.backend == "npu"
 
 
 class SlotManager:
@@ -122,6 +127,9 @@ class SlotManager:
             if name in self._slots or self._deps.paths.slot_toml(name).exists():
                 raise SlotExists(f"slot {name!r} already exists", slot=name)
             config = self._config_from_spec(name, spec)
+            if _is_npu(config) and (other := next((s for s in self._slots.values() if _is_npu(s.config)), None)):
+                raise SlotNpuExclusive(f"slot {other.name} already uses the NPU; only one NPU (FLM) process may "
+                                       f"run at a time: give {other.name} the model instead", slot=other.name)
             file = self._deps.paths.slot_toml(name)
             atomic_write(file, render_slot_toml(config))
             try:
