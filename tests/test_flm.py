@@ -8,10 +8,11 @@ from pathlib import Path
 
 from hal0.hardware import probe
 from tests.helpers.env import HAL0, hal0_env
+from tests.helpers.hwtrees import strix_halo
 from tests.helpers.serve import serving
 from tests.helpers.slots import fake_bin
 from tests.test_capabilities import call
-from tests.test_hardware import FIXTURES, strix_halo
+from tests.test_hardware import FIXTURES
 
 
 def home_with(tmp_path: Path, hardware: dict[str, object]) -> str:

@@ -7,11 +7,40 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from hal0.hardware import probe
 from tests.helpers.env import HAL0, hal0_env
+from tests.helpers.hwtrees import BOXES, strix_halo, write
 
 FIXTURES = Path(__file__).parent / "fixtures" / "hw"
+GOLDEN = FIXTURES / "golden"
 GiB = 2**30
+
+
+@pytest.mark.parametrize("box", sorted(BOXES))
+def test_each_box_gives_its_golden_hardware_json(box: str, tmp_path: Path) -> None:
+    """tests/fixtures/hw/golden/<box>.json is the reviewed expectation (rewrite it only on purpose)."""
+    BOXES[box](tmp_path)
+    got = probe(tmp_path)
+    assert got == json.loads((GOLDEN / f"{box}.json").read_text())
+
+
+def test_golden_seeds() -> None:
+    """What each box gets at install time, in one table."""
+    from hal0.hardware.seeding import match_tier, seed_slots
+
+    def tier_of(box: str) -> tuple[str, str, bool]:
+        hw = json.loads((GOLDEN / f"{box}.json").read_text())
+        seeds = seed_slots(hw)
+        return match_tier(hw)["name"], seeds["primary"].slot.backend, seeds["img"].slot.enabled
+    assert {box: tier_of(box) for box in sorted(BOXES)} == {
+        "intel-arc": ("cpu", "cpu", False),  # memory unknown: no GPU tier can be proven
+        "lxc": ("cpu", "cpu", False),
+        "rtx4090": ("nvidia-desktop", "cuda", True),
+        "rx7900xtx": ("amd-desktop", "vulkan", True),
+        "strix-halo": ("amd-apu-large", "vulkan", True),
+    }
 
 
 def test_h100_tree_gives_what_the_probe_reported_on_the_real_machine() -> None:
@@ -31,42 +60,6 @@ def test_cpu_only_vm() -> None:
     assert hw["gpus"] == [] and hw["primary_gpu"] is None
     assert hw["cpu"]["model"] == "AMD EPYC" and hw["cpu"]["threads"] == 2
     assert hw["vulkan"] == {"icds": [], "gpu": False} and hw["nvidia"]["devices"] is False
-
-
-def write(root: Path, files: dict[str, str]) -> None:
-    for rel, text in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-
-
-def link(root: Path, rel: str, target: str) -> None:
-    path = root / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.symlink_to(target)
-
-
-def strix_halo(root: Path) -> None:
-    """A Ryzen AI Max+ 395: an AMD iGPU with a small VRAM carve-out and a large GTT, an XDNA NPU."""
-    gpu, npu = "sys/bus/pci/devices/0000:c5:00.0", "sys/bus/pci/devices/0000:c6:00.1"
-    write(root, {
-        f"{gpu}/vendor": "0x1002\n", f"{gpu}/device": "0x1586\n", f"{gpu}/class": "0x030000\n",
-        f"{gpu}/boot_vga": "1\n", f"{gpu}/mem_info_vram_total": str(512 * 2**20),
-        f"{gpu}/mem_info_gtt_total": str(96 * GiB), f"{npu}/vendor": "0x1022\n", f"{npu}/class": "0x118000\n",
-        "sys/class/drm/card1/dev": "226:1\n", "sys/class/drm/card1-DP-1/status": "connected\n",
-        "dev/kfd": "", "dev/accel/accel0": "", "proc/sys/kernel/osrelease": "6.14.0\n",
-        "proc/meminfo": "MemTotal:       131072000 kB\n",
-        "proc/cpuinfo": "".join(
-            f"processor\t: {i}\nmodel name\t: AMD RYZEN AI MAX+ 395 w/ Radeon 8060S\n"
-            "physical id\t: 0\ncpu cores\t: 16\nflags\t\t: fpu avx2 avx512f\n\n" for i in range(32)),
-        "usr/share/vulkan/icd.d/radeon_icd.x86_64.json": json.dumps({"ICD": {"library_path": "libvulkan_radeon.so"}}),
-        "usr/share/vulkan/icd.d/lvp_icd.x86_64.json": json.dumps({"ICD": {"library_path": "libvulkan_lvp.so"}}),
-    })
-    link(root, f"{gpu}/driver", "../../drivers/amdgpu")
-    link(root, f"{npu}/driver", "../../drivers/amdxdna")
-    link(root, "sys/class/drm/card1/device", "../../../bus/pci/devices/0000:c5:00.0")
-    link(root, "sys/class/drm/renderD128/device", "../../../bus/pci/devices/0000:c5:00.0")
-    link(root, "sys/class/accel/accel0/device", "../../../bus/pci/devices/0000:c6:00.1")
 
 
 def test_strix_halo_keeps_vram_and_gtt_apart_and_finds_the_npu(tmp_path: Path) -> None:
@@ -149,3 +142,10 @@ def test_init_seeds_from_hardware_and_never_overwrites(tmp_path: Path) -> None:
     init_tree(paths, hardware=probe(FIXTURES / "cpu-vm"))  # another box's seeds change nothing
     assert load_slots(paths)["primary"].backend == "vulkan"
     assert load_slots(paths)["img"].enabled is True
+
+
+def test_a_live_probe_enumerates_through_udev_and_agrees_with_sysfs() -> None:
+    from hal0.hardware.probe import _drm_nodes_sysfs, _drm_nodes_udev
+
+    assert probe()["source"] == "pyudev"  # pyudev is a runtime dependency; libudev ships with Debian
+    assert _drm_nodes_udev() == _drm_nodes_sysfs(Path("/"))

@@ -73,25 +73,43 @@ def _nvidia_smi_rows(text: str | None) -> dict[str, dict[str, Any]]:
     return rows
 
 
-def _drm_cards(root: Path) -> dict[str, dict[str, str | None]]:
+def _drm_nodes_sysfs(root: Path) -> list[tuple[str, str]]:
+    """(node name, PCI address) of every DRM card and render node, from /sys/class/drm."""
+    drm = root / "sys/class/drm"
+    nodes = []
+    for node in sorted(drm.iterdir()) if drm.is_dir() else []:
+        pci = _link_name(node / "device")
+        if pci is not None:
+            nodes.append((node.name, pci))
+    return nodes
+
+
+def _drm_nodes_udev() -> list[tuple[str, str]] | None:
+    """The same through udev (pyudev + libudev); None when either is missing."""
+    try:
+        import pyudev
+
+        context = pyudev.Context()
+        return sorted((d.sys_name, d.parent.sys_name) for d in context.list_devices(subsystem="drm")
+                      if d.parent is not None and d.parent.subsystem == "pci")
+    except Exception:  # ImportError, or libudev that cannot be loaded or read
+        return None
+
+
+def _drm_cards(nodes: list[tuple[str, str]]) -> dict[str, dict[str, str | None]]:
     """PCI address -> its DRM card and render node (connectors like card0-DP-1 are skipped)."""
     out: dict[str, dict[str, str | None]] = {}
-    drm = root / "sys/class/drm"
-    for card in sorted(drm.glob("card*")) if drm.is_dir() else []:
-        if "-" in card.name:
-            continue
-        pci = _link_name(card / "device")
-        if pci is None:
-            continue
-        entry = out.setdefault(pci, {"drm_card": card.name, "render_node": None})
-        for node in sorted(drm.glob("renderD*")):
-            if _link_name(node / "device") == pci:
-                entry["render_node"] = node.name
+    for name, pci in nodes:
+        if name.startswith("card") and "-" not in name:
+            out.setdefault(pci, {"drm_card": name, "render_node": None})["drm_card"] = name
+    for name, pci in nodes:
+        if name.startswith("renderD") and pci in out:
+            out[pci]["render_node"] = name
     return out
 
 
-def _gpus(root: Path, smi: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    cards = _drm_cards(root)
+def _gpus(root: Path, smi: dict[str, dict[str, Any]], drm: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    cards = _drm_cards(drm)
     gpus = []
     devices = root / "sys/bus/pci/devices"
     for dev in sorted(devices.iterdir()) if devices.is_dir() else []:
@@ -190,7 +208,8 @@ def probe(root: Path = Path("/"), *, nvidia_smi: Callable[[], str | None] | None
             lambda: _read(root / "hal0-recorded/nvidia-smi.csv"))
     smi_text = nvidia_smi()
     smi = _nvidia_smi_rows(smi_text)
-    gpus = _gpus(root, smi)
+    udev = _drm_nodes_udev() if root == Path("/") else None
+    gpus = _gpus(root, smi, udev if udev is not None else _drm_nodes_sysfs(root))
     nvidia_version = next((r["driver_version"] for r in smi.values()), None)
     free = None
     if disk is not None:
@@ -201,7 +220,7 @@ def probe(root: Path = Path("/"), *, nvidia_smi: Callable[[], str | None] | None
             free = None
     return {
         "schema": SCHEMA,
-        "source": "sysfs",
+        "source": "pyudev" if udev is not None else "sysfs",
         "kernel": _read(root / "proc/sys/kernel/osrelease"),
         "arch": platform.machine() if root == Path("/") else None,
         "cpu": _cpu(root),

@@ -31,8 +31,14 @@ def _primary(hw: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def gpu_gib(hw: dict[str, Any]) -> float:
+    """The primary GPU's usable memory: its VRAM, or VRAM + GTT for an APU (a VRAM carve-out
+    under 4 GiB, where GTT is most of what the GPU gets). A discrete card's GTT is only a window
+    onto system RAM and does not count."""
     gpu = _primary(hw)
-    return ((gpu["vram_bytes"] or 0) + (gpu["gtt_bytes"] or 0)) / 2**30 if gpu else 0.0
+    if gpu is None:
+        return 0.0
+    vram, gtt = gpu["vram_bytes"] or 0, gpu["gtt_bytes"] or 0
+    return (vram + gtt if vram < 4 * 2**30 else vram) / 2**30
 
 
 def _holds(when: dict[str, Any], hw: dict[str, Any]) -> bool:
