@@ -13,7 +13,7 @@ from typing import Any
 from hal0.config.defaults import builtin_slot
 from hal0.config.schema import BUILTIN_SLOTS, SlotConfig
 
-__all__ = ["Seed", "gpu_gib", "match_tier", "seed_slots", "tiers"]
+__all__ = ["Seed", "gpu_gib", "match_tier", "rerank_model", "seed_slots", "tiers"]
 
 
 @dataclass(frozen=True)
@@ -71,3 +71,8 @@ def seed_slots(hw: dict[str, Any]) -> dict[str, Seed]:
         slot = replace(slot, backend=backend, enabled=name not in disabled)
         seeds[name] = Seed(slot, disabled.get(name, ""))
     return seeds
+
+
+def rerank_model(hw: dict[str, Any]) -> str:
+    """The default model of the rerank child (the embed card's ``embed-rerank`` slot) on this box."""
+    return str(match_tier(hw)["models"]["rerank"])

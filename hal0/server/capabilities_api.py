@@ -11,6 +11,7 @@ from hal0.capabilities import CARDS, RERANK_DEFAULT_MODEL, check_backend, child_
 from hal0.config import RERANK_SLOT
 from hal0.config.schema import ProviderConfig
 from hal0.errors import RequestInvalid, SlotNotFound
+from hal0.hardware.seeding import rerank_model
 from hal0.providers.flm import flm_binary
 from hal0.server.http import json_response, read_json
 from hal0.server.keys import CONFIG, PATHS, SLOTS
@@ -62,9 +63,12 @@ async def _ensure_rerank_slot(request: web.Request) -> None:
         manager.get(RERANK_SLOT)
     except SlotNotFound:
         embed = manager.get("embed").config
+        model = RERANK_DEFAULT_MODEL
+        hw_file = request.app[PATHS].hardware_json
+        if hw_file.exists():
+            model = rerank_model(json.loads(hw_file.read_text()))  # the tier table's pick for this box
         await manager.create({"name": RERANK_SLOT, "provider": "llama-server", "backend": embed.backend,
-                              "model": RERANK_DEFAULT_MODEL, "server": {"extra_args": ["--reranking"]}},
-                             internal=True)
+                              "model": model, "server": {"extra_args": ["--reranking"]}}, internal=True)
 
 
 @routes.post("/api/capabilities/{card}/{child}")
