@@ -24,32 +24,37 @@ class Admission:
     def queued(self) -> int:
         return len(self._waiters)
 
-    @asynccontextmanager
-    async def admit(self) -> AsyncIterator[None]:
-        """Hold one place for the duration; raises SlotBusy (429) at once when the queue is full."""
+    async def enter(self) -> None:
+        """Take a place, waiting in order; raises SlotBusy (429) at once when the queue is full.
+        Every successful enter() must be paired with leave()."""
         if self._inflight < self._max_inflight and not self._waiters:
-            self._inflight += 1
-        elif len(self._waiters) >= self._max_queue:
+            self._inflight += 1  # the common case: no allocation, no await
+            return
+        if len(self._waiters) >= self._max_queue:
             raise SlotBusy(f"slot {self._slot} is busy: {self._inflight} requests in flight and "
                            f"{len(self._waiters)} queued", retry_after=1, slot=self._slot,
                            inflight=self._inflight, queued=len(self._waiters))
-        else:
-            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._waiters.append(fut)
-            try:
-                await fut  # the place is handed over by the holder that leaves
-            except asyncio.CancelledError:
-                if fut.done() and not fut.cancelled():
-                    self._leave()  # we were handed a place but are gone: pass it on
-                else:
-                    self._waiters.remove(fut)
-                raise
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            await fut  # the place is handed over by the holder that leaves
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.leave()  # we were handed a place but are gone: pass it on
+            else:
+                self._waiters.remove(fut)
+            raise
+
+    @asynccontextmanager
+    async def admit(self) -> AsyncIterator[None]:
+        """``enter()`` ... ``leave()`` as a context manager."""
+        await self.enter()
         try:
             yield
         finally:
-            self._leave()
+            self.leave()
 
-    def _leave(self) -> None:
+    def leave(self) -> None:
         while self._waiters:
             fut = self._waiters.popleft()
             if not fut.done():

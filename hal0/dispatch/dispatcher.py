@@ -77,7 +77,8 @@ class Dispatcher:
                                  UpstreamUnavailable, f"upstream {up.name}")
         assert route.slot is not None
         slot = self._slots.get(route.slot)
-        async with slot.admission.admit():
+        await slot.admission.enter()
+        try:
             await self._acquire(slot)
             try:
                 url = slot.base_url + BACKEND_PATHS.get(path, path)
@@ -86,6 +87,8 @@ class Dispatcher:
                                      SlotUnreachable, f"slot {slot.name}", slot=slot.name)
             finally:
                 slot.release_nowait()
+        finally:
+            slot.admission.leave()
 
     async def _acquire(self, slot: Slot) -> None:
         """Count the request in flight, waking or waiting for the slot up to ``wait_ready_s``."""

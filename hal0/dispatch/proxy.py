@@ -22,12 +22,13 @@ HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy
                         "trailer", "trailers", "transfer-encoding", "upgrade", "host", "content-length"})
 _CLIENT_ONLY = frozenset({"authorization", "x-api-key", "cookie", "x-request-id"})
 _BACKEND_ONLY = frozenset({"server", "date", "access-control-allow-origin"})  # hal0 speaks for itself
+_DROP_REQUEST = HOP_BY_HOP | _CLIENT_ONLY
+_DROP_RESPONSE = HOP_BY_HOP | _BACKEND_ONLY
 
 
 def request_headers(request: web.Request, extra: Mapping[str, str] | None = None) -> CIMultiDict[str]:
     """The client's headers minus hop-by-hop ones and its credentials."""
-    out = CIMultiDict((k, v) for k, v in request.headers.items()
-                      if k.lower() not in HOP_BY_HOP and k.lower() not in _CLIENT_ONLY)
+    out = CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in _DROP_REQUEST)
     out.update(extra or {})
     return out
 
@@ -45,8 +46,7 @@ async def forward(request: web.Request, session: aiohttp.ClientSession, url: str
     except (aiohttp.ClientError, OSError) as e:
         raise unreachable(f"{target} did not answer: {e}", target=target) from None
     try:
-        out = CIMultiDict((k, v) for k, v in upstream.headers.items()
-                          if k.lower() not in HOP_BY_HOP and k.lower() not in _BACKEND_ONLY)
+        out = CIMultiDict((k, v) for k, v in upstream.headers.items() if k.lower() not in _DROP_RESPONSE)
         out["X-Request-Id"] = request[REQUEST_ID]
         if slot:
             out["X-Hal0-Slot"] = slot
