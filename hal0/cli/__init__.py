@@ -4,6 +4,7 @@ client commands never load the server stack (aiohttp's server side)."""
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -68,52 +69,11 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
-def _config_cmd(args: argparse.Namespace) -> int:
-    from hal0.cli.config_cmd import run
-
-    return run(args, _paths(args))
-
-
-def _token_cmd(args: argparse.Namespace) -> int:
-    from hal0.cli.token_cmd import run
-
-    return run(args, _paths(args))
-
-
-def _status_cmd(args: argparse.Namespace) -> int:
-    from hal0.cli.status_cmd import run
-
-    return run(args, _paths(args))
-
-
-def _slot_cmd(args: argparse.Namespace) -> int:
-    from hal0.cli.slot_cmd import run
-
-    return run(args, _paths(args))
-
-
-def _model_cmd(args: argparse.Namespace) -> int:
-    from hal0.cli.model_cmd import run
-
-    return run(args, _paths(args))
-
-
-def _capability_cmd(args: argparse.Namespace) -> int:
-    from hal0.cli.capability_cmd import run
-
-    return run(args, _paths(args))
-
-
-def _probe_cmd(args: argparse.Namespace) -> int:
-    from hal0.cli.probe_cmd import run
-
-    return run(args, _paths(args))
-
-
-def _backend_cmd(args: argparse.Namespace) -> int:
-    from hal0.cli.backend_cmd import run
-
-    return run(args, _paths(args))
+def _client(module: str) -> Callable[[argparse.Namespace], int]:
+    """A command whose module (hal0.cli.<module>, with ``run(args, paths)``) is imported only when run."""
+    def command(args: argparse.Namespace) -> int:
+        return int(importlib.import_module(f"hal0.cli.{module}").run(args, _paths(args)))
+    return command
 
 
 def _runner_cmd(args: argparse.Namespace) -> int:
@@ -149,11 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--provider-python", action="append", metavar="PROVIDER=PATH",
                    help="seed [providers.PROVIDER].python (the engine virtualenv's interpreter), e.g. "
                         "whisper=/opt/whisper/bin/python")
-    add("status", _status_cmd, "show the running server's status")
-    pr = add("probe", _probe_cmd, "show this box's hardware and what changed since hardware.json")
+    add("status", _client("status_cmd"), "show the running server's status")
+    pr = add("probe", _client("probe_cmd"), "show this box's hardware and what changed since hardware.json")
     pr.add_argument("--apply", action="store_true", help="write the snapshot to hardware.json")
 
-    c = add("config", _config_cmd, "show or validate the configuration")
+    c = add("config", _client("config_cmd"), "show or validate the configuration")
     csub = c.add_subparsers(dest="config_command", required=True, metavar="ACTION")
     csub.add_parser("show", help="print the effective configuration", parents=[common])
     csub.add_parser("validate", help="check every config file", parents=[common])
@@ -161,22 +121,22 @@ def build_parser() -> argparse.ArgumentParser:
     from hal0.cli import model_cmd, slot_cmd
 
     slot_cmd.add_parser(sub, common)
-    sub.choices["slot"].set_defaults(func=_slot_cmd)
+    sub.choices["slot"].set_defaults(func=_client("slot_cmd"))
     model_cmd.add_parser(sub, common)
-    sub.choices["model"].set_defaults(func=_model_cmd)
+    sub.choices["model"].set_defaults(func=_client("model_cmd"))
 
     from hal0.cli import backend_cmd, capability_cmd
     from hal0.runners import cli as runner_cli
 
     capability_cmd.add_parser(sub, common)
-    sub.choices["capability"].set_defaults(func=_capability_cmd)
+    sub.choices["capability"].set_defaults(func=_client("capability_cmd"))
     backend_cmd.add_parser(sub, common)
-    sub.choices["backend"].set_defaults(func=_backend_cmd)
+    sub.choices["backend"].set_defaults(func=_client("backend_cmd"))
 
     runner_cli.add_parser(sub, common)
     sub.choices["runner"].set_defaults(func=_runner_cmd)
 
-    t = add("token", _token_cmd, "manage API tokens")
+    t = add("token", _client("token_cmd"), "manage API tokens")
     tsub = t.add_subparsers(dest="token_command", required=True, metavar="ACTION")
     tc = tsub.add_parser("create", help="mint a token (shown once)", parents=[common])
     tc.add_argument("name")
