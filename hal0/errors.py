@@ -27,16 +27,19 @@ __all__ = [
     "ModelNotLoaded",
     "ProviderUnavailable",
     "RequestInvalid",
+    "RequestInvalidSize",
     "RequestMalformed",
     "RequestTooLarge",
     "RouteNotFound",
     "RunnerNotReady",
+    "SlotBackendError",
     "SlotBuiltin",
     "SlotBusy",
     "SlotCancelled",
     "SlotDisabled",
     "SlotExists",
     "SlotIllegalTransition",
+    "SlotInterrupted",
     "SlotInvalidName",
     "SlotLoading",
     "SlotNoModel",
@@ -97,6 +100,10 @@ class RequestInvalid(Hal0Error):
     status = 400
     code = "request.invalid"
     type = "invalid_request_error"
+
+
+class RequestInvalidSize(RequestInvalid):
+    code = "request.invalid_size"
 
 
 class RequestMalformed(Hal0Error):
@@ -292,3 +299,17 @@ class SlotNpuExclusive(Hal0Error):
     status = 409
     code = "slot.npu_exclusive"
     type = "invalid_request_error"
+
+
+class SlotBackendError(Hal0Error):
+    """The backend refused or failed a job hal0 translated for it (ComfyUI's node and message in details)."""
+
+    status = 502
+    code = "slot.backend_error"
+
+
+class SlotInterrupted(Hal0Error):
+    """The backend stopped the job before it finished (interrupted, or restarted under it)."""
+
+    status = 503
+    code = "slot.interrupted"

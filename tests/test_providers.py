@@ -38,7 +38,7 @@ BIN = ProviderConfig(bin="/opt/llama/llama-server", env={"GGML_X": "1"})
 
 
 def test_launch_on_cpu_binds_loopback_and_offloads_nothing() -> None:
-    spec = LlamaServer().launch(slot(env={"FOO": "bar"}), MODEL, BIN)
+    spec = LlamaServer().launch(slot(env={"FOO": "bar"}), MODEL, BIN, Path("/nonexistent"))
     assert spec.argv == ("/opt/llama/llama-server", "--model", "/models/q.gguf", "--host", "127.0.0.1",
                          "--port", "8081", "--alias", "qwen3-4b", "--ctx-size", "4096", "--n-gpu-layers", "0")
     assert spec.env["FOO"] == "bar" and spec.env["GGML_X"] == "1"
@@ -47,14 +47,14 @@ def test_launch_on_cpu_binds_loopback_and_offloads_nothing() -> None:
 
 def test_launch_for_embed_on_gpu_with_overrides() -> None:
     s = slot(name="embed", backend="vulkan", server=ServerSection(extra_args=("-ngl", "20"), threads=2))
-    argv = LlamaServer().launch(s, MODEL, BIN).argv
+    argv = LlamaServer().launch(s, MODEL, BIN, Path("/nonexistent")).argv
     assert "--embedding" in argv and argv[-2:] == ("-ngl", "20") and "--n-gpu-layers" not in argv
     assert argv[argv.index("--threads") + 1] == "2"
 
 
 def test_extra_args_may_not_move_the_port() -> None:
     with pytest.raises(SlotStartFailed, match="may not set --port"):
-        LlamaServer().launch(slot(server=ServerSection(extra_args=("--port", "9999"))), MODEL, BIN)
+        LlamaServer().launch(slot(server=ServerSection(extra_args=("--port", "9999"))), MODEL, BIN, Path("/none"))
 
 
 def test_a_provider_not_in_this_build_says_so() -> None:

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from hal0.backends import ENGINES, install, installed
+from hal0.backends import ENGINES, RUNTIME_DEPS, install, installed
 from hal0.cli.output import print_json, table
 from hal0.paths import Paths
 
@@ -14,11 +14,16 @@ __all__ = ["add_parser", "run"]
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
-    b = sub.add_parser("backend", help="install engines that run as hal0 runners", parents=[common],
-                       description="install engines that run as hal0 runners")
+    b = sub.add_parser("backend", help="install engines: runner virtualenvs and ComfyUI", parents=[common],
+                       description="install engines: runner virtualenvs and ComfyUI")
     bs = b.add_subparsers(dest="backend_command", required=True, metavar="ACTION")
     p = bs.add_parser("install", help="create or update an engine's virtualenv", parents=[common])
     p.add_argument("kind", choices=sorted(ENGINES))
+    p.add_argument("--torch", metavar="SPECS", default="",
+                   help="comfyui: the torch and torchvision requirements to install instead of hal0's pair, "
+                        "e.g. 'torch==2.9.1 torchvision==0.24.1' (with --torch-index-url for a ROCm build)")
+    p.add_argument("--torch-index-url", metavar="URL", default="",
+                   help="comfyui: the package index torch comes from, e.g. https://download.pytorch.org/whl/rocm6.4")
     bs.add_parser("list", help="installed engines", parents=[common])
 
 
@@ -29,11 +34,13 @@ def run(args: argparse.Namespace, paths: Paths) -> int:
             print_json(found)
         else:
             table([(k, "yes" if k in found else "no", found.get(k, {}).get("installed_at"),
-                    " ".join(found[k]["packages"][:len(ENGINES[k])]) if k in found else None)  # type: ignore[index]
+                    " ".join(p for p in found[k]["packages"] if p not in RUNTIME_DEPS)  # type: ignore[attr-defined]
+                    if k in found else None)
                    for k in ENGINES], ["ENGINE", "INSTALLED", "WHEN", "PACKAGES"])
         return 0
     try:
-        install(paths, args.kind, lambda line: print(line, flush=True))
+        install(paths, args.kind, lambda line: print(line, flush=True), torch=args.torch.split(),
+                torch_index_url=args.torch_index_url)
     except RuntimeError as e:
         print(f"hal0: {e}", file=sys.stderr)
         return 1

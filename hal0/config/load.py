@@ -132,6 +132,10 @@ def load_config(paths: Paths) -> Hal0Config:
     for name, up in cfg.upstreams.items():
         if not up.url.startswith(("http://", "https://")):
             raise ConfigInvalid(str(file), f"upstreams.{name}.url", "must be an http(s) URL")
+    if cfg.images.public_url and not cfg.images.public_url.startswith(("http://", "https://")):
+        raise ConfigInvalid(str(file), "images.public_url", "must be an http(s) URL")
+    if cfg.images.cache_max_files < 1 or cfg.images.cache_max_mb < 1:
+        raise ConfigInvalid(str(file), "images.cache_max_files", "cache_max_files and cache_max_mb must be >= 1")
     return cfg
 
 

@@ -18,6 +18,7 @@ __all__ = [
     "ApiConfig",
     "DispatcherConfig",
     "Hal0Config",
+    "ImagesConfig",
     "ModelSection",
     "ProviderConfig",
     "ServerSection",
@@ -75,6 +76,15 @@ class ProviderConfig:
 
 
 @dataclass(frozen=True)
+class ImagesConfig:
+    """``[images]``: where generated images are kept for ``response_format: url``."""
+
+    public_url: str = ""  # e.g. https://hal0.example.lan; empty: built from each request's Host
+    cache_max_files: int = 256
+    cache_max_mb: int = 512
+
+
+@dataclass(frozen=True)
 class Hal0Config:
     """``hal0.toml``."""
 
@@ -83,6 +93,7 @@ class Hal0Config:
     dispatcher: DispatcherConfig = field(default_factory=DispatcherConfig)
     upstreams: dict[str, UpstreamConfig] = field(default_factory=dict)
     providers: dict[str, ProviderConfig] = field(default_factory=dict)
+    images: ImagesConfig = field(default_factory=ImagesConfig)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -20,6 +20,8 @@ from hal0.models.registry import ModelEntry, Registry
 from hal0.slots import Slot, SlotManager
 
 __all__ = ["BACKEND_PATHS", "Dispatcher"]
+
+Serve = Callable[[Slot], Awaitable[web.StreamResponse]]
 
 # Where each /v1 path lives on a llama-server backend.
 BACKEND_PATHS = {"/v1/rerankings": "/v1/rerank"}
@@ -67,8 +69,18 @@ class Dispatcher:
         """A request forwarded byte for byte (multipart uploads are never re-encoded); None: a GET."""
         return await self._handle(request, path, model, lambda _: data, content_type)
 
+    async def handle_with(self, request: web.Request, path: str, body: dict[str, Any], serve: Serve,
+                          check: Callable[[Slot], None]) -> web.StreamResponse:
+        """A request hal0 translates for its slot: ``check`` may refuse the slot before it is woken,
+        ``serve`` talks to the backend once the slot is admitted and ready. A remote upstream gets
+        the JSON body as it came."""
+        model = body.get("model")
+        return await self._handle(request, path, model if isinstance(model, str) else None,
+                                  lambda _: json.dumps(body).encode(), "application/json", (check, serve))
+
     async def _handle(self, request: web.Request, path: str, model: str | None,
-                      render: Callable[[str | None], bytes | None], content_type: str) -> web.StreamResponse:
+                      render: Callable[[str | None], bytes | None], content_type: str,
+                      translate: tuple[Callable[[Slot], None], Serve] | None = None) -> web.StreamResponse:
         route = await self.route(model, path)
         if route.upstream is not None:
             up = self.upstreams.by_name[route.upstream]
@@ -77,10 +89,14 @@ class Dispatcher:
                                  UpstreamUnavailable, f"upstream {up.name}")
         assert route.slot is not None
         slot = self._slots.get(route.slot)
+        if translate is not None:
+            translate[0](slot)
         await slot.admission.enter()
         try:
             await self._acquire(slot)
             try:
+                if translate is not None:
+                    return await translate[1](slot)
                 url = slot.base_url + BACKEND_PATHS.get(path, path)
                 return await forward(request, self._session, url, render(slot.model_id),
                                      request_headers(request, {"Content-Type": content_type}),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from hal0.errors import ProviderUnavailable
 from hal0.providers.base import LaunchSpec, Provider, Readiness
+from hal0.providers.comfyui import ComfyUI
 from hal0.providers.flm import FlmProvider
 from hal0.providers.llama_server import LlamaServer
 from hal0.providers.runner import KokoroProvider, MoonshineProvider, WhisperProvider
@@ -12,7 +13,8 @@ from hal0.providers.runner import KokoroProvider, MoonshineProvider, WhisperProv
 __all__ = ["PROVIDERS", "LaunchSpec", "Provider", "Readiness", "get_provider"]
 
 PROVIDERS: dict[str, Provider] = {
-    p.name: p for p in (LlamaServer(), WhisperProvider(), MoonshineProvider(), KokoroProvider(), FlmProvider())
+    p.name: p for p in (LlamaServer(), WhisperProvider(), MoonshineProvider(), KokoroProvider(), FlmProvider(),
+                       ComfyUI())
 }
 
 

@@ -50,8 +50,10 @@ class Provider(Protocol):
         """The model ``ref`` names; raises ModelNotFound, ModelFilesMissing or ModelInvalid."""
         ...
 
-    def launch(self, slot: SlotConfig, model: ResolvedModel, settings: ProviderConfig) -> LaunchSpec:
-        """The command that serves ``model`` for ``slot`` on 127.0.0.1:slot.port."""
+    def launch(self, slot: SlotConfig, model: ResolvedModel, settings: ProviderConfig,
+               workdir: Path) -> LaunchSpec:
+        """The command that serves ``model`` for ``slot`` on 127.0.0.1:slot.port; ``workdir`` is the
+        slot's state folder, for a backend that keeps files of its own."""
         ...
 
     async def probe(self, session: aiohttp.ClientSession, base_url: str) -> Readiness:

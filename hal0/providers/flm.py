@@ -37,7 +37,8 @@ class FlmProvider:
             raise ModelInvalid(f"{ref!r} is not an FLM model tag (such as llama3.2:1b)", model=ref)
         return ResolvedModel(ref, Path(ref))
 
-    def launch(self, slot: SlotConfig, model: ResolvedModel, settings: ProviderConfig) -> LaunchSpec:
+    def launch(self, slot: SlotConfig, model: ResolvedModel, settings: ProviderConfig,
+               workdir: Path) -> LaunchSpec:
         binary = flm_binary(settings)
         if binary is None:
             raise ProviderUnavailable("the FLM runtime is not installed: put `flm` on PATH or set "

@@ -47,7 +47,8 @@ class LlamaServer:
                 "or put llama-server on PATH", provider="llama-server")
         return Path(found)
 
-    def launch(self, slot: SlotConfig, model: ResolvedModel, settings: ProviderConfig) -> LaunchSpec:
+    def launch(self, slot: SlotConfig, model: ResolvedModel, settings: ProviderConfig,
+               workdir: Path) -> LaunchSpec:
         binary = self.binary(settings)
         reserved = [g[0] for g in split_options(slot.server.extra_args)
                     if ALIASES.get(g[0], g[0]) in RESERVED]

@@ -63,7 +63,8 @@ class _RunnerProvider:
         self.check(model, ref)
         return model
 
-    def launch(self, slot: SlotConfig, model: ResolvedModel, settings: ProviderConfig) -> LaunchSpec:
+    def launch(self, slot: SlotConfig, model: ResolvedModel, settings: ProviderConfig,
+               workdir: Path) -> LaunchSpec:
         return runner_launch(self.name, slot, model, settings)
 
     async def probe(self, session: aiohttp.ClientSession, base_url: str) -> Readiness:

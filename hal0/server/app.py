@@ -20,6 +20,7 @@ from hal0.config import Hal0Config, SlotConfig
 from hal0.dispatch.dispatcher import Dispatcher
 from hal0.dispatch.upstreams import Upstreams
 from hal0.events import EventBus
+from hal0.images.service import ImageService
 from hal0.models.registry import Registry
 from hal0.paths import Paths
 from hal0.server import api, capabilities_api, hardware_api, models_api, slots_api, v1_api
@@ -29,6 +30,7 @@ from hal0.server.keys import (
     DISPATCHER,
     EVENTS,
     HTTP,
+    IMAGES,
     PATHS,
     REGISTRY,
     SLOT_CONFIGS,
@@ -52,6 +54,7 @@ async def _http_client(app: web.Application) -> AsyncIterator[None]:
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None, connect=5),
                                      auto_decompress=False) as session:
         app[HTTP] = session
+        app[IMAGES] = ImageService(app[PATHS], app[CONFIG].images, session, app[EVENTS])
         yield
 
 

@@ -14,8 +14,8 @@ __all__ = ["REQUEST_ID", "json_response", "parse_json", "read_json"]
 REQUEST_ID = web.RequestKey("request_id", str)
 
 
-def json_response(data: Any, status: int = 200) -> web.Response:
-    return web.Response(text=json.dumps(data), status=status, content_type="application/json")
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(text=json.dumps(data), status=status, content_type="application/json", headers=headers)
 
 
 async def read_json(request: web.Request) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from hal0.auth import TokenRecord, TokenStore
 from hal0.config import Hal0Config, SlotConfig
 from hal0.dispatch.dispatcher import Dispatcher
 from hal0.events import EventBus
+from hal0.images.service import ImageService
 from hal0.models.registry import Registry
 from hal0.paths import Paths
 from hal0.server.http import REQUEST_ID
@@ -19,6 +20,7 @@ __all__ = [
     "DISPATCHER",
     "EVENTS",
     "HTTP",
+    "IMAGES",
     "PATHS",
     "REGISTRY",
     "REQUEST_ID",
@@ -41,5 +43,6 @@ HTTP = web.AppKey("http", aiohttp.ClientSession)  # pooled connections to slots 
 SLOTS = web.AppKey("slots", SlotManager)
 STARTED_WALL = web.AppKey("started_wall", float)  # wall-clock start, for /v1/models "created"
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
+IMAGES = web.AppKey("images", ImageService)
 
 REQUEST_TOKEN = web.RequestKey("token", TokenRecord)

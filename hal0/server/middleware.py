@@ -13,6 +13,8 @@ from hal0.server.keys import CONFIG, REQUEST_ID, REQUEST_TOKEN, TOKENS
 __all__ = ["AccessLogger", "auth_middleware"]
 
 OPEN_ROUTES = {("GET", "/health"), ("GET", "/v1/models")}
+OPEN_PREFIX = "/v1/images/files/"  # unguessable names are the capability (hal0.images.cache)
+
 
 def _bearer(request: web.Request) -> str | None:
     auth = request.headers.get("Authorization", "")
@@ -24,7 +26,8 @@ def _bearer(request: web.Request) -> str | None:
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.app[CONFIG].api.auth == "off" or (request.method, request.path) in OPEN_ROUTES:
+    if request.app[CONFIG].api.auth == "off" or (request.method, request.path) in OPEN_ROUTES or \
+            (request.method == "GET" and request.path.startswith(OPEN_PREFIX)):
         return await handler(request)
     token = _bearer(request)
     if token is None:

@@ -9,9 +9,11 @@ from aiohttp import web
 
 from hal0.config import BUILTIN_SLOTS
 from hal0.dispatch.multipart import form_fields
-from hal0.errors import ModelNotFound, RequestInvalid
+from hal0.errors import ModelNotFound, RequestInvalid, RouteNotFound
+from hal0.images.request import parse_image_request
+from hal0.images.service import FILES_PREFIX
 from hal0.server.http import json_response, parse_json
-from hal0.server.keys import DISPATCHER, SLOTS, STARTED_WALL
+from hal0.server.keys import DISPATCHER, IMAGES, SLOTS, STARTED_WALL
 from hal0.slots import Slot
 
 __all__ = ["routes"]
@@ -130,6 +132,25 @@ async def voices(request: web.Request) -> web.StreamResponse:
     """The voices of the tts slot (or of the slot named by ``?model=``)."""
     model = request.query.get("model") or None
     return await request.app[DISPATCHER].handle_raw(request, "/v1/audio/voices", model, None, "application/json")
+
+
+@routes.post("/v1/images/generations")
+async def images_generations(request: web.Request) -> web.StreamResponse:
+    """Checked here (every problem a 400 before any slot wakes), then translated for ComfyUI."""
+    body = parse_json(await request.read())
+    job = parse_image_request(body)
+    images = request.app[IMAGES]
+    return await request.app[DISPATCHER].handle_with(
+        request, "/v1/images/generations", body, lambda slot: images.generate(request, slot, job), images.check)
+
+
+@routes.get(FILES_PREFIX + "{name}")
+async def image_file(request: web.Request) -> web.StreamResponse:
+    """An image of an earlier ``response_format: url`` answer (no token needed: the name is the key)."""
+    path = request.app[IMAGES].cache.path(request.match_info["name"])
+    if path is None or not path.is_file():
+        raise RouteNotFound("this image does not exist or has expired from hal0's image cache")
+    return web.FileResponse(path, headers={"Content-Type": "image/png", "Cache-Control": "private, max-age=86400"})
 
 
 def _proxied(path: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:

@@ -25,7 +25,7 @@ from typing import Any
 import aiohttp
 
 from hal0.atomic import atomic_write
-from hal0.backends import engine_python
+from hal0.backends import engine_settings
 from hal0.config.defaults import render_slot_toml
 from hal0.config.schema import ProviderConfig, SlotConfig, SlotsConfig
 from hal0.dispatch.admission import Admission
@@ -148,6 +148,11 @@ class Slot:
         write_override(self._deps.paths, self.name, model)
         self._override = model
         self._deps.on_change()
+
+    @property
+    def model(self) -> ResolvedModel | None:
+        """The model of the latest start (None before the first)."""
+        return self._model
 
     @property
     def model_id(self) -> str | None:
@@ -476,9 +481,10 @@ class Slot:
         provider = get_provider(self.config.provider)
         model = provider.resolve(ref, self._deps.registry)
         settings = self._deps.providers.get(self.config.provider, ProviderConfig())
-        if not settings.python and (python := engine_python(self._deps.paths, self.config.provider)):
-            settings = replace(settings, python=python)  # `hal0 backend install` put the engine there
-        spec = provider.launch(self.config, model, settings)
+        installed = engine_settings(self._deps.paths, self.config.provider)  # from `hal0 backend install`
+        settings = replace(settings, python=settings.python or installed.get("python", ""),
+                           bin=settings.bin or installed.get("bin", ""))
+        spec = provider.launch(self.config, model, settings, self._deps.paths.slot_state_dir(self.name))
         self._model, self._model_ref = model, ref
         self._transition(S.STARTING, f"starting {model.id}")
         try:
