@@ -15,12 +15,12 @@ import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
 
+from hal0.images.workflows import FAMILIES, template
 from tests.helpers.env import HAL0, free_port, hal0_env, manifest
 from tests.helpers.openapi import validate
 from tests.helpers.serve import Served, sdk, serving
@@ -240,3 +240,24 @@ def test_comfyui_killed_mid_job_gives_an_error_and_restarts(hal0: tuple[Served, 
     assert states[states.index("error"):] == ["error", "starting", "warming", "ready"]
     assert png_size(b64_png(client, size="64x64")) == (64, 64)
     assert s.get("/api/slots/img", token)[1]["pid"] != pid
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_template_fits_this_comfyuis_nodes(hal0: tuple[Served, str], family: str) -> None:
+    """Node classes, input names and the defaults' sampler and scheduler, checked against the
+    node definitions of the real ComfyUI (/object_info): SDXL Turbo and Flux too, without their weights."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{comfy_port(hal0[0])}/object_info", timeout=60) as r:
+        nodes = json.loads(r.read())
+    t = template(family)
+    for node_id, node in t["workflow"].items():
+        spec = nodes[node["class_type"]]["input"]
+        known = {**spec.get("required", {}), **spec.get("optional", {})}
+        assert set(node["inputs"]) <= set(known), (node_id, set(node["inputs"]) - set(known))
+        for name, value in node["inputs"].items():  # fixed choices, e.g. DualCLIPLoader's type
+            if value is not None and not isinstance(value, list) and isinstance(known[name][0], list):
+                assert value in known[name][0], (node_id, name, value)
+    sampler = next(n for n in t["workflow"].values() if n["class_type"] == "KSampler")
+    ksampler = nodes["KSampler"]["input"]["required"]
+    assert t["defaults"]["sampler"] in ksampler["sampler_name"][0]
+    assert t["defaults"]["scheduler"] in ksampler["scheduler"][0]
+    assert set(sampler["inputs"]) == set(ksampler)

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from hal0.config.schema import ModelSection, ProviderConfig, ServerSection, SlotConfig
+from hal0.config.schema import PROVIDER_NAMES, ModelSection, ProviderConfig, ServerSection, SlotConfig
 from hal0.errors import ProviderUnavailable, SlotStartFailed
 from hal0.models.registry import ResolvedModel
-from hal0.providers import get_provider
+from hal0.providers import PROVIDERS, get_provider
 from hal0.providers.argv import merge_args, split_options
 from hal0.providers.llama_server import ALIASES, REPEATABLE, LlamaServer
 
@@ -57,6 +57,7 @@ def test_extra_args_may_not_move_the_port() -> None:
         LlamaServer().launch(slot(server=ServerSection(extra_args=("--port", "9999"))), MODEL, BIN, Path("/none"))
 
 
-def test_a_provider_not_in_this_build_says_so() -> None:
-    with pytest.raises(ProviderUnavailable, match="the comfyui provider is not available"):
-        get_provider("comfyui")
+def test_every_configurable_provider_exists_and_others_say_so() -> None:
+    assert sorted(PROVIDERS) == sorted(PROVIDER_NAMES)
+    with pytest.raises(ProviderUnavailable, match="the sdcpp provider is not available"):
+        get_provider("sdcpp")

@@ -23,5 +23,5 @@ def get_provider(name: str) -> Provider:
         return PROVIDERS[name]
     except KeyError:
         raise ProviderUnavailable(
-            f"the {name} provider is not available in hal0 yet; this slot cannot start "
+            f"the {name} provider is not available in this hal0; this slot cannot start "
             f"(available: {', '.join(PROVIDERS)})", provider=name) from None
