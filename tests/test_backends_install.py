@@ -35,3 +35,14 @@ def test_install_whisper_then_list_then_reinstall_is_a_no_op(tmp_path: Path) -> 
     assert check.stdout.strip() == "ok"
     again = hal0("backend", "install", "whisper")
     assert again.returncode == 0 and "already installed" in again.stdout
+
+
+@pytest.mark.slow
+def test_a_comfyui_torch_that_does_not_exist_fails_cleanly(tmp_path: Path) -> None:
+    r = subprocess.run([*HAL0, "backend", "install", "comfyui", "--torch", "torch==0.0.1 torchvision==0.0.1"],
+                       env=hal0_env(tmp_path), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 1
+    assert "pip install torch==0.0.1 torchvision==0.0.1" in r.stdout
+    assert "hal0: pip could not install torch==0.0.1 torchvision==0.0.1" in r.stderr and "Traceback" not in r.stderr
+    assert json.loads(subprocess.run([*HAL0, "backend", "list", "--json"], env=hal0_env(tmp_path),
+                                     capture_output=True, text=True, check=True).stdout) == {}
