@@ -12,7 +12,8 @@ import aiohttp
 from aiohttp import web
 
 from hal0.config import Hal0Config
-from hal0.dispatch.proxy import forward, request_headers
+from hal0.dispatch.h1 import H1Pool
+from hal0.dispatch.proxy import AiohttpAnswer, forward, request_headers
 from hal0.dispatch.resolve import DispatchView, Route, SlotView, resolve
 from hal0.dispatch.upstreams import Upstreams
 from hal0.errors import ModelNotFound, SlotLoading, SlotUnreachable, UpstreamUnavailable
@@ -32,7 +33,11 @@ class Dispatcher:
                  session: aiohttp.ClientSession) -> None:
         self._config, self._slots, self._registry, self.upstreams = config, slots, registry, upstreams
         self._session = session
+        self._pool = H1Pool()  # keep-alive connections to the slots
         self._view: tuple[int, dict[str, str], dict[str, ModelEntry], DispatchView] | None = None
+
+    def close(self) -> None:
+        self._pool.close()
 
     def view(self) -> DispatchView:
         """A snapshot of everything resolution needs, taken from memory and rebuilt only when
@@ -84,9 +89,15 @@ class Dispatcher:
         route = await self.route(model, path)
         if route.upstream is not None:
             up = self.upstreams.by_name[route.upstream]
-            return await forward(request, self._session, up.url + path, render(None),
-                                 request_headers(request, {"Content-Type": content_type, **up.headers()}),
-                                 UpstreamUnavailable, f"upstream {up.name}")
+            data = render(None)
+            headers = request_headers(request, {"Content-Type": content_type, **up.headers()})
+
+            async def remote() -> AiohttpAnswer:
+                url = up.url + path
+                r = await (self._session.get(url, headers=headers) if data is None
+                           else self._session.post(url, data=data, headers=headers))
+                return AiohttpAnswer(r)
+            return await forward(request, remote, UpstreamUnavailable, f"upstream {up.name}")
         assert route.slot is not None
         slot = self._slots.get(route.slot)
         if translate is not None:
@@ -97,10 +108,12 @@ class Dispatcher:
             try:
                 if translate is not None:
                     return await translate[1](slot)
-                url = slot.base_url + BACKEND_PATHS.get(path, path)
-                return await forward(request, self._session, url, render(slot.model_id),
-                                     request_headers(request, {"Content-Type": content_type}),
-                                     SlotUnreachable, f"slot {slot.name}", slot=slot.name)
+                data = render(slot.model_id)
+                headers = request_headers(request, {"Content-Type": content_type})
+                return await forward(
+                    request, lambda: self._pool.request(slot.config.port, "GET" if data is None else "POST",
+                                                        BACKEND_PATHS.get(path, path), headers, data),
+                    SlotUnreachable, f"slot {slot.name}", slot=slot.name)
             finally:
                 slot.release_nowait()
         finally:

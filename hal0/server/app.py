@@ -67,9 +67,12 @@ def _slots_ctx(autostart: bool, supervision: Supervision):  # type: ignore[no-un
             app[SLOTS] = manager
             upstreams = Upstreams(cfg.upstreams)
             app[DISPATCHER] = Dispatcher(cfg, manager, app[REGISTRY], upstreams, app[HTTP])
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(upstreams.refresh_stale(app[HTTP]))  # first model lists, in the background
-                yield
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(upstreams.refresh_stale(app[HTTP]))  # first model lists, in the background
+                    yield
+            finally:
+                app[DISPATCHER].close()
     return ctx
 
 
