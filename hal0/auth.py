@@ -107,6 +107,7 @@ class TokenStore:
         self._file = file
         self._stamp: tuple[int, int] | None = None
         self._by_id: dict[str, TokenRecord] = {}
+        self._verified: dict[str, TokenRecord] = {}  # tokens that passed since the file last changed
 
     def _refresh(self) -> None:
         try:
@@ -116,11 +117,18 @@ class TokenStore:
             stamp = (0, 0)
         if stamp != self._stamp:
             self._by_id = {r.id: r for r in _read(self._file)}
+            self._verified = {}
             self._stamp = stamp
 
     def verify(self, token: str) -> TokenRecord:
-        """The record for ``token``; raises AuthInvalid. Constant time in the secret."""
+        """The record for ``token``; raises AuthInvalid. Constant time in the secret.
+
+        The file is looked at (stat) on every call, so a revocation applies to the next request;
+        a token already verified against the current file is not hashed again."""
         self._refresh()
+        known = self._verified.get(token)
+        if known is not None:
+            return known
         prefix, _, rest = token.partition("_")
         tid, _, secret = rest.partition("_")
         rec = self._by_id.get(tid) if prefix == "hal0" else None
@@ -128,4 +136,5 @@ class TokenStore:
         ok = hmac.compare_digest(_hash(rec.salt if rec else "00", secret), expected)
         if rec is None or not ok:
             raise AuthInvalid("the API token is not valid (revoked or mistyped)")
+        self._verified[token] = rec
         return rec

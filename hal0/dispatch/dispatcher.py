@@ -59,12 +59,15 @@ class Dispatcher:
                 return resolve(model, path, self.view())
             raise
 
-    async def handle(self, request: web.Request, path: str, body: dict[str, Any]) -> web.StreamResponse:
-        """A JSON request: ``model`` is rewritten to the id the slot's backend serves."""
+    async def handle(self, request: web.Request, path: str, body: dict[str, Any], raw: bytes) -> web.StreamResponse:
+        """A JSON request (``raw`` is its text): ``model`` is rewritten to the id the slot's backend
+        serves; the body is re-encoded only when that changes it."""
         model = body.get("model")
 
         def render(backend_model: str | None) -> bytes:
-            return json.dumps({**body, "model": backend_model} if backend_model else body).encode()
+            if not backend_model or backend_model == model:
+                return raw
+            return json.dumps({**body, "model": backend_model}).encode()
 
         return await self._handle(request, path, model if isinstance(model, str) else None, render,
                                   "application/json")

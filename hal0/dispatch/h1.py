@@ -72,11 +72,16 @@ class _Conn(asyncio.Protocol):
 
     def take(self, n: int) -> bytes:
         data = bytes(self.buf[:n])
-        del self.buf[:n]
+        self.consume(n)
+        return data
+
+    def consume(self, n: int) -> None:
+        """Drop the first ``n`` bytes of the buffer."""
+        if n:
+            del self.buf[:n]
         if self._paused and len(self.buf) < LOW_WATER and self.transport is not None:
             self._paused = False
             self.transport.resume_reading()
-        return data
 
     def close(self) -> None:
         self.eof = True
@@ -150,42 +155,51 @@ class H1Response:
             await conn.wait()
 
     def _drain_chunked(self) -> bytes:
-        """Every chunk's data already here, at once (a burst of SSE events is one write)."""
-        conn, out = self._conn, []
+        """Every chunk's data already here, at once (a burst of SSE events is one write).
+
+        Parses by offset and drops the consumed bytes once, so a burst costs one pass."""
+        conn, out, pos = self._conn, [], 0
         buf = conn.buf
+        size = len(buf)
         while not self.done:
             if self._chunk_left:
-                if not buf:
+                if pos >= size:
                     break
-                data = conn.take(min(self._chunk_left, len(buf)))
-                out.append(data)
-                self._chunk_left -= len(data)
+                n = min(self._chunk_left, size - pos)
+                out.append(buf[pos:pos + n])
+                pos += n
+                self._chunk_left -= n
                 if self._chunk_left:
                     break
                 self._need_crlf = True
             if self._need_crlf:
-                if len(buf) < 2:
+                if size - pos < 2:
                     break
-                if buf[:2] != b"\r\n":
+                if buf[pos:pos + 2] != b"\r\n":
                     raise BackendError("malformed chunked body from the backend")
-                conn.take(2)
+                pos += 2
                 self._need_crlf = False
-            end = buf.find(b"\r\n")
+            end = buf.find(b"\r\n", pos)
             if end < 0:
-                if len(buf) > MAX_HEAD:
+                if size - pos > MAX_HEAD:
                     raise BackendError("malformed chunked body from the backend")
                 break
-            line = conn.take(end + 2)[:-2]
+            line = buf[pos:end]
+            pos = end + 2
             if self._trailers:  # after the last chunk: trailer lines up to an empty one
                 self.done = not line
                 continue
             try:
-                size = int(line.split(b";", 1)[0].strip(), 16)
+                n = int(line, 16)
             except ValueError:
-                raise BackendError("malformed chunk size from the backend") from None
-            if size == 0:
+                try:
+                    n = int(line.split(b";", 1)[0].strip(), 16)  # a chunk extension
+                except ValueError:
+                    raise BackendError("malformed chunk size from the backend") from None
+            if n == 0:
                 self._trailers = True
-            self._chunk_left = size
+            self._chunk_left = n
+        conn.consume(pos)
         return b"".join(out)
 
     def close(self) -> None:

@@ -108,10 +108,14 @@ async def forward(request: web.Request, send: Callable[[], Awaitable[Answer]],
         if not streaming:
             body = await answer.read()
             return web.Response(status=answer.status, body=body, headers=out)
+        chunks = answer.chunks()
+        first = await anext(chunks, b"")  # the head goes out with the first chunk, not a step ahead of it
         resp = web.StreamResponse(status=answer.status, headers=out)
         await resp.prepare(request)
         try:
-            async for chunk in answer.chunks():
+            if first:
+                await resp.write(first)
+            async for chunk in chunks:
                 await resp.write(chunk)
             await resp.write_eof()
         except ConnectionError:

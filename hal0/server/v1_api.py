@@ -108,9 +108,10 @@ def _validate(path: str, body: dict[str, Any]) -> None:
 
 
 async def _dispatch(request: web.Request, path: str) -> web.StreamResponse:
-    body = parse_json(await request.read())
+    raw = await request.read()
+    body = parse_json(raw)
     _validate(path, body)
-    return await request.app[DISPATCHER].handle(request, path, body)
+    return await request.app[DISPATCHER].handle(request, path, body, raw)
 
 
 @routes.post("/v1/audio/transcriptions")

@@ -267,9 +267,10 @@ def report(results: dict[tuple[str, str], list[dict[str, Any]]], cpu: dict[str, 
     for scen in ("json c=16", "json c=64"):
         print(f"hal0 / minimal aiohttp throughput, {scen}: "
               f"{med(scen, 'hal0', 'rps') / med(scen, 'aiohttp-min', 'rps'):.2f}x")
-    base = med("stream c=16", "direct", "ttfc")
-    print(f"added TTFC at stream c=16: hal0 {(med('stream c=16', 'hal0', 'ttfc') - base) * 1e3:.3f} ms, "
-          f"minimal aiohttp {(med('stream c=16', 'aiohttp-min', 'ttfc') - base) * 1e3:.3f} ms")
+    for scen in ("stream c=1", "stream c=16"):
+        base = med(scen, "direct", "ttfc")
+        print(f"added TTFC at {scen}: " + ", ".join(
+            f"{name} {(med(scen, name, 'ttfc') - base) * 1e3:.3f} ms" for name in names[1:]))
     print(f"hal0 CPU per request (json c=16): {statistics.median(cpu['json c=16']) * 1e6:.0f} us; "
           f"per streamed chunk (stream c=16): {statistics.median(cpu['stream c=16']) * 1e6:.1f} us")
     print(f"hal0 RSS after the load: {rss:.1f} MiB")
