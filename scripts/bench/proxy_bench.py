@@ -1,6 +1,7 @@
 """hal0's proxy overhead against direct calls, a minimal aiohttp proxy and nginx.
 
-Every target fronts the same synthetic backend (synthetic_backend.py). The load generator
+Every target fronts the synthetic backend (synthetic_backend.py; hal0 the instance it runs as
+its slot's backend, the others one shared instance). The load generator
 is a separate process speaking raw HTTP/1.1 over keep-alive connections. Rounds alternate the
 targets; the report gives medians over rounds.
 """
