@@ -25,9 +25,21 @@ class ApiError(Exception):
         self.details = details or {}
 
 
+def _running_url(paths: Paths) -> str | None:
+    """The address a running ``hal0 serve`` recorded in hal0.pid (it may be on --port)."""
+    try:
+        pid, url = paths.pid_file.read_text().split()[:2]
+        os.kill(int(pid), 0)
+    except PermissionError:
+        return url  # alive, run by another user (the system service)
+    except (OSError, ValueError):
+        return None
+    return url
+
+
 class ApiClient:
     def __init__(self, paths: Paths, base_url: str | None = None, token: str | None = None) -> None:
-        base_url = base_url or os.environ.get("HAL0_URL")
+        base_url = base_url or os.environ.get("HAL0_URL") or _running_url(paths)
         if base_url is None:
             api = load_config(paths).api
             host = "127.0.0.1" if api.host in ("0.0.0.0", "::", "") else api.host

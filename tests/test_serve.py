@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 from pathlib import Path
@@ -21,7 +22,7 @@ def test_serve_answers_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
         assert s.get("/health")[0] == 200
         status, body = s.get("/api/status", token)
         assert status == 200 and len(body["slots"]) == 5
-        assert (tmp_path / "var/hal0.pid").read_text().strip() == str(s.proc.pid)
+        assert (tmp_path / "var/hal0.pid").read_text().split() == [str(s.proc.pid), s.url]
         assert s.stop() == 0
     assert any("stopped" in line for line in s.log)
     assert not (tmp_path / "var/hal0.pid").exists()
@@ -38,6 +39,16 @@ def test_cli_status_talks_to_the_running_server(tmp_path: Path) -> None:
         lines = r.stdout.splitlines()
         assert [line.split()[0] for line in lines[2:7]] == ["primary", "embed", "stt", "tts", "img"]
         assert "voice:  stt offline, tts offline" in lines
+
+
+def test_cli_finds_a_server_started_on_another_port(tmp_path: Path) -> None:
+    init(tmp_path)
+    with serving(tmp_path) as s:  # on a free port, not hal0.toml's 8080
+        assert (tmp_path / "var/hal0.pid").read_text().split()[1] == s.url
+        r = subprocess.run([*HAL0, "status", "--json"], env=hal0_env(tmp_path), capture_output=True, text=True,
+                           timeout=30)
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["slots"][0]["name"] == "primary"
 
 
 def test_invalid_config_refuses_to_start_with_one_line_and_exit_2(tmp_path: Path) -> None:

@@ -75,7 +75,8 @@ async def _run(paths: Paths, host: str | None, port: int | None) -> int:
             else:
                 log.error("cannot listen on %s:%d: %s", host, port, e.strerror or e)
             return 1
-        atomic_write(paths.pid_file, f"{os.getpid()}\n")
+        local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        atomic_write(paths.pid_file, f"{os.getpid()}\nhttp://{local}:{port}\n")  # where CLI clients find it
         log.info("hal0 listening on http://%s:%d (config %s, %s mode)", host, port,
                  paths.config_dir, paths.mode)
         await stop.wait()
