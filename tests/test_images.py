@@ -52,9 +52,7 @@ def hal0(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Served, str
         img_toml(free_port(), m["checkpoint_noclip"]).replace('name = "img"', 'name = "noclip"'))
     token = (home / "etc/admin.token").read_text().strip()
     with serving(home) as s:
-        load = urllib.request.Request(s.url + "/api/slots/img/load", b"{}", method="POST",
-                                      headers={"Authorization": f"Bearer {token}"})
-        urllib.request.urlopen(load, timeout=180).close()
+        s.load("img", token)
         yield s, token
         s.stop()
 

@@ -105,13 +105,7 @@ def hal0(tmp_path_factory: pytest.TempPathFactory, box: int) -> Iterator[tuple[S
     with serving(home, env=hal0_env(home, BOX_KEY=BOX_KEY)) as s:
         admin = (etc / "admin.token").read_text().strip()
         for name in ("primary", "embed", "embed-rerank", "cold", "tight", "long"):
-            req = urllib.request.Request(f"{s.url}/api/slots/{name}/load", b"{}", method="POST",
-                                         headers={"Authorization": f"Bearer {admin}"})
-            try:
-                with urllib.request.urlopen(req, timeout=120) as r:
-                    assert json.loads(r.read())["state"] == "ready"
-            except urllib.error.HTTPError as e:
-                raise RuntimeError(f"slot {name} did not load: {e.read().decode()}") from None
+            s.load(name, admin)
         yield s, token
         s.stop()
 

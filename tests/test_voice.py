@@ -48,9 +48,7 @@ def hal0(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Served, str
     token = (home / "etc/admin.token").read_text().strip()
     with serving(home) as s:
         for name in ("stt", "tts"):
-            load = urllib.request.Request(s.url + f"/api/slots/{name}/load", b"{}", method="POST",
-                                          headers={"Authorization": f"Bearer {token}"})
-            urllib.request.urlopen(load, timeout=120).close()
+            s.load(name, token)
         yield s, token
         s.stop()
 

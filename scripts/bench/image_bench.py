@@ -16,7 +16,6 @@ import statistics
 import subprocess
 import tempfile
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -99,9 +98,7 @@ def main() -> None:
         toml.write_text(text.replace('backend = "rocm"', 'backend = "cpu"'))
         token = (home / "etc/admin.token").read_text().strip()
         with serving(home) as s:
-            load = urllib.request.Request(f"{s.url}/api/slots/img/load", b"{}", method="POST",
-                                          headers={"Authorization": f"Bearer {token}"})
-            urllib.request.urlopen(load, timeout=300).close()
+            s.load("img", token)
             asyncio.run(bench(s.url, token, f"http://127.0.0.1:{port}", Path(m["checkpoint"]), args.runs,
                               args.size, args.steps))
             s.stop()

@@ -117,19 +117,17 @@ def taesd_shapes() -> dict[str, tuple[int, ...]]:
         for i in (0, 2, 4):
             conv(f"{name}.conv.{i}", TAESD, TAESD)
 
-    # The layouts of TAESD's encoder and decoder (nn.Sequential indices).
-    conv("taesd_encoder.0", 3, TAESD)
-    for i in (1, 3, 4, 5, 7, 8, 9, 11, 12, 13):
-        block(f"taesd_encoder.{i}")
-    for i in (2, 6, 10):
-        conv(f"taesd_encoder.{i}", TAESD, TAESD, bias=False)
-    conv("taesd_encoder.14", TAESD, 4)
-    conv("taesd_decoder.1", 4, TAESD)
-    for i in (3, 4, 5, 8, 9, 10, 13, 14, 15, 18):
-        block(f"taesd_decoder.{i}")
-    for i in (7, 12, 17):
-        conv(f"taesd_decoder.{i}", TAESD, TAESD, bias=False)
-    conv("taesd_decoder.19", TAESD, 3)
+    # The layouts of TAESD's encoder and decoder: nn.Sequential indices of the first conv,
+    # the residual blocks, the bias-free resampling convs and the last conv.
+    for part, (first, blocks, plain, last), (c_in, c_out) in (
+            ("taesd_encoder", (0, (1, 3, 4, 5, 7, 8, 9, 11, 12, 13), (2, 6, 10), 14), (3, 4)),
+            ("taesd_decoder", (1, (3, 4, 5, 8, 9, 10, 13, 14, 15, 18), (7, 12, 17), 19), (4, 3))):
+        conv(f"{part}.{first}", c_in, TAESD)
+        for i in blocks:
+            block(f"{part}.{i}")
+        for i in plain:
+            conv(f"{part}.{i}", TAESD, TAESD, bias=False)
+        conv(f"{part}.{last}", TAESD, c_out)
     return {f"first_stage_model.{k}": v for k, v in out.items()}
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -29,6 +30,20 @@ class Served:
                 return r.status, json.loads(r.read())
         except urllib.error.HTTPError as e:
             return e.code, json.loads(e.read())
+
+    def load(self, slot: str, token: str, timeout: float = 180) -> dict[str, Any]:
+        """Load a slot through the API; its state once it settled (raises if it did not load)."""
+        req = urllib.request.Request(f"{self.url}/api/slots/{slot}/load", b"{}", method="POST",
+                                     headers={"Authorization": f"Bearer {token}"})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                state: dict[str, Any] = json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            with e:
+                raise RuntimeError(f"slot {slot} did not load: {e.read().decode()}") from None
+        if state["state"] != "ready":
+            raise RuntimeError(f"slot {slot} is {state['state']} after loading: {state.get('message')}")
+        return state
 
     def stop(self) -> int:
         self.proc.send_signal(signal.SIGTERM)
