@@ -46,3 +46,9 @@ def test_a_comfyui_torch_that_does_not_exist_fails_cleanly(tmp_path: Path) -> No
     assert "hal0: pip could not install torch==0.0.1 torchvision==0.0.1" in r.stderr and "Traceback" not in r.stderr
     assert json.loads(subprocess.run([*HAL0, "backend", "list", "--json"], env=hal0_env(tmp_path),
                                      capture_output=True, text=True, check=True).stdout) == {}
+
+
+def test_torch_options_are_for_comfyui_only(tmp_path: Path) -> None:
+    r = subprocess.run([*HAL0, "backend", "install", "whisper", "--torch", "torch==2.9.1"], env=hal0_env(tmp_path),
+                       capture_output=True, text=True, timeout=60)
+    assert (r.returncode, r.stderr.strip()) == (2, "hal0: --torch and --torch-index-url apply to comfyui only")

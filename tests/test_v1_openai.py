@@ -49,6 +49,9 @@ class _Box(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if self.path.endswith("/images/generations"):  # answers with what it was asked
+            self._json({"created": 0, "data": [{"url": f"http://box/{body['model']}/{body['prompt']}.png"}]})
+            return
         self._json({"id": "chatcmpl-box", "object": "chat.completion", "created": 0, "model": body["model"],
                     "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
                                  "message": {"role": "assistant", "refusal": None,
@@ -230,6 +233,11 @@ def test_rerank_reaches_the_rerank_slot(client: openai.OpenAI, path: str) -> Non
 def test_remote_upstream_gets_its_own_key_not_the_clients(client: openai.OpenAI) -> None:
     out = client.chat.completions.create(model="box-model", messages=[{"role": "user", "content": "x"}])
     assert out.choices[0].message.content == f"auth=Bearer {BOX_KEY}"
+
+
+def test_a_remote_upstream_draws_its_own_images(client: openai.OpenAI) -> None:
+    out = client.images.generate(model="box-model", prompt="kite", size="1024x1024")
+    assert out.data and out.data[0].url == "http://box/box-model/kite.png"
 
 
 @pytest.mark.parametrize(("call", "exc", "code"), [

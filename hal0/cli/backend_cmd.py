@@ -38,6 +38,9 @@ def run(args: argparse.Namespace, paths: Paths) -> int:
                     if k in found else None)
                    for k in ENGINES], ["ENGINE", "INSTALLED", "WHEN", "PACKAGES"])
         return 0
+    if args.kind != "comfyui" and (args.torch or args.torch_index_url):
+        print("hal0: --torch and --torch-index-url apply to comfyui only", file=sys.stderr)
+        return 2
     try:
         install(paths, args.kind, lambda line: print(line, flush=True), torch=args.torch.split(),
                 torch_index_url=args.torch_index_url)

@@ -77,14 +77,14 @@ class Dispatcher:
         """A request forwarded byte for byte (multipart uploads are never re-encoded); None: a GET."""
         return await self._handle(request, path, model, lambda _: data, content_type)
 
-    async def handle_with(self, request: web.Request, path: str, body: dict[str, Any], serve: Serve,
+    async def handle_with(self, request: web.Request, path: str, body: dict[str, Any], raw: bytes, serve: Serve,
                           check: Callable[[Slot], None]) -> web.StreamResponse:
         """A request hal0 translates for its slot: ``check`` may refuse the slot before it is woken,
         ``serve`` talks to the backend once the slot is admitted and ready. A remote upstream gets
-        the JSON body as it came."""
+        the JSON body (``raw``) as it came."""
         model = body.get("model")
-        return await self._handle(request, path, model if isinstance(model, str) else None,
-                                  lambda _: json.dumps(body).encode(), "application/json", (check, serve))
+        return await self._handle(request, path, model if isinstance(model, str) else None, lambda _: raw,
+                                  "application/json", (check, serve))
 
     async def _handle(self, request: web.Request, path: str, model: str | None,
                       render: Callable[[str | None], bytes | None], content_type: str,

@@ -138,11 +138,13 @@ async def voices(request: web.Request) -> web.StreamResponse:
 @routes.post("/v1/images/generations")
 async def images_generations(request: web.Request) -> web.StreamResponse:
     """Checked here (every problem a 400 before any slot wakes), then translated for ComfyUI."""
-    body = parse_json(await request.read())
+    raw = await request.read()
+    body = parse_json(raw)
     job = parse_image_request(body)
     images = request.app[IMAGES]
     return await request.app[DISPATCHER].handle_with(
-        request, "/v1/images/generations", body, lambda slot: images.generate(request, slot, job), images.check)
+        request, "/v1/images/generations", body, raw, lambda slot: images.generate(request, slot, job),
+        images.check)
 
 
 @routes.get(FILES_PREFIX + "{name}")
