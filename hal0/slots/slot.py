@@ -118,6 +118,7 @@ class Slot:
         self._persist_task: asyncio.Task[None] | None = None
         self._persist_dirty = False
         self._persist_waiting = False
+        self._persist_urgent = False  # a move that must not wait out the hot delay is pending
 
     # --- reading -----------------------------------------------------------------
 
@@ -646,6 +647,8 @@ class Slot:
         once per ``HOT_PERSIST_S``; every other move is written at once.
         """
         self._persist_dirty = True
+        if not hot:
+            self._persist_urgent = True
         pending = self._persist_task is not None and not self._persist_task.done()
         if pending and not hot and self._persist_waiting:
             assert self._persist_task is not None
@@ -656,14 +659,16 @@ class Slot:
 
     async def _persist_loop(self, delay: float) -> None:
         file = self._deps.paths.slot_state_dir(self.name) / "state.json"
-        if delay:
-            self._persist_waiting = True
-            try:
-                await asyncio.sleep(delay)
-            finally:
-                self._persist_waiting = False
-        while self._persist_dirty:  # a failed write is logged: it must not end the owner
-            self._persist_dirty = False
+        while True:  # a failed write is logged: it must not end the owner
+            if delay:
+                self._persist_waiting = True
+                try:
+                    await asyncio.sleep(delay)
+                finally:
+                    self._persist_waiting = False
+            if not self._persist_dirty:
+                return  # nothing new to write
+            self._persist_dirty = self._persist_urgent = False
             proc = self._proc
             body = {"name": self.name, "state": str(self._state),
                     "model_id": self._model.id if self._model else None, "port": self.config.port,
@@ -674,4 +679,8 @@ class Slot:
                 await asyncio.shield(asyncio.to_thread(atomic_write, file, json.dumps(body, indent=2) + "\n"))
             except OSError as e:
                 log.error("slot %s: cannot write %s: %s", self.name, file, e)
+            if not self._persist_dirty:
+                return
+            # Moves made during the write: an urgent one goes out at once, flips wait their turn.
+            delay = 0.0 if self._persist_urgent else HOT_PERSIST_S
 
