@@ -122,12 +122,13 @@ async def test_a_backend_that_breaks_off_mid_body() -> None:
 
 
 @pytest.mark.parametrize("raw", [b"SSH-2.0-OpenSSH\r\n\r\n",
-                                 b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"])
+                                 b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+                                 b"HTTP/1.1 200 OK\r\nContent-Length: ten\r\n\r\n"])
 async def test_garbage_is_a_backend_error(raw: bytes) -> None:
     handler, _ = answers(raw)
     pool = H1Pool()
     async with backend(handler) as port:
-        with pytest.raises(BackendError, match=r"not an HTTP|malformed"):
+        with pytest.raises(BackendError, match=r"not an HTTP|malformed|bad Content-Length"):
             r = await pool.request(port, "GET", "/", [], None)
             await r.read()
     pool.close()

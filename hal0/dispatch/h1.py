@@ -92,21 +92,11 @@ class _Conn(asyncio.Protocol):
 class H1Response:
     """A backend's answer: ``status``, ``headers`` (name, value pairs) and a body read once."""
 
-    def __init__(self, pool: H1Pool, port: int, conn: _Conn, status: int, headers: list[tuple[str, str]],
-                 *, no_body: bool) -> None:
+    def __init__(self, pool: H1Pool, port: int, conn: _Conn, status: int, headers: list[tuple[str, str]], *,
+                 length: int | None, chunked: bool, keep_alive: bool, no_body: bool) -> None:
         self.status, self.headers = status, headers
         self._pool, self._port, self._conn = pool, port, conn
-        self._length: int | None = None
-        self._chunked = False
-        self._keep_alive = True
-        for name, value in headers:
-            lname = name.lower()
-            if lname == "content-length":
-                self._length = int(value)
-            elif lname == "transfer-encoding" and "chunked" in value.lower():
-                self._chunked = True
-            elif lname == "connection" and "close" in value.lower():
-                self._keep_alive = False
+        self._length, self._chunked, self._keep_alive = length, chunked, keep_alive
         if no_body:
             self._length, self._chunked = 0, False
         elif self._chunked:
@@ -283,12 +273,25 @@ class H1Pool:
             if 100 <= status < 200:
                 continue  # an interim answer (100 Continue): the real one follows
             headers = []
+            length, chunked, keep_alive = None, False, True
             for line in lines[1:]:
                 name, sep, value = line.partition(":")
-                if sep:
-                    headers.append((name.strip(), value.strip()))
-            return H1Response(self, port, conn, status, headers,
-                              no_body=method == "HEAD" or status in (204, 304))
+                if not sep:
+                    continue
+                name, value = name.strip(), value.strip()
+                headers.append((name, value))
+                lname = name.lower()
+                if lname == "content-length":
+                    try:
+                        length = int(value)
+                    except ValueError:
+                        raise BackendError(f"a bad Content-Length from the backend: {value[:40]!r}") from None
+                elif lname == "transfer-encoding":
+                    chunked = "chunked" in value.lower()
+                elif lname == "connection":
+                    keep_alive = "close" not in value.lower()
+            return H1Response(self, port, conn, status, headers, length=length, chunked=chunked,
+                              keep_alive=keep_alive, no_body=method == "HEAD" or status in (204, 304))
 
     def close(self) -> None:
         for conns in self._idle.values():

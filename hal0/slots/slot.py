@@ -105,7 +105,7 @@ class Slot:
         self._override = read_override(deps.paths, config.name)  # slots/<name>.env, read once
         self._proc: BackendProcess | None = None
         self._updated_at = time.time()
-        self._changed = asyncio.Event()
+        self._changed: asyncio.Event | None = None  # made by the first waiter, set by the next move
         self._inflight = 0
         self.admission = Admission(config.name, config.max_inflight, config.max_queue)  # the dispatcher's gate
         self._drained = asyncio.Event()
@@ -168,6 +168,8 @@ class Slot:
         """Block until the slot is in one of ``states``; raises TimeoutError."""
         async with asyncio.timeout(timeout):
             while self._state not in states:
+                if self._changed is None:
+                    self._changed = asyncio.Event()
                 await self._changed.wait()
         return self._state
 
@@ -246,7 +248,8 @@ class Slot:
             self._drained.set()
             if self._state is S.SERVING:
                 self._transition(S.READY)
-                self._arm("idle", self.config.idle_timeout_s)
+                if "idle" not in self._timers:  # a pending one re-checks the quiet time when it fires
+                    self._arm("idle", self.config.idle_timeout_s)
 
     # --- the owner ---------------------------------------------------------------
 
@@ -632,8 +635,9 @@ class Slot:
         if not hot:
             self._deps.on_change()
         self._publish(prev=str(prev), **extra)
-        self._changed.set()
-        self._changed = asyncio.Event()
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
 
     def _publish(self, **extra: Any) -> None:
         if not self._deps.events.subscriber_count:
