@@ -174,3 +174,15 @@ async def test_closing_an_answer_drops_its_connection() -> None:
         r.release()
         await closed.wait()
     pool.close()
+
+
+async def test_header_bytes_go_out_as_they_came() -> None:
+    handler, heads = answers(b"HTTP/1.1 204 No Content\r\n\r\n")
+    pool = H1Pool()
+    async with backend(handler) as port:
+        value = b"caf\xc3\xa9 \xff".decode("utf-8", "surrogateescape")  # how aiohttp hands over raw bytes
+        r = await pool.request(port, "GET", "/", [("User-Agent", value)], None)
+        assert (r.status, await r.read()) == (204, b"")
+        r.release()
+    assert "User-Agent: café \udcff" in heads[0].encode("latin-1").decode("utf-8", "surrogateescape")
+    pool.close()

@@ -237,7 +237,7 @@ class H1Pool:
         if body is not None:
             lines.append(f"Content-Length: {len(body)}\r\n")
         lines.append("\r\n")
-        head = "".join(lines).encode("latin-1")
+        head = "".join(lines).encode("utf-8", "surrogateescape")  # header bytes as the client sent them
         for attempt in (0, 1):
             conn, reused = await self._get(port)
             conn.received = 0
