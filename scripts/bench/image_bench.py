@@ -57,12 +57,13 @@ async def through_hal0(session: aiohttp.ClientSession, url: str, token: str, bod
     return time.perf_counter() - t0
 
 
-async def bench(url: str, token: str, comfy: str, checkpoint: Path, runs: int, size: int, steps: int) -> None:
+async def bench(url: str, token: str, comfy: str, checkpoint: Path, runs: int, size: int, steps: int,
+                fmt: str) -> None:
     lay = layout(ResolvedModel(checkpoint.stem, checkpoint))
     res: dict[str, list[float]] = {"direct": [], "hal0": []}
     async with aiohttp.ClientSession() as session:
         for i in range(runs + 1):  # the first pair warms both paths up and is not counted
-            body = {"prompt": "a lighthouse at dusk", "size": f"{size}x{size}", "response_format": "b64_json",
+            body = {"prompt": "a lighthouse at dusk", "size": f"{size}x{size}", "response_format": fmt,
                     "seed": 10_000 + 2 * i, "steps": steps}
             flow = build_workflow(lay, parse_image_request({**body, "seed": 10_001 + 2 * i}), f"bench/{i}")
             pair = [("direct", direct(session, comfy, flow.graph, flow.output)),
@@ -72,7 +73,7 @@ async def bench(url: str, token: str, comfy: str, checkpoint: Path, runs: int, s
                 if i:
                     res[name].append(seconds)
     med = {k: statistics.median(v) for k, v in res.items()}
-    print(f"\n{runs} images of {size}x{size}, {steps} steps, each way; medians")
+    print(f"\n{runs} images of {size}x{size}, {steps} steps, each way (hal0 answering {fmt}); medians")
     print(f"  ComfyUI directly {med['direct'] * 1e3:8.1f} ms   through hal0 {med['hal0'] * 1e3:8.1f} ms"
           f"   added {(med['hal0'] - med['direct']) * 1e3:6.1f} ms   ratio {med['hal0'] / med['direct']:.3f}")
 
@@ -82,6 +83,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--format", choices=["b64_json", "url"], default="b64_json",
+                        help="hal0's response_format (url: the image goes to hal0's cache and is not downloaded)")
     args = parser.parse_args()
     m = manifest()["comfyui"]
     with tempfile.TemporaryDirectory() as d:
@@ -100,7 +103,7 @@ def main() -> None:
         with serving(home) as s:
             s.load("img", token)
             asyncio.run(bench(s.url, token, f"http://127.0.0.1:{port}", Path(m["checkpoint"]), args.runs,
-                              args.size, args.steps))
+                              args.size, args.steps, args.format))
             s.stop()
 
 
