@@ -17,16 +17,18 @@ import json
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 import venv
 from collections.abc import Callable, Sequence
+from importlib import resources
 from pathlib import Path
 
 from hal0.atomic import atomic_write
 from hal0.paths import Paths
 
-__all__ = ["COMFYUI", "ENGINES", "RUNTIME_DEPS", "engine_settings", "install", "install_into", "installed",
-           "torch_pins"]
+__all__ = ["COMFYUI", "ENGINES", "RUNTIME_DEPS", "comfyui_constraints", "engine_settings", "install", "install_into",
+           "installed", "torch_pins"]
 
 # Pinned like the rest of hal0; tests keep RUNTIME_DEPS equal to pyproject's dependencies.
 RUNTIME_DEPS = ("aiohttp==3.14.5", "tomli-w==1.2.0", "pyudev==0.24.5")
@@ -139,9 +141,19 @@ def _install_comfyui(python: Path, packages: list[str], torch_index_url: str, sa
         name = line.split("=")[0].split(">")[0].split("<")[0].split("~")[0].strip()
         if line and name not in _COMFY_SKIP:
             wanted.append(line)
-    _pip(python, say, *wanted, "requests")
+    with tempfile.TemporaryDirectory() as tmp:  # the tested versions (comfyui-constraints.json)
+        constraints = Path(tmp) / "constraints.txt"
+        constraints.write_text("\n".join(comfyui_constraints()) + "\n")
+        _pip(python, say, *wanted, "requests", "-c", str(constraints))
     say(f"ComfyUI tree: {main.parent}")
     return main
+
+
+def comfyui_constraints() -> list[str]:
+    """The versions ComfyUI's requirements are installed at: what was resolved and tested, so a
+    new release of one of them cannot break an install (ComfyUI's own file only says >=)."""
+    text = resources.files("hal0").joinpath("comfyui-constraints.json").read_text()
+    return list(json.loads(text)["constraints"])
 
 
 def _pip(python: Path, say: Say, *args: str) -> None:

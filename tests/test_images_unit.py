@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from hal0.backends import MARKER, engine_settings, torch_pins
+from hal0.backends import MARKER, comfyui_constraints, engine_settings, torch_pins
 from hal0.config.schema import ProviderConfig, ServerSection, SlotConfig
 from hal0.errors import ModelFilesMissing, ProviderUnavailable, RequestInvalid, SlotStartFailed
 from hal0.images.cache import ImageCache
@@ -173,6 +173,14 @@ def test_the_comfyui_launch(tmp_path: Path) -> None:
 def test_torch_comes_as_a_matched_pair() -> None:
     assert torch_pins("x86_64") == ("torch==2.14.1", "torchvision==0.29.1")
     assert torch_pins("aarch64") == ("torch==2.9.1", "torchvision==0.24.1")
+
+
+def test_comfyuis_requirements_are_installed_at_tested_versions() -> None:
+    pins = comfyui_constraints()
+    assert pins and all("==" in p for p in pins)
+    names = {p.split("==")[0].lower().replace("_", "-") for p in pins}
+    assert {"transformers", "numpy", "comfyui-frontend-package", "torchsde"} <= names
+    assert not names & {"torch", "torchvision", "torchaudio"}  # the matched pair comes from torch_pins()
 
 
 def test_an_installed_comfyui_provides_python_and_main(tmp_path: Path) -> None:
