@@ -1,13 +1,23 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
+import openai
 import pytest
 
 from hal0.paths import Paths, resolve_paths
+from tests.helpers.serve import Served, sdk
 
 
 @pytest.fixture
 def paths(tmp_path: Path) -> Paths:
     """A private HAL0_HOME tree for one test."""
     return resolve_paths({"HAL0_HOME": str(tmp_path / "home")})
+
+
+@pytest.fixture
+def client(hal0: tuple[Served, str]) -> Iterator[openai.OpenAI]:
+    """The official OpenAI SDK against the module's own ``hal0`` fixture (a served hal0 and a token)."""
+    with sdk(*hal0) as client:
+        yield client

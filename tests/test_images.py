@@ -23,7 +23,7 @@ import pytest
 from hal0.images.workflows import FAMILIES, template
 from tests.helpers.env import HAL0, free_port, hal0_env, manifest
 from tests.helpers.openapi import validate
-from tests.helpers.serve import Served, sdk, serving
+from tests.helpers.serve import Served, serving
 
 pytestmark = [pytest.mark.backends, pytest.mark.slow]
 
@@ -55,12 +55,6 @@ def hal0(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Served, str
         s.load("img", token)
         yield s, token
         s.stop()
-
-
-@pytest.fixture
-def client(hal0: tuple[Served, str]) -> Iterator[openai.OpenAI]:
-    with sdk(*hal0) as client:
-        yield client
 
 
 def b64_png(client: openai.OpenAI, **kw: Any) -> bytes:

@@ -50,10 +50,10 @@ def test_a_full_request_and_the_ignored_openai_fields() -> None:
     req = parse_image_request({"prompt": "a fox", "n": 3, "size": "640X384", "response_format": "b64_json",
                                "quality": "hd", "style": "vivid", "user": "u1", "seed": 42, "steps": 9, "cfg": 4,
                                "negative_prompt": "blurry", "model": "dall-e-3"})
-    assert (req.n, req.size, req.response_format, req.seed, req.seed_given, req.steps, req.cfg) == (
-        3, (640, 384), "b64_json", 42, True, 9, 4.0, )
+    assert (req.n, req.size, req.response_format, req.seed, req.steps, req.cfg) == (
+        3, (640, 384), "b64_json", 42, 9, 4.0)
     defaults = parse_image_request({"prompt": "a fox", "size": "auto"})
-    assert (defaults.n, defaults.size, defaults.response_format, defaults.seed_given) == (1, None, "url", False)
+    assert (defaults.n, defaults.size, defaults.response_format, defaults.steps) == (1, None, "url", None)
     assert 0 <= defaults.seed < 2**32
 
 

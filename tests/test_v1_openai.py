@@ -23,7 +23,7 @@ from hal0.config.defaults import render_slot_toml
 from hal0.config.schema import ModelSection, ServerSection, SlotConfig
 from tests.helpers.env import HAL0, free_port, hal0_env, manifest
 from tests.helpers.openapi import llama_chat_quirks, validate
-from tests.helpers.serve import Served, sdk, serving
+from tests.helpers.serve import Served, serving
 
 pytestmark = [pytest.mark.backends, pytest.mark.slow]
 BOX_KEY = "sk-box-secret"
@@ -111,12 +111,6 @@ def hal0(tmp_path_factory: pytest.TempPathFactory, box: int) -> Iterator[tuple[S
             s.load(name, admin)
         yield s, token
         s.stop()
-
-
-@pytest.fixture
-def client(hal0: tuple[Served, str]) -> Iterator[openai.OpenAI]:
-    with sdk(*hal0) as client:
-        yield client
 
 
 @contextmanager

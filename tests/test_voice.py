@@ -17,7 +17,7 @@ import openai
 import pytest
 
 from tests.helpers.env import HAL0, free_port, hal0_env, manifest
-from tests.helpers.serve import Served, sdk, serving
+from tests.helpers.serve import Served, serving
 
 pytestmark = [pytest.mark.backends, pytest.mark.slow]
 SRT_TIME = r"\d\d:\d\d:\d\d,\d\d\d --> \d\d:\d\d:\d\d,\d\d\d"
@@ -51,12 +51,6 @@ def hal0(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Served, str
             s.load(name, token)
         yield s, token
         s.stop()
-
-
-@pytest.fixture
-def client(hal0: tuple[Served, str]) -> Iterator[openai.OpenAI]:
-    with sdk(*hal0) as client:
-        yield client
 
 
 def words(text: str) -> list[str]:

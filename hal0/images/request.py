@@ -21,8 +21,7 @@ class ImageRequest:
     n: int
     size: tuple[int, int] | None  # None: the family's default ("auto" or absent)
     response_format: Literal["url", "b64_json"]
-    seed: int
-    seed_given: bool
+    seed: int  # random when the request has none; echoed so the image can be made again
     steps: int | None
     cfg: float | None
     negative_prompt: str
@@ -83,5 +82,5 @@ def parse_image_request(body: dict[str, Any]) -> ImageRequest:
     if not isinstance(negative, str):
         raise RequestInvalid("`negative_prompt` must be a string", param="negative_prompt")
     return ImageRequest(prompt=prompt, n=n or 1, size=_size(body.get("size")), response_format=fmt,
-                        seed=secrets.randbelow(2**32) if seed is None else seed, seed_given=seed is not None,
+                        seed=secrets.randbelow(2**32) if seed is None else seed,
                         steps=steps, cfg=None if cfg is None else float(cfg), negative_prompt=negative)
