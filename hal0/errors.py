@@ -25,6 +25,7 @@ __all__ = [
     "ModelInvalid",
     "ModelNotFound",
     "ModelNotLoaded",
+    "ModelWrongModality",
     "ProviderUnavailable",
     "RequestInvalid",
     "RequestInvalidSize",
@@ -49,6 +50,7 @@ __all__ = [
     "SlotStartFailed",
     "SlotStateError",
     "SlotSwapFailed",
+    "SlotTimeout",
     "SlotUnreachable",
     "UpstreamUnavailable",
     "envelope",
@@ -313,3 +315,20 @@ class SlotInterrupted(Hal0Error):
 
     status = 503
     code = "slot.interrupted"
+
+
+class ModelWrongModality(Hal0Error):
+    """The request names a slot of another kind (embeddings sent to a chat slot): refused before
+    the slot is woken; ``details`` name the slots that can serve the route."""
+
+    status = 400
+    code = "model.wrong_modality"
+    type = "invalid_request_error"
+
+
+class SlotTimeout(Hal0Error):
+    """The backend took the request but did not start its answer within
+    ``[slots].response_head_timeout_s``."""
+
+    status = 504
+    code = "slot.timeout"

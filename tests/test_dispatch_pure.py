@@ -1,19 +1,17 @@
-"""Resolution (SPEC section 5) and admission, without an event loop or a backend."""
+"""Resolution (SPEC section 5) without an event loop or a backend."""
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
-from hal0.dispatch.admission import Admission
 from hal0.dispatch.resolve import DispatchView, Route, SlotView, resolve
-from hal0.errors import CapabilityDisabled, ModelNotFound, ModelNotLoaded, SlotBusy
+from hal0.errors import CapabilityDisabled, ModelNotFound, ModelNotLoaded, ModelWrongModality
+from hal0.roles import ROUTES, Modality
 
 VIEW = DispatchView(
-    slots=(SlotView("primary", frozenset({"qwen3-4b"}), "qwen3-4b"),
-           SlotView("embed", frozenset(), "minilm"),
-           SlotView("fast", frozenset({"gemma", "/m/gemma.gguf"}), "/m/gemma.gguf")),
+    slots=(SlotView("primary", frozenset({"qwen3-4b"}), "qwen3-4b", "chat"),
+           SlotView("embed", frozenset(), "minilm", "embeddings"),
+           SlotView("fast", frozenset({"gemma", "/m/gemma.gguf"}), "/m/gemma.gguf", "chat")),
     upstream_models={"gpt-remote": "box"},
     registry_ids=frozenset({"qwen3-4b", "minilm", "llama-70b"}),
 )
@@ -60,38 +58,27 @@ def test_rerank_without_its_slot_names_the_command() -> None:
     assert "hal0 capability enable embed rerank" in e.value.message and e.value.status == 409
 
 
-async def test_admission_queues_in_order_and_rejects_beyond_the_queue() -> None:
-    adm = Admission("s", max_inflight=1, max_queue=1)
-    order: list[str] = []
-    first = adm.admit()
-    await first.__aenter__()
-
-    async def second() -> None:
-        async with adm.admit():
-            order.append("second")
-
-    task = asyncio.ensure_future(second())
-    await asyncio.sleep(0)  # let it queue
-    assert adm.queued == 1
-    with pytest.raises(SlotBusy) as e:
-        async with adm.admit():
-            pass
-    assert e.value.status == 429 and e.value.headers() == {"Retry-After": "1"}
-    await first.__aexit__(None, None, None)
-    await task
-    assert order == ["second"] and adm.queued == 0
+# One slot of every kind, each named by its kind, plus the built-in names.
+KINDS = DispatchView(slots=tuple(SlotView(k.value, frozenset({f"m-{k.value}"}), f"m-{k.value}", k.value)
+                                 for k in Modality))
 
 
-async def test_a_cancelled_waiter_gives_its_place_back() -> None:
-    adm = Admission("s", max_inflight=1, max_queue=2)
-    holder = adm.admit()
-    await holder.__aenter__()
-    waiter = asyncio.ensure_future(adm.admit().__aenter__())
-    await asyncio.sleep(0)
-    waiter.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await waiter
-    assert adm.queued == 0
-    await holder.__aexit__(None, None, None)
-    async with adm.admit():  # the place is free again
-        pass
+@pytest.mark.parametrize("path", sorted(ROUTES))
+@pytest.mark.parametrize("kind", list(Modality))
+def test_every_route_refuses_a_slot_of_another_kind(path: str, kind: Modality) -> None:
+    """By slot name, by ``slot:ref`` and by the model it runs: the same answer."""
+    for model in (kind.value, f"{kind.value}:m-{kind.value}", f"m-{kind.value}"):
+        if ROUTES[path][0] is kind:
+            assert resolve(model, path, KINDS).slot == kind.value
+            continue
+        with pytest.raises(ModelWrongModality) as e:
+            resolve(model, path, KINDS)
+        assert e.value.status == 400 and e.value.code == "model.wrong_modality"
+        assert e.value.details["slot_kind"] == kind.value and e.value.details["slots"] == [ROUTES[path][0].value]
+
+
+def test_the_same_model_in_two_kinds_goes_to_the_right_one() -> None:
+    view = DispatchView(slots=(SlotView("primary", frozenset({"m"}), "m", "chat"),
+                               SlotView("embed", frozenset({"m"}), "m", "embeddings")))
+    assert resolve("m", "/v1/embeddings", view).slot == "embed"
+    assert resolve("m", CHAT, view).slot == "primary"

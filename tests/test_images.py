@@ -123,8 +123,9 @@ def test_a_missing_prompt_and_models_that_cannot_draw(hal0: tuple[Served, str], 
         urllib.request.urlopen(req, timeout=30)
     with e.value:
         assert e.value.code == 400 and json.loads(e.value.read())["error"]["param"] == "prompt"
-    with pytest.raises(openai.BadRequestError, match="does not generate images"):
+    with pytest.raises(openai.BadRequestError, match="slot primary serves chat, not images") as bad:
         client.images.generate(model="primary", prompt="a cat", size="64x64")
+    assert bad.value.body["code"] == "model.wrong_modality"  # type: ignore[index]
 
 
 def test_unknown_models_use_the_img_slot_and_other_models_are_not_loaded(client: openai.OpenAI) -> None:

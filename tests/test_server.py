@@ -17,8 +17,8 @@ from hal0.bootstrap import init_tree
 from hal0.config import load_config, load_slots
 from hal0.paths import Paths
 from hal0.server.app import build_app
-from hal0.server.http import json_response, read_json
 from hal0.server.keys import EVENTS
+from hal0.web.http import json_response, read_json
 
 Client = TestClient[web.Request, web.Application]
 MakeClient = Callable[[web.Application], Awaitable[Client]]

@@ -10,8 +10,9 @@ import pytest
 from hal0.errors import SlotNoModel, SlotStartFailed, SlotStateError
 from hal0.paths import Paths
 from hal0.slots import SlotState, Supervision
+from hal0.slots.commands import Autostart
 from tests.helpers.env import alive
-from tests.helpers.slots import FAST, fake_bin, slot_config, slot_manager
+from tests.helpers.slots import FAST, fake_bin, next_move, slot_config, slot_manager
 
 S = SlotState
 
@@ -71,7 +72,7 @@ async def test_repeated_crashes_leave_the_slot_in_error(paths: Paths, tmp_path: 
             async with aiohttp.ClientSession() as http:
                 with pytest.raises(aiohttp.ClientError):
                     await http.get(slot.base_url + "/fake/exit")
-            while not ((e := await sub.get()) and e.data["state"] == "error" and "not restarting" in
+            while not ((e := await next_move(sub)) and e.data["state"] == "error" and "not restarting" in
                        e.data["message"]):
                 pass
         assert len(starts.read_text().split()) == 3
@@ -122,8 +123,8 @@ async def test_unload_cancels_a_load_in_progress(paths: Paths, tmp_path: Path, m
     async with slot_manager(paths, [cfg], fake_bin(tmp_path)) as (mgr, events):
         slot = mgr.get("f")
         with events.subscribe() as sub:
-            slot.send_nowait("autostart")
-            while (e := await sub.get()) and e.data["state"] != "warming":
+            slot.send_nowait(Autostart())
+            while (e := await next_move(sub)) and e.data["state"] != "warming":
                 pass
         pid = e.data["pid"]
         assert alive(pid)

@@ -14,7 +14,7 @@ from hal0.paths import Paths
 from hal0.slots import SlotState
 from hal0.slots.overrides import read_override
 from tests.helpers.env import manifest
-from tests.helpers.slots import llama_bin, slot_config, slot_manager
+from tests.helpers.slots import llama_bin, next_move, slot_config, slot_manager
 
 pytestmark = [pytest.mark.backends, pytest.mark.slow]
 S = SlotState
@@ -47,15 +47,14 @@ async def test_load_ready_request_idle(paths: Paths) -> None:
         snap = await slot.ensure_ready()
         assert (snap.state, snap.model) == (S.READY, "tiny-chat")
         assert await backend_model(cfg.port) == "tiny-chat"  # --alias carries the id
-        assert slot.acquire_nowait()
-        assert slot.state is S.SERVING
-        out = await complete(cfg.port)
-        slot.release_nowait()
+        async with slot.admit():
+            assert slot.state is S.SERVING
+            out = await complete(cfg.port)
         assert out["usage"]["completion_tokens"] == 3  # type: ignore[index]
         assert slot.state is S.READY
         assert await slot.wait_state(S.IDLE, timeout=10) is S.IDLE
-        assert slot.acquire_nowait() and slot.state is S.SERVING  # idle still serves
-        slot.release_nowait()
+        async with slot.admit():
+            assert slot.state is S.SERVING  # idle still serves
         state = json.loads((paths.slot_state_dir("chat") / "state.json").read_text())
         assert state["pid"] == slot.snapshot().pid and state["model_id"] == "tiny-chat"
 
@@ -68,7 +67,7 @@ async def test_swap_between_models_keeps_the_toml_and_writes_the_override(paths:
         with events.subscribe() as sub:
             snap = await slot.swap(models()["tiny-embed"])
             seen = []
-            while (e := await sub.get()) and e.data["state"] != "ready":
+            while (e := await next_move(sub)) and e.data["state"] != "ready":
                 seen.append(e.data["state"])
         assert seen == ["unloading", "offline", "starting", "warming"]
         assert snap.model == "tiny-embed" and await backend_model(cfg.port) == "tiny-embed"

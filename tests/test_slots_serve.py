@@ -9,26 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.env import HAL0, alive, free_port, hal0_env, manifest
-from tests.helpers.serve import serving
+from tests.helpers.env import HAL0, alive, hal0_env, manifest
+from tests.helpers.serve import serving, setup_home
 from tests.helpers.slots import fake_bin
 
 pytestmark = pytest.mark.slow
-
-
-def setup_home(home: Path, provider_bin: str, model: str) -> None:
-    subprocess.run([*HAL0, "init", "--slot-model", f"primary={model}", "--provider-bin",
-                    f"llama-server={provider_bin}"], env=hal0_env(home), check=True, capture_output=True)
-    lo = free_port()
-    cfg = home / "etc/hal0.toml"
-    cfg.write_text(cfg.read_text().replace("port_range = [\n    8081,\n    8099,\n]",
-                                           f"port_range = [{lo}, {lo + 20}]"))
-    primary = home / "etc/slots/primary.toml"
-    primary.write_text(primary.read_text().replace("port = 8081", f"port = {free_port()}")
-                       .replace('backend = "vulkan"', 'backend = "cpu"'))
-    for name in ("embed", "stt", "tts", "img"):
-        toml = home / f"etc/slots/{name}.toml"
-        toml.write_text(toml.read_text().replace("enabled = true", "enabled = false"))
 
 
 def cli(home: Path, url: str, *args: str) -> subprocess.CompletedProcess[str]:

@@ -51,6 +51,12 @@ class SlotsConfig:
     health_grace_s: float = 180.0
     stop_grace_s: float = 10.0
     wait_ready_s: float = 120.0
+    # Liveness: a ready backend is probed every interval (each probe limited to the interval);
+    # this many misses in a row and it is killed and restarted. 0 s: never probed.
+    liveness_interval_s: float = 2.0
+    liveness_failures: int = 3
+    # How long a slot may take to start its answer (the prompt is processed before the head).
+    response_head_timeout_s: float = 600.0
 
 
 @dataclass(frozen=True)

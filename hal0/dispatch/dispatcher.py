@@ -1,10 +1,9 @@
-"""From a parsed /v1 request to a forwarded one: resolve, admit, wait for the slot, proxy."""
+"""From a parsed /v1 request to a forwarded one: resolve, admit (which wakes or waits for the
+slot), proxy."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -16,9 +15,9 @@ from hal0.dispatch.h1 import H1Pool
 from hal0.dispatch.proxy import AiohttpAnswer, forward, request_headers
 from hal0.dispatch.resolve import DispatchView, Route, SlotView, resolve
 from hal0.dispatch.upstreams import Upstreams
-from hal0.errors import ModelNotFound, SlotLoading, SlotUnreachable, UpstreamUnavailable
+from hal0.errors import ModelNotFound, SlotUnreachable, UpstreamUnavailable
 from hal0.models.registry import ModelEntry, Registry
-from hal0.slots import Slot, SlotManager
+from hal0.slots import Slot, SlotChanged, SlotManager, SlotSnapshot
 
 __all__ = ["BACKEND_PATHS", "Dispatcher"]
 
@@ -28,27 +27,47 @@ Serve = Callable[[Slot], Awaitable[web.StreamResponse]]
 BACKEND_PATHS = {"/v1/rerankings": "/v1/rerank"}
 
 
+def _slot_view(snap: SlotSnapshot) -> SlotView:
+    return SlotView(snap.name, snap.served, snap.configured, snap.kind)
+
+
 class Dispatcher:
     def __init__(self, config: Hal0Config, slots: SlotManager, registry: Registry, upstreams: Upstreams,
                  session: aiohttp.ClientSession) -> None:
         self._config, self._slots, self._registry, self.upstreams = config, slots, registry, upstreams
         self._session = session
-        self._pool = H1Pool()  # keep-alive connections to the slots
-        self._view: tuple[int, dict[str, str], dict[str, ModelEntry], DispatchView] | None = None
+        self._pool = H1Pool(head_timeout_s=config.slots.response_head_timeout_s)  # keep-alive to the slots
+        self._slot_views = {snap.name: _slot_view(snap) for snap in slots.snapshots()}
+        self._unsubscribe = slots.changes.subscribe(self._on_change)
+        self._view: tuple[dict[str, str], dict[str, ModelEntry], DispatchView] | None = None
 
     def close(self) -> None:
+        self._unsubscribe()
         self._pool.close()
 
+    def _on_change(self, change: SlotChanged) -> None:
+        """Keep what resolution needs of each slot; a serving flip changes none of it."""
+        if change.hot:
+            return
+        if change.snapshot is None:
+            self._slot_views.pop(change.name, None)
+        else:
+            view = _slot_view(change.snapshot)
+            if self._slot_views.get(change.name) == view:
+                return
+            self._slot_views[change.name] = view
+        self._view = None
+
     def view(self) -> DispatchView:
-        """A snapshot of everything resolution needs, taken from memory and rebuilt only when
-        a slot, the registry or an upstream list changed."""
-        epoch, upstream_map, registry = self._slots.epoch, self.upstreams.model_map(), self._registry.entries()
+        """Everything resolution needs, from memory; rebuilt only after a slot, the registry or an
+        upstream list changed."""
+        upstream_map, registry = self.upstreams.model_map(), self._registry.entries()
         cached = self._view
-        if cached is None or cached[0] != epoch or cached[1] is not upstream_map or cached[2] is not registry:
-            slots = tuple(SlotView(s.name, s.served_models(), s.configured_model()) for s in self._slots)
-            view = DispatchView(slots, upstream_map, frozenset(registry), self._config.dispatcher.unknown_model)
-            self._view = cached = (epoch, upstream_map, registry, view)
-        return cached[3]
+        if cached is None or cached[0] is not upstream_map or cached[1] is not registry:
+            view = DispatchView(tuple(self._slot_views.values()), upstream_map, frozenset(registry),
+                                self._config.dispatcher.unknown_model)
+            self._view = cached = (upstream_map, registry, view)
+        return cached[2]
 
     async def route(self, model: str | None, path: str) -> Route:
         """Resolve; an unknown id first refreshes stale upstream model lists, then tries again."""
@@ -77,18 +96,17 @@ class Dispatcher:
         """A request forwarded byte for byte (multipart uploads are never re-encoded); None: a GET."""
         return await self._handle(request, path, model, lambda _: data, content_type)
 
-    async def handle_with(self, request: web.Request, path: str, body: dict[str, Any], raw: bytes, serve: Serve,
-                          check: Callable[[Slot], None]) -> web.StreamResponse:
-        """A request hal0 translates for its slot: ``check`` may refuse the slot before it is woken,
-        ``serve`` talks to the backend once the slot is admitted and ready. A remote upstream gets
-        the JSON body (``raw``) as it came."""
+    async def handle_with(self, request: web.Request, path: str, body: dict[str, Any], raw: bytes,
+                          serve: Serve) -> web.StreamResponse:
+        """A request hal0 translates for its slot: ``serve`` talks to the backend once the slot is
+        admitted and ready. A remote upstream gets the JSON body (``raw``) as it came."""
         model = body.get("model")
         return await self._handle(request, path, model if isinstance(model, str) else None, lambda _: raw,
-                                  "application/json", (check, serve))
+                                  "application/json", serve)
 
     async def _handle(self, request: web.Request, path: str, model: str | None,
                       render: Callable[[str | None], bytes | None], content_type: str,
-                      translate: tuple[Callable[[Slot], None], Serve] | None = None) -> web.StreamResponse:
+                      translate: Serve | None = None) -> web.StreamResponse:
         route = await self.route(model, path)
         if route.upstream is not None:
             up = self.upstreams.by_name[route.upstream]
@@ -103,37 +121,12 @@ class Dispatcher:
             return await forward(request, remote, UpstreamUnavailable, f"upstream {up.name}")
         assert route.slot is not None
         slot = self._slots.get(route.slot)
-        if translate is not None:
-            translate[0](slot)
-        await slot.admission.enter()
-        try:
-            await self._acquire(slot)
-            try:
-                if translate is not None:
-                    return await translate[1](slot)
-                data = render(slot.model_id)
-                headers = request_headers(request, {"Content-Type": content_type})
-                return await forward(
-                    request, lambda: self._pool.request(slot.config.port, "GET" if data is None else "POST",
-                                                        BACKEND_PATHS.get(path, path), headers, data),
-                    SlotUnreachable, f"slot {slot.name}", slot=slot.name)
-            finally:
-                slot.release_nowait()
-        finally:
-            slot.admission.leave()
-
-    async def _acquire(self, slot: Slot) -> None:
-        """Count the request in flight, waking or waiting for the slot up to ``wait_ready_s``."""
-        wait = self._config.slots.wait_ready_s
-        deadline = time.monotonic() + wait
-        while not slot.acquire_nowait():
-            remaining = deadline - time.monotonic()
-            try:
-                if remaining <= 0:
-                    raise TimeoutError
-                await asyncio.wait_for(slot.ensure_ready(), remaining)
-            except TimeoutError:
-                state = slot.state
-                raise SlotLoading(f"{slot.name} is still {state} after {wait:g}s; try again shortly",
-                                  retry_after=5, slot=slot.name, state=str(state)) from None
-
+        async with slot.admit():
+            if translate is not None:
+                return await translate(slot)
+            data = render(slot.model_id)
+            headers = request_headers(request, {"Content-Type": content_type})
+            return await forward(
+                request, lambda: self._pool.request(slot.config.port, "GET" if data is None else "POST",
+                                                    BACKEND_PATHS.get(path, path), headers, data),
+                SlotUnreachable, f"slot {slot.name}", slot=slot.name)

@@ -9,6 +9,8 @@ same way.
 
 from __future__ import annotations
 
+import contextlib
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Protocol
 
@@ -16,11 +18,11 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
-from hal0.dispatch.h1 import BackendError
-from hal0.errors import Hal0Error
-from hal0.server.http import REQUEST_ID
+from hal0.dispatch.h1 import BackendError, BackendTimeout
+from hal0.errors import Hal0Error, SlotBackendError, SlotTimeout, envelope
+from hal0.web.http import REQUEST_ID
 
-__all__ = ["HOP_BY_HOP", "AiohttpAnswer", "Answer", "forward", "request_headers"]
+__all__ = ["HOP_BY_HOP", "MAX_BUFFERED", "AiohttpAnswer", "Answer", "forward", "request_headers"]
 
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
                         "trailer", "trailers", "transfer-encoding", "upgrade", "host", "content-length"})
@@ -88,29 +90,75 @@ def request_headers(request: web.Request, extra: Mapping[str, str] | None = None
     return out
 
 
+MAX_BUFFERED = 1 << 20  # a body above this is relayed as it arrives, never held whole
+_ERROR_TEXT_MAX = 4096
+
+
+def _is_json(content_type: str) -> bool:
+    mime = content_type.partition(";")[0].strip().lower()
+    return mime == "application/json" or mime.endswith("+json")
+
+
+async def _error_text(answer: Answer) -> str:
+    """The start of a non-JSON error body (the rest is dropped with the connection)."""
+    parts, size = [], 0
+    async for chunk in answer.chunks():
+        parts.append(chunk)
+        size += len(chunk)
+        if size >= _ERROR_TEXT_MAX:
+            answer.close()
+            break
+    return b"".join(parts)[:_ERROR_TEXT_MAX].decode("utf-8", "replace").strip()
+
+
+async def _abort(request: web.Request, resp: web.StreamResponse, sse: bool, error: Hal0Error) -> None:
+    """The head is out, so no error response can follow: end an SSE stream with an error event,
+    then drop the connection without the final chunk, so the client sees a broken stream and
+    never a second response inside the body."""
+    if sse:
+        with contextlib.suppress(ConnectionError):
+            await resp.write(b"data: " + json.dumps(envelope(error)).encode() + b"\n\n")
+    if request.transport is not None:
+        request.transport.close()
+
+
 async def forward(request: web.Request, send: Callable[[], Awaitable[Answer]],
                   unreachable: type[Hal0Error], target: str, slot: str | None = None) -> web.StreamResponse:
     """Send the request (``send``) and relay the answer as it arrives.
 
-    Raises ``unreachable`` (a Hal0Error class) if no answer comes back at all, or if the
-    backend breaks off before anything was relayed.
+    Raises ``unreachable`` (a Hal0Error class) if no answer comes back, or if the backend breaks
+    off before anything was relayed; SlotTimeout when the answer does not start in time;
+    SlotBackendError for an error answer that is not JSON (hal0's envelope carries its text).
+    A backend that breaks off after the head went out ends in an aborted stream.
     """
     try:
         answer = await send()
+    except BackendTimeout as e:
+        raise SlotTimeout(f"{target} did not start its answer: {e}", target=target) from None
     except _RELAYED_ERRORS as e:
         raise unreachable(f"{target} did not answer: {e}", target=target) from None
+    resp: web.StreamResponse | None = None
+    sse = False
     try:
         out = CIMultiDict((k, v) for k, v in answer.headers if k.lower() not in _DROP_RESPONSE)
+        content_type = out.get("Content-Type", "")
+        if answer.status >= 400 and not _is_json(content_type):
+            text = await _error_text(answer)
+            raise SlotBackendError(f"{target} answered {answer.status}: {text or '(no body)'}", target=target,
+                                   backend_status=answer.status, body=text)
         out["X-Request-Id"] = request[REQUEST_ID]
         if slot:
             out["X-Hal0-Slot"] = slot
-        streaming = answer.content_length is None or out.get("Content-Type", "").startswith("text/event-stream")
-        if not streaming:
+        length = answer.content_length
+        sse = content_type.startswith("text/event-stream")
+        if not sse and length is not None and length <= MAX_BUFFERED:
             body = await answer.read()
             return web.Response(status=answer.status, body=body, headers=out)
         chunks = answer.chunks()
         first = await anext(chunks, b"")  # the head goes out with the first chunk, not a step ahead of it
         resp = web.StreamResponse(status=answer.status, headers=out)
+        if length is not None:
+            resp.content_length = length
         await resp.prepare(request)
         try:
             if first:
@@ -123,6 +171,10 @@ async def forward(request: web.Request, send: Callable[[], Awaitable[Answer]],
         return resp
     except _RELAYED_ERRORS as e:
         answer.close()
-        raise unreachable(f"{target} broke off its answer: {e}", target=target) from None
+        error = unreachable(f"{target} broke off its answer: {e}", target=target)
+        if resp is None:
+            raise error from None
+        await _abort(request, resp, sse, error)
+        return resp
     finally:
         answer.release()

@@ -12,16 +12,16 @@ import aiohttp
 from aiohttp import web
 
 from hal0.config.schema import ImagesConfig
-from hal0.errors import RequestInvalid, SlotNoModel
+from hal0.errors import SlotNoModel
 from hal0.events import EventBus
 from hal0.images.cache import ImageCache
 from hal0.images.comfy import ComfyImage, run_job
 from hal0.images.request import ImageRequest
-from hal0.images.workflows import build_workflow, layout
+from hal0.images.workflows import build_workflow
 from hal0.paths import Paths
-from hal0.providers.comfyui import base_directory
-from hal0.server.http import REQUEST_ID, json_response
+from hal0.providers.comfyui import base_directory, layout
 from hal0.slots import Slot
+from hal0.web.http import REQUEST_ID, json_response
 
 __all__ = ["FILES_PREFIX", "ImageService"]
 
@@ -37,13 +37,6 @@ class ImageService:
         if self._config.public_url:
             return self._config.public_url.rstrip("/")
         return f"{request.scheme}://{request.host}"
-
-    @staticmethod
-    def check(slot: Slot) -> None:
-        """Refuse a slot that cannot draw, before it is woken for nothing."""
-        if slot.config.provider != "comfyui":
-            raise RequestInvalid(f"slot {slot.name} runs {slot.config.provider}, which does not generate images; "
-                                 "use the img slot or another comfyui slot", param="model", slot=slot.name)
 
     async def generate(self, request: web.Request, slot: Slot, req: ImageRequest) -> web.Response:
         model = slot.model

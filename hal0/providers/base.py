@@ -43,7 +43,6 @@ def base_env() -> dict[str, str]:
 
 class Provider(Protocol):
     name: ClassVar[str]
-    paths_served: ClassVar[tuple[str, ...]]
     stop_grace_s: ClassVar[float | None]  # None: the slot's [slots].stop_grace_s
 
     def resolve(self, ref: str, registry: Registry) -> ResolvedModel:

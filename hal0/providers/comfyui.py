@@ -8,22 +8,69 @@ the workflow names them by file name. The OpenAI <-> workflow translation is hal
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 import aiohttp
 
 from hal0.config.schema import ProviderConfig, SlotConfig
-from hal0.errors import ProviderUnavailable, SlotStartFailed
-from hal0.images.workflows import layout
+from hal0.errors import ModelFilesMissing, ProviderUnavailable, SlotStartFailed
 from hal0.models.registry import Registry, ResolvedModel, resolve_model
 from hal0.providers.argv import split_options
 from hal0.providers.base import LaunchSpec, Readiness, base_env
 
-__all__ = ["ComfyUI", "base_directory"]
+__all__ = ["CHECKPOINT_SUFFIXES", "ComfyUI", "ModelLayout", "base_directory", "layout"]
 
 RESERVED = frozenset({"--listen", "--port", "--base-directory", "--database-url"})  # hal0 sets them
 MODEL_FOLDERS = ("checkpoints", "unet", "clip", "vae")
+
+
+@dataclass(frozen=True)
+class ModelLayout:
+    """Which workflow family a model uses and where its files go under ComfyUI's ``models/``."""
+
+    family: str
+    files: dict[str, tuple[str, Path]]  # template binding -> (models/ sub-folder, file)
+
+
+CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".sft")
+# The parts of a Flux folder: template binding -> (ComfyUI models/ folder, name patterns).
+FLUX_PARTS = {"unet_name": ("unet", ("flux",)), "clip_l": ("clip", ("clip_l",)),
+              "t5xxl": ("clip", ("t5",)), "vae_name": ("vae", ("ae.", "vae"))}
+
+
+def family_of(name: str) -> str:
+    lower = name.lower()
+    if "turbo" in lower:
+        return "sdxl-turbo"
+    return "sd15"
+
+
+def layout(model: ResolvedModel) -> ModelLayout:
+    """The family and files of ``model``: a single checkpoint file (SD 1.x/2.x, SDXL Turbo), or a
+    folder with Flux Schnell's four parts. Raises ModelFilesMissing."""
+    path = model.path
+    if path.is_file() and path.suffix.lower() in CHECKPOINT_SUFFIXES:
+        return ModelLayout(family_of(path.name), {"ckpt_name": ("checkpoints", path)})
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in CHECKPOINT_SUFFIXES)
+        found: dict[str, tuple[str, Path]] = {}
+        for binding, (folder, patterns) in FLUX_PARTS.items():
+            for f in files:
+                taken = any(f == p for _, p in found.values())
+                if not taken and any(pat in f.name.lower() for pat in patterns):
+                    found[binding] = (folder, f)
+                    break
+        missing = [b for b in FLUX_PARTS if b not in found]
+        if missing:
+            raise ModelFilesMissing(
+                f"{path} is not a Flux Schnell folder: it needs the diffusion model (*flux*), clip_l*, t5*xxl* "
+                f"and the autoencoder (ae.* or *vae*); missing {', '.join(missing)}", model=model.id,
+                missing=missing)
+        return ModelLayout("flux-schnell", found)
+    raise ModelFilesMissing(f"{path} is not an image model: expected a checkpoint file "
+                            f"({', '.join(CHECKPOINT_SUFFIXES)}) or a Flux folder", model=model.id)
 
 
 def base_directory(workdir: Path) -> Path:
@@ -48,7 +95,6 @@ class ComfyUI:
     same request gives byte-identical images)."""
 
     name: ClassVar[str] = "comfyui"
-    paths_served: ClassVar[tuple[str, ...]] = ("/v1/images/generations",)
     # A Python server that may hold GPU memory: give it time to let go before SIGKILL.
     stop_grace_s: ClassVar[float | None] = 20.0
 

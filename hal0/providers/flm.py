@@ -28,7 +28,6 @@ def flm_binary(settings: ProviderConfig) -> str | None:
 
 class FlmProvider:
     name: ClassVar[str] = "flm"
-    paths_served: ClassVar[tuple[str, ...]] = ("/v1/chat/completions", "/v1/completions")
     stop_grace_s: ClassVar[float | None] = None
 
     def resolve(self, ref: str, registry: Registry) -> ResolvedModel:

@@ -13,6 +13,7 @@ from hal0.errors import ProviderUnavailable, SlotStartFailed
 from hal0.models.registry import Registry, ResolvedModel, resolve_model
 from hal0.providers.argv import merge_args, split_options
 from hal0.providers.base import LaunchSpec, Readiness, base_env
+from hal0.roles import Modality, slot_kind
 
 __all__ = ["LlamaServer"]
 
@@ -25,12 +26,11 @@ ALIASES = {
 REPEATABLE = frozenset({"--lora", "--lora-scaled", "--control-vector", "--control-vector-scaled",
                         "--override-kv", "--override-tensor", "-ot"})
 RESERVED = frozenset({"--host", "--port", "--model"})  # hal0 routes by them
+_MODE_FLAGS = {Modality.EMBEDDINGS: "--embedding", Modality.RERANK: "--reranking"}
 
 
 class LlamaServer:
     name: ClassVar[str] = "llama-server"
-    paths_served: ClassVar[tuple[str, ...]] = (
-        "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/rerankings", "/v1/rerank")
     stop_grace_s: ClassVar[float | None] = None
 
     def resolve(self, ref: str, registry: Registry) -> ResolvedModel:
@@ -61,8 +61,9 @@ class LlamaServer:
                 "--n-gpu-layers", str(gpu_layers)]
         if slot.server.threads > 0:
             base += ["--threads", str(slot.server.threads)]
-        if slot.name == "embed":
-            base.append("--embedding")
+        mode = _MODE_FLAGS.get(slot_kind(slot.name, self.name, slot.server.extra_args))
+        if mode:
+            base.append(mode)  # embed and embed-rerank need no flag in their TOML
         argv = merge_args(base, slot.server.extra_args, aliases=ALIASES, repeatable=REPEATABLE)
         # llama.cpp builds ship their shared libraries next to the binary.
         env = {**base_env(), "LD_LIBRARY_PATH": str(binary.parent), **settings.env, **slot.env}

@@ -52,7 +52,6 @@ class _RunnerProvider:
     """What the runner-backed providers share; each adds a check of its model's files."""
 
     name: ClassVar[str]
-    paths_served: ClassVar[tuple[str, ...]]
     stop_grace_s: ClassVar[float | None] = None
 
     def check(self, model: ResolvedModel, ref: str) -> None:
@@ -75,7 +74,6 @@ class WhisperProvider(_RunnerProvider):
     """faster-whisper (CTranslate2 Whisper models) for speech-to-text."""
 
     name: ClassVar[str] = "whisper"
-    paths_served: ClassVar[tuple[str, ...]] = ("/v1/audio/transcriptions",)
 
     def check(self, model: ResolvedModel, ref: str) -> None:
         if not (model.path / "model.bin").is_file():
@@ -87,7 +85,6 @@ class MoonshineProvider(_RunnerProvider):
     """Moonshine (useful-moonshine-onnx) for speech-to-text, the seed's default."""
 
     name: ClassVar[str] = "moonshine"
-    paths_served: ClassVar[tuple[str, ...]] = ("/v1/audio/transcriptions",)
 
     def check(self, model: ResolvedModel, ref: str) -> None:
         missing = [f for f in MOONSHINE_FILES if not (model.path / f).is_file()]
@@ -103,7 +100,6 @@ class KokoroProvider(_RunnerProvider):
     """Kokoro (kokoro-onnx) for text-to-speech; the voices file lies beside the model."""
 
     name: ClassVar[str] = "kokoro"
-    paths_served: ClassVar[tuple[str, ...]] = ("/v1/audio/speech", "/v1/audio/voices")
 
     def check(self, model: ResolvedModel, ref: str) -> None:
         if not model.path.is_file() or model.path.suffix != ".onnx":

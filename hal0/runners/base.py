@@ -14,8 +14,8 @@ from typing import Any, Protocol, TypeVar
 from aiohttp import web
 
 from hal0.errors import RunnerNotReady
-from hal0.server.base_middleware import error_middleware, request_id_middleware
-from hal0.server.http import json_response
+from hal0.web.http import json_response
+from hal0.web.middleware import error_middleware, request_id_middleware
 
 __all__ = ["ENGINE", "Engine", "run_runner"]
 

@@ -10,11 +10,10 @@ from aiohttp import web
 
 from hal0 import __version__
 from hal0.config import BUILTIN_SLOTS
-from hal0.server.capabilities_api import cards_json
-from hal0.server.http import json_response
-from hal0.server.keys import CONFIG, EVENTS, PATHS, SLOTS, STARTED_AT
+from hal0.server.keys import CAPABILITIES, CONFIG, EVENTS, PATHS, SLOTS, STARTED_AT
 from hal0.server.sse import HEARTBEAT_S, format_event, open_sse
 from hal0.slots import Slot
+from hal0.web.http import json_response
 
 __all__ = ["routes", "slot_json"]
 
@@ -29,7 +28,7 @@ async def health(request: web.Request) -> web.Response:
 def slot_json(slot: Slot) -> dict[str, Any]:
     """A slot as the API shows it: live state, running model and configured model side by side."""
     return {**slot.snapshot().to_json(), "builtin": slot.name in BUILTIN_SLOTS,
-            "model_default": slot.config.model.default or None, "model_configured": slot.configured_model()}
+            "model_default": slot.config.model.default or None}
 
 
 def status_body(app: web.Application) -> dict[str, Any]:
@@ -42,7 +41,7 @@ def status_body(app: web.Application) -> dict[str, Any]:
                   "state_dir": str(paths.state_dir)},
         "api": {"host": cfg.api.host, "port": cfg.api.port, "auth": cfg.api.auth},
         "slots": slots,
-        "capabilities": cards_json(app),
+        "capabilities": app[CAPABILITIES].cards(),
     }
 
 

@@ -16,6 +16,7 @@ import aiohttp
 from aiohttp import web
 
 from hal0.auth import TokenStore
+from hal0.capabilities import CapabilityService
 from hal0.config import Hal0Config, SlotConfig
 from hal0.dispatch.dispatcher import Dispatcher
 from hal0.dispatch.upstreams import Upstreams
@@ -24,8 +25,8 @@ from hal0.images.service import ImageService
 from hal0.models.registry import Registry
 from hal0.paths import Paths
 from hal0.server import api, capabilities_api, hardware_api, models_api, slots_api, v1_api
-from hal0.server.base_middleware import error_middleware, request_id_middleware
 from hal0.server.keys import (
+    CAPABILITIES,
     CONFIG,
     DISPATCHER,
     EVENTS,
@@ -41,6 +42,7 @@ from hal0.server.keys import (
 )
 from hal0.server.middleware import auth_middleware
 from hal0.slots import SlotDeps, SlotManager, Supervision
+from hal0.web.middleware import error_middleware, request_id_middleware
 
 __all__ = ["build_app"]
 
@@ -61,10 +63,11 @@ async def _http_client(app: web.Application) -> AsyncIterator[None]:
 def _slots_ctx(autostart: bool, supervision: Supervision):  # type: ignore[no-untyped-def]
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         cfg = app[CONFIG]
-        deps = SlotDeps(paths=app[PATHS], settings=cfg.slots, events=app[EVENTS], registry=app[REGISTRY],
+        deps = SlotDeps(paths=app[PATHS], settings=cfg.slots, registry=app[REGISTRY],
                         providers=cfg.providers, session=app[HTTP], supervision=supervision)
-        async with SlotManager(deps, app[SLOT_CONFIGS], autostart=autostart) as manager:
+        async with SlotManager(deps, app[SLOT_CONFIGS], app[EVENTS], autostart=autostart) as manager:
             app[SLOTS] = manager
+            app[CAPABILITIES] = CapabilityService(app[PATHS], cfg, app[REGISTRY], manager)
             upstreams = Upstreams(cfg.upstreams)
             app[DISPATCHER] = Dispatcher(cfg, manager, app[REGISTRY], upstreams, app[HTTP])
             try:

@@ -10,8 +10,8 @@ from aiohttp import web
 
 from hal0.atomic import atomic_write
 from hal0.hardware import probe
-from hal0.server.http import json_response
 from hal0.server.keys import PATHS
+from hal0.web.http import json_response
 
 __all__ = ["routes"]
 

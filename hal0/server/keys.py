@@ -6,16 +6,18 @@ import aiohttp
 from aiohttp import web
 
 from hal0.auth import TokenRecord, TokenStore
+from hal0.capabilities import CapabilityService
 from hal0.config import Hal0Config, SlotConfig
 from hal0.dispatch.dispatcher import Dispatcher
 from hal0.events import EventBus
 from hal0.images.service import ImageService
 from hal0.models.registry import Registry
 from hal0.paths import Paths
-from hal0.server.http import REQUEST_ID
 from hal0.slots import SlotManager
+from hal0.web.http import REQUEST_ID
 
 __all__ = [
+    "CAPABILITIES",
     "CONFIG",
     "DISPATCHER",
     "EVENTS",
@@ -44,5 +46,6 @@ SLOTS = web.AppKey("slots", SlotManager)
 STARTED_WALL = web.AppKey("started_wall", float)  # wall-clock start, for /v1/models "created"
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 IMAGES = web.AppKey("images", ImageService)
+CAPABILITIES = web.AppKey("capabilities", CapabilityService)
 
 REQUEST_TOKEN = web.RequestKey("token", TokenRecord)

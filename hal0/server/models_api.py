@@ -7,8 +7,8 @@ from pathlib import Path
 from aiohttp import web
 
 from hal0.errors import ModelNotFound, RequestInvalid
-from hal0.server.http import json_response, read_json
 from hal0.server.keys import REGISTRY
+from hal0.web.http import json_response, read_json
 
 __all__ = ["routes"]
 

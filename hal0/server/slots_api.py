@@ -14,10 +14,10 @@ from aiohttp import web
 
 from hal0.errors import RequestInvalid
 from hal0.server.api import slot_json
-from hal0.server.http import json_response, read_json
 from hal0.server.keys import SLOTS
 from hal0.server.sse import HEARTBEAT_S, format_event, open_sse
 from hal0.slots import Slot
+from hal0.web.http import json_response, read_json
 
 __all__ = ["routes"]
 

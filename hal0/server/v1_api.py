@@ -7,40 +7,22 @@ from typing import Any
 
 from aiohttp import web
 
-from hal0.config import BUILTIN_SLOTS
 from hal0.dispatch.multipart import form_fields
 from hal0.errors import ModelNotFound, RequestInvalid, RouteNotFound
 from hal0.images.request import parse_image_request
 from hal0.images.service import FILES_PREFIX
-from hal0.server.http import json_response, parse_json
 from hal0.server.keys import DISPATCHER, IMAGES, SLOTS, STARTED_WALL
-from hal0.slots import Slot
+from hal0.web.http import json_response, parse_json
 
 __all__ = ["routes"]
 
 routes = web.RouteTableDef()
 
-MODALITY = {"primary": "chat", "embed": "embeddings", "embed-rerank": "rerank", "stt": "audio.transcriptions",
-            "tts": "audio.speech", "img": "images"}
-
-
-def _modality(slot: Slot) -> str:
-    if slot.name in MODALITY:
-        return MODALITY[slot.name]
-    args = slot.config.server.extra_args
-    if "--reranking" in args or "--rerank" in args:
-        return "rerank"
-    if "--embedding" in args or "--embeddings" in args:
-        return "embeddings"
-    return {"whisper": "audio.transcriptions", "moonshine": "audio.transcriptions", "kokoro": "audio.speech",
-            "comfyui": "images"}.get(slot.config.provider, "chat")
-
-
 def _model_list(app: web.Application) -> list[dict[str, Any]]:
-    """Slot names (built-ins first), then the models they run, then remote ids; from memory only."""
+    """Slot names (built-ins first), then the models they run, then remote ids: from the slot
+    directory (kept by the change channel) and the upstream lists, never from a backend."""
     created = int(app[STARTED_WALL])
-    manager = app[SLOTS]
-    slots = sorted(manager, key=lambda s: s.name not in BUILTIN_SLOTS)
+    snaps = app[SLOTS].snapshots()
     entries: list[dict[str, Any]] = []
     seen: set[str] = set()
 
@@ -49,12 +31,11 @@ def _model_list(app: web.Application) -> list[dict[str, Any]]:
             seen.add(mid)
             entries.append({"id": mid, "object": "model", "created": created, "owned_by": "hal0", **meta})
 
-    for slot in slots:
-        add(slot.name, slot=slot.name, state=str(slot.state), modality=_modality(slot))
-    for slot in slots:
-        snap = slot.snapshot()
+    for snap in snaps:
+        add(snap.name, slot=snap.name, state=str(snap.state), modality=snap.kind)
+    for snap in snaps:
         if snap.model and snap.pid:
-            add(snap.model, slot=slot.name, state=str(snap.state), modality=_modality(slot))
+            add(snap.model, slot=snap.name, state=str(snap.state), modality=snap.kind)
     upstreams = app[DISPATCHER].upstreams
     for mid, name in upstreams.model_map().items():
         add(mid, upstream=name, state="remote", modality="remote")
@@ -143,8 +124,7 @@ async def images_generations(request: web.Request) -> web.StreamResponse:
     job = parse_image_request(body)
     images = request.app[IMAGES]
     return await request.app[DISPATCHER].handle_with(
-        request, "/v1/images/generations", body, raw, lambda slot: images.generate(request, slot, job),
-        images.check)
+        request, "/v1/images/generations", body, raw, lambda slot: images.generate(request, slot, job))
 
 
 @routes.get(FILES_PREFIX + "{name}")

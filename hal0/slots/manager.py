@@ -25,10 +25,13 @@ from hal0.errors import (
     SlotNpuExclusive,
     SlotPortInUse,
 )
+from hal0.events import EventBus
+from hal0.slots.changes import ChangeChannel
+from hal0.slots.commands import Autostart
 from hal0.slots.orphans import reap_orphans
 from hal0.slots.ports import allocate_port, port_is_free
 from hal0.slots.slot import Slot, SlotDeps
-from hal0.slots.state import SlotSnapshot
+from hal0.slots.state import SlotChanged, SlotSnapshot
 
 __all__ = ["USER_PORT_START", "SlotManager"]
 
@@ -42,11 +45,20 @@ def _is_npu(config: SlotConfig) -> bool:
 
 
 class SlotManager:
-    """Owns every ``Slot``; use as ``async with SlotManager(...) as slots``."""
+    """Owns every ``Slot`` and the change channel; use as ``async with SlotManager(...) as slots``.
 
-    def __init__(self, deps: SlotDeps, configs: dict[str, SlotConfig], *, autostart: bool = True) -> None:
-        self._deps = replace(deps, on_change=self._changed)
-        self.epoch = 0  # bumped whenever a slot's served or configured model may have changed
+    ``snapshots()`` is the slot directory: the latest snapshot of every slot, kept by listening
+    to the change channel (never by asking the slots). ``events`` gets each change for ``/api/events``:
+    ``slot.state`` (a move), ``slot.config`` (reconfigured) or ``slot.deleted``.
+    """
+
+    def __init__(self, deps: SlotDeps, configs: dict[str, SlotConfig], events: EventBus, *,
+                 autostart: bool = True) -> None:
+        self.changes = ChangeChannel()
+        self._deps = replace(deps, changes=self.changes)
+        self._events = events
+        self._directory: dict[str, SlotSnapshot] = {}
+        self.changes.subscribe(self._record)
         self._configs = configs
         self._autostart = autostart
         self._slots: dict[str, Slot] = {}
@@ -58,7 +70,8 @@ class SlotManager:
         paths = self._deps.paths
         for name in BUILTIN_SLOTS:  # a built-in's missing TOML is re-created from defaults
             if not paths.slot_toml(name).exists():
-                atomic_write(paths.slot_toml(name), render_slot_toml(self._configs.get(name) or builtin_slot(name)))
+                await asyncio.to_thread(atomic_write, paths.slot_toml(name),
+                                        render_slot_toml(self._configs.get(name) or builtin_slot(name)))
         state_files = sorted((paths.state_dir / "slots").glob("*/state.json"))
         await reap_orphans(state_files, self._deps.settings.stop_grace_s)
         await self._tg.__aenter__()
@@ -67,7 +80,7 @@ class SlotManager:
         if self._autostart:
             for slot in self._slots.values():
                 if slot.config.enabled and slot.configured_model():
-                    slot.send_nowait("autostart")
+                    slot.send_nowait(Autostart())
         return self
 
     async def __aexit__(self, et: type[BaseException] | None, exc: BaseException | None,
@@ -87,14 +100,26 @@ class SlotManager:
                 log.error("slot %s did not shut down cleanly: %r", slot.name, result)
                 self._tasks[slot.name].cancel()
 
-    def _changed(self) -> None:
-        self.epoch += 1
+    def _record(self, change: SlotChanged) -> None:
+        """The directory and the event bridge: the manager's own listener on the channel."""
+        if change.snapshot is None:
+            self._directory.pop(change.name, None)
+            self._events.publish("slot.deleted", {"slot": change.name})
+            return
+        self._directory[change.name] = change.snapshot
+        if not self._events.subscriber_count:
+            return  # building the event costs: skip it when nobody listens
+        if change.prev is None:  # reconfigured (enabled, backend, the model override), not moved
+            self._events.publish("slot.config", {"slot": change.name, **change.snapshot.to_json()})
+        else:
+            self._events.publish("slot.state", {"slot": change.name, **change.snapshot.to_json(),
+                                                "prev": str(change.prev), **change.detail})
 
     def _start_owner(self, config: SlotConfig) -> Slot:
         slot = Slot(config, self._deps)
         self._slots[config.name] = slot
         self._tasks[config.name] = self._tg.create_task(slot.run(), name=f"slot-{config.name}")
-        self._changed()
+        self.changes.publish(SlotChanged(config.name, slot.snapshot()))
         return slot
 
     # --- reading -------------------------------------------------------------------
@@ -109,7 +134,8 @@ class SlotManager:
         return iter(list(self._slots.values()))
 
     def snapshots(self) -> list[SlotSnapshot]:
-        return [s.snapshot() for s in self._slots.values()]
+        """Every slot's latest snapshot, built-ins first (for display: never decide on it)."""
+        return sorted(self._directory.values(), key=lambda s: s.name not in BUILTIN_SLOTS)
 
     # --- custom slots --------------------------------------------------------------
 
@@ -131,7 +157,7 @@ class SlotManager:
                 raise SlotNpuExclusive(f"slot {other.name} already uses the NPU; only one NPU (FLM) process may "
                                        f"run at a time: give {other.name} the model instead", slot=other.name)
             file = self._deps.paths.slot_toml(name)
-            atomic_write(file, render_slot_toml(config))
+            await asyncio.to_thread(atomic_write, file, render_slot_toml(config))
             try:
                 config = load_slot(file)  # the one validator, on exactly what was written
             except ConfigInvalid as e:
@@ -167,9 +193,11 @@ class SlotManager:
             await slot.shutdown()
             await self._tasks.pop(name)
             del self._slots[name]
-            self._changed()
-            paths = self._deps.paths
-            paths.slot_toml(name).unlink(missing_ok=True)
-            paths.slot_env(name).unlink(missing_ok=True)
-            shutil.rmtree(paths.slot_state_dir(name), ignore_errors=True)
-            self._deps.events.publish("slot.deleted", {"slot": name})
+            await asyncio.to_thread(self._remove_files, name)
+            self.changes.publish(SlotChanged(name, None))
+
+    def _remove_files(self, name: str) -> None:
+        paths = self._deps.paths
+        paths.slot_toml(name).unlink(missing_ok=True)
+        paths.slot_env(name).unlink(missing_ok=True)
+        shutil.rmtree(paths.slot_state_dir(name), ignore_errors=True)

@@ -65,7 +65,9 @@ class BackendProcess:
         self._ring = ring
         self._log_path = log_path
         self.output = asyncio.Event()  # set on every line; readiness probes listen to it
-        self._drain = asyncio.ensure_future(self._drain_output())  # awaited in wait()
+        # Both tasks belong to this object: ``wait()`` (which ``stop()`` always reaches) awaits them.
+        self.exited: asyncio.Future[int] = asyncio.ensure_future(proc.wait())  # done when the leader exits
+        self._drain = asyncio.ensure_future(self._drain_output())
 
     @classmethod
     async def spawn(cls, argv: Sequence[str], env: Mapping[str, str], ring: LogRing,
@@ -98,10 +100,11 @@ class BackendProcess:
         return self._proc.returncode
 
     async def wait(self) -> int:
-        """Block until the process exited and its output is drained; returns the exit code."""
-        code = await self._proc.wait()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._drain
+        """Block until the process exited and its output is drained; returns the exit code.
+
+        Cancelling the caller cancels only the wait, never the watchers other callers share."""
+        code = await asyncio.shield(self.exited)
+        await asyncio.wait({self._drain})  # its own failure is not the caller's; a cancel still propagates
         return code
 
     def _signal_group(self, sig: int) -> None:
@@ -114,7 +117,7 @@ class BackendProcess:
             if self._proc.returncode is None:
                 self._signal_group(signal.SIGTERM)
                 try:
-                    await asyncio.wait_for(asyncio.shield(self._proc.wait()), grace)
+                    await asyncio.wait_for(asyncio.shield(self.exited), grace)
                 except TimeoutError:
                     self._ring.append(f"[hal0] no exit {grace:g}s after SIGTERM: SIGKILL")
             # Grandchildren may outlive the leader; the group is killed either way.

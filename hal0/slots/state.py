@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["DISPATCHABLE", "SETTLED", "TRANSITIONS", "SlotSnapshot", "SlotState", "is_legal"]
+__all__ = ["DISPATCHABLE", "SETTLED", "TRANSITIONS", "SlotChanged", "SlotSnapshot", "SlotState", "is_legal"]
 
 
 class SlotState(StrEnum):
@@ -48,23 +48,46 @@ class SlotSnapshot:
 
     name: str
     state: SlotState
+    kind: str  # hal0.roles.Modality: the one kind of request the slot serves
     provider: str
     backend: str
     port: int
     enabled: bool
-    model: str | None
+    model: str | None  # the id the backend serves (None before a start)
+    model_ref: str | None  # the reference that was loaded (a registry id or a path)
+    configured: str | None  # what the next start loads: the swap override, else [model].default
     pid: int | None
     message: str
+    last_error: str  # the reason of the latest failure, kept after recovery ("" if none)
     inflight: int
     queued: int
     updated_at: float
     starts: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def served(self) -> frozenset[str]:
+        """What a live backend answers to: its model id and the loaded reference."""
+        if self.pid is None or self.model is None:
+            return frozenset()
+        return frozenset({self.model, self.model_ref or self.model})
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "state": str(self.state), "provider": self.provider,
+        return {"name": self.name, "state": str(self.state), "kind": self.kind, "provider": self.provider,
                 "backend": self.backend, "port": self.port, "enabled": self.enabled,
-                "model": self.model, "pid": self.pid, "message": self.message,
+                "model": self.model, "model_ref": self.model_ref, "model_configured": self.configured,
+                "pid": self.pid, "message": self.message, "last_error": self.last_error,
                 "inflight": self.inflight, "queued": self.queued, "updated_at": self.updated_at,
-                "starts": self.starts,
-                **({"extra": self.extra} if self.extra else {})}
+                "starts": self.starts}
+
+
+@dataclass(frozen=True)
+class SlotChanged:
+    """The one change notice: a slot moved or was reconfigured (``snapshot``), or was deleted
+    (``snapshot`` None). ``hot``: a per-request serving <-> ready flip, which changes nothing
+    about what the slot serves."""
+
+    name: str
+    snapshot: SlotSnapshot | None
+    prev: SlotState | None = None  # the state before, for a state move
+    hot: bool = False
+    detail: dict[str, Any] = field(default_factory=dict)  # e.g. the last log lines of a failure

@@ -62,10 +62,10 @@ async def interleaved(provider: ProviderConfig, slot: SlotConfig, models: list[P
     direct_slot = replace(slot, name="direct", port=free_port())
     directs, swaps = [], []
     async with aiohttp.ClientSession() as http:
-        deps = SlotDeps(paths=paths, settings=SlotsConfig(port_range=(slot.port, slot.port)), events=events,
+        deps = SlotDeps(paths=paths, settings=SlotsConfig(port_range=(slot.port, slot.port)),
                         registry=Registry(paths), providers={"llama-server": provider}, session=http,
                         supervision=Supervision())
-        async with SlotManager(deps, {slot.name: slot}) as mgr:
+        async with SlotManager(deps, {slot.name: slot}, events) as mgr:
             s = mgr.get(slot.name)
             await s.swap(str(models[0]))
             for i in range(runs):
@@ -76,7 +76,8 @@ async def interleaved(provider: ProviderConfig, slot: SlotConfig, models: list[P
                     await s.swap(str(target))
                     stamps = {"begin": t0}
                     while (e := sub.get_nowait()) is not None:
-                        stamps.setdefault(e.data["state"], e.ts)
+                        if e.kind == "slot.state":
+                            stamps.setdefault(e.data["state"], e.ts)
                 swaps.append({
                     "unload": stamps["offline"] - stamps["begin"],
                     "spawn": stamps["warming"] - stamps["offline"],

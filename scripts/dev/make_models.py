@@ -93,7 +93,12 @@ def tiny_chat(out: Path) -> None:
 
     w.add_tensor("token_embd.weight", _rand(rng, n_vocab, n_embd))
     w.add_tensor("output_norm.weight", _ones(n_embd))
-    w.add_tensor("output.weight", _rand(rng, n_vocab, n_embd))
+    # Text pieces get large output rows and bytes/control tokens none, so sampling picks whole
+    # ASCII pieces: byte tokens would make invalid UTF-8, which llama-server answers with a 500.
+    output = _rand(rng, n_vocab, n_embd)
+    output[:261] = 0.0
+    output[261:] *= 50.0
+    w.add_tensor("output.weight", output)
     for i in range(n_layer):
         p = f"blk.{i}."
         w.add_tensor(p + "attn_norm.weight", _ones(n_embd))

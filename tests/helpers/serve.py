@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import urllib.error
@@ -81,3 +82,22 @@ def sdk(served: Served, token: str) -> Iterator[openai.OpenAI]:
     """The official OpenAI SDK pointed at hal0 (no retries: tests want the first answer)."""
     with openai.OpenAI(base_url=served.url + "/v1", api_key=token, max_retries=0) as client:
         yield client
+
+
+def setup_home(home: Path, provider_bin: str, model: str, **slots: float | int) -> None:
+    """``hal0 init`` with ``model`` in primary on ``provider_bin`` (as llama-server), free ports,
+    the other built-ins disabled, and ``slots`` added to ``[slots]`` in hal0.toml."""
+    subprocess.run([*HAL0, "init", "--slot-model", f"primary={model}", "--provider-bin",
+                    f"llama-server={provider_bin}"], env=hal0_env(home), check=True, capture_output=True)
+    lo = free_port()
+    cfg = home / "etc/hal0.toml"
+    text = cfg.read_text().replace("port_range = [\n    8081,\n    8099,\n]", f"port_range = [{lo}, {lo + 20}]")
+    for key, value in slots.items():  # init wrote every key with its default
+        text = re.sub(rf"^{key} = .*$", f"{key} = {value}", text, count=1, flags=re.M)
+    cfg.write_text(text)
+    primary = home / "etc/slots/primary.toml"
+    primary.write_text(primary.read_text().replace("port = 8081", f"port = {free_port()}")
+                       .replace('backend = "vulkan"', 'backend = "cpu"'))
+    for name in ("embed", "stt", "tts", "img"):
+        toml = home / f"etc/slots/{name}.toml"
+        toml.write_text(toml.read_text().replace("enabled = true", "enabled = false"))

@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 
 from hal0.config.schema import ModelSection, ProviderConfig, ServerSection, SlotConfig, SlotsConfig
-from hal0.events import EventBus
+from hal0.events import Event, EventBus, Subscription
 from hal0.models.registry import Registry
 from hal0.paths import Paths
 from hal0.slots import SlotDeps, SlotManager, Supervision
@@ -50,7 +50,14 @@ async def slot_manager(paths: Paths, slots: list[SlotConfig], provider: Provider
     cfg = dataclasses.replace(SlotsConfig(port_range=(20000, 20100), health_grace_s=60, stop_grace_s=5),
                               **settings)
     async with aiohttp.ClientSession() as session:
-        deps = SlotDeps(paths=paths, settings=cfg, events=events, registry=Registry(paths),
+        deps = SlotDeps(paths=paths, settings=cfg, registry=Registry(paths),
                         providers={"llama-server": provider}, session=session, supervision=supervision)
-        async with SlotManager(deps, {s.name: s for s in slots}, autostart=autostart) as mgr:
+        async with SlotManager(deps, {s.name: s for s in slots}, events, autostart=autostart) as mgr:
             yield mgr, events
+
+
+async def next_move(sub: Subscription) -> Event | None:
+    """The next ``slot.state`` event (a move), skipping reconfigurations; None once the bus closed."""
+    while (e := await sub.get()) is not None and e.kind != "slot.state":
+        pass
+    return e

@@ -14,7 +14,7 @@ from aiohttp import web
 from hal0.errors import RequestInvalid
 from hal0.runners.base import ENGINE
 from hal0.runners.engines.audio import CONTENT_TYPES, STREAMED, check_format, encode, pcm16, wav_header
-from hal0.server.http import json_response, parse_json
+from hal0.web.http import json_response, parse_json
 
 __all__ = ["OPENAI_VOICES", "KokoroEngine"]
 

@@ -19,7 +19,7 @@ from hal0.errors import (
     RouteNotFound,
     envelope,
 )
-from hal0.server.http import REQUEST_ID, json_response
+from hal0.web.http import REQUEST_ID, json_response
 
 __all__ = ["error_middleware", "render", "request_id_middleware"]
 

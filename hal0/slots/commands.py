@@ -1,0 +1,108 @@
+"""What a slot's owner task is asked to do: one frozen dataclass per command.
+
+Callers send a command and await its answer; timers and the process watcher send the
+internal ones with nobody waiting. ``interrupts``: the command cancels an operation in
+progress (a start stuck in ``warming``) instead of waiting its turn behind it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from hal0.slots.process import BackendProcess
+
+__all__ = [
+    "Autorestart", "Autostart", "BackendLost", "Command", "Disable", "Enable", "EnsureReady", "IdleCheck", "Load",
+    "Restart", "SetBackend", "Shutdown", "Swap", "Unload", "UnloadIdle",
+]
+
+
+@dataclass(frozen=True)
+class Command:
+    interrupts: ClassVar[bool] = False
+
+    @property
+    def label(self) -> str:
+        return type(self).__name__.lower()
+
+
+# --- from callers -----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class EnsureReady(Command):
+    """Start the slot if it is offline; answer once it is dispatchable."""
+
+
+@dataclass(frozen=True)
+class Load(Command):
+    """Operator load: start (clearing an error), or swap when ``model`` differs."""
+
+    model: str | None = None
+
+
+@dataclass(frozen=True)
+class Unload(Command):
+    interrupts: ClassVar[bool] = True
+
+
+@dataclass(frozen=True)
+class Restart(Command):
+    pass
+
+
+@dataclass(frozen=True)
+class Swap(Command):
+    model: str
+
+
+@dataclass(frozen=True)
+class Enable(Command):
+    pass
+
+
+@dataclass(frozen=True)
+class Disable(Command):
+    interrupts: ClassVar[bool] = True
+
+
+@dataclass(frozen=True)
+class SetBackend(Command):
+    backend: str
+
+
+@dataclass(frozen=True)
+class Shutdown(Command):
+    """Stop the backend and end the owner task."""
+
+    interrupts: ClassVar[bool] = True
+
+
+# --- internal: timers and the process watcher -------------------------------------------
+
+@dataclass(frozen=True)
+class Autostart(Command):
+    pass
+
+
+@dataclass(frozen=True)
+class IdleCheck(Command):
+    """``idle_timeout_s`` may have passed without a request."""
+
+
+@dataclass(frozen=True)
+class UnloadIdle(Command):
+    """``unload_after_s`` passed in ``idle``."""
+
+
+@dataclass(frozen=True)
+class Autorestart(Command):
+    """The supervision backoff after a failure ran out: try again."""
+
+
+@dataclass(frozen=True)
+class BackendLost(Command):
+    """``proc`` exited, or stopped answering its health check (``reason`` says which)."""
+
+    proc: BackendProcess
+    reason: str
