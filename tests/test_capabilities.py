@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import subprocess
@@ -12,7 +13,12 @@ from typing import Any
 
 import pytest
 
-from hal0.paths import resolve_paths
+from hal0.capabilities import CapabilityService
+from hal0.config import Hal0Config, load_slot, render_slot_toml
+from hal0.errors import Hal0Error, SlotSwapFailed
+from hal0.models.registry import Registry
+from hal0.paths import Paths, resolve_paths
+from hal0.slots import SlotManager, SlotState
 from tests.helpers.env import HAL0, free_port, hal0_env, manifest
 from tests.helpers.serve import Served, sdk, serving
 from tests.helpers.slots import llama_bin, slot_config, slot_manager
@@ -75,3 +81,39 @@ async def test_the_rerank_slot_takes_8086_on_a_default_box(tmp_path: Path) -> No
         slot = await mgr.create({"name": "embed-rerank", "model": "x", "server": {"extra_args": ["--reranking"]}},
                                 internal=True)
         assert slot.config.port == 8086 and slot.config.server.extra_args == ("--reranking",)
+
+
+def service(paths: Paths, mgr: SlotManager) -> CapabilityService:
+    return CapabilityService(paths, Hal0Config(), Registry(paths), mgr)
+
+
+async def test_a_bad_request_changes_nothing(tmp_path: Path) -> None:
+    """Regression: ``{"enabled": "yes"}`` answered 400 after embed-rerank had been created."""
+    paths = resolve_paths({"HAL0_HOME": str(tmp_path)})
+    embed = slot_config("embed", manifest()["models"]["tiny-embed"])
+    async with slot_manager(paths, [embed], llama_bin()) as (mgr, _):
+        caps = service(paths, mgr)
+        for body in ({"enabled": "yes"}, {"enabled": True, "model": ""}, {"colour": "red"}, {},
+                     {"enabled": True, "backend": "npu"}, {"enabled": True, "model": "no-such-model"}):
+            with pytest.raises(Hal0Error) as e:
+                await caps.change("embed", "rerank", body)
+            assert e.value.status in (400, 404), body
+        assert [s.name for s in mgr.snapshots()] == ["embed"]
+        assert not paths.slot_toml("embed-rerank").exists() and not paths.capabilities_toml.exists()
+
+
+async def test_a_failing_step_undoes_the_steps_before_it(tmp_path: Path) -> None:
+    """Enable, change the backend, then a swap that cannot load: the slot is as it was."""
+    paths = resolve_paths({"HAL0_HOME": str(tmp_path)})
+    corrupt = tmp_path / "corrupt.gguf"
+    corrupt.write_bytes(b"GGUF" + b"\0" * 64)
+    embed = slot_config("embed", manifest()["models"]["tiny-embed"], enabled=False)
+    async with slot_manager(paths, [embed], llama_bin()) as (mgr, _):
+        await asyncio.to_thread(paths.slot_toml("embed").write_text, render_slot_toml(embed))
+        with pytest.raises(SlotSwapFailed):
+            await service(paths, mgr).change("embed", "embed", {"enabled": True, "backend": "vulkan",
+                                                                "model": str(corrupt)})
+        snap = mgr.get("embed").snapshot()
+        assert (snap.enabled, snap.backend, snap.state) == (False, "cpu", SlotState.OFFLINE)
+        assert load_slot(paths.slot_toml("embed")) == embed  # the TOML too
+        assert not paths.capabilities_toml.exists()

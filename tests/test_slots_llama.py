@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
+import threading
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,7 @@ from hal0.paths import Paths
 from hal0.slots import SlotState
 from hal0.slots.overrides import read_override
 from tests.helpers.env import manifest
+from tests.helpers.serve import sdk, serving, setup_home
 from tests.helpers.slots import llama_bin, next_move, slot_config, slot_manager
 
 pytestmark = [pytest.mark.backends, pytest.mark.slow]
@@ -115,3 +119,50 @@ async def test_a_hundred_concurrent_callers_share_one_start(paths: Paths) -> Non
         assert starts == 1
         assert {s.pid for s in snaps} == {slot.snapshot().pid}
         assert sum(line.startswith("[hal0] started pid") for line in slot.log.tail(500)) == 1
+
+
+def test_a_swap_under_streaming_traffic_truncates_nothing(tmp_path: Path) -> None:
+    """50 streams to primary while it swaps, embeddings meanwhile: every stream runs whole on one
+    model (the old one, or the new one once it is ready), and embed never fails."""
+    m = manifest()
+    new = tmp_path / "tiny-chat-b.gguf"
+    shutil.copyfile(m["models"]["tiny-chat"], new)
+    setup_home(tmp_path, m["llama_server"]["bin"], m["models"]["tiny-chat"], also={"embed": m["models"]["tiny-embed"]})
+    token = (tmp_path / "etc/admin.token").read_text().strip()
+    first_chunk, stop_embed = threading.Event(), threading.Event()
+    with serving(tmp_path) as s, sdk(s, token) as client:
+        s.load("primary", token)
+        s.load("embed", token)
+
+        def stream(_: int) -> tuple[set[str], str | None, int]:
+            models, finish, used = set(), None, 0
+            for c in client.chat.completions.create(
+                    model="primary", messages=[{"role": "user", "content": "hi"}], max_tokens=64, stream=True,
+                    stream_options={"include_usage": True}, extra_body={"ignore_eos": True}):
+                first_chunk.set()
+                models.add(c.model)
+                if c.choices and c.choices[0].finish_reason:
+                    finish = c.choices[0].finish_reason
+                if c.usage:
+                    used = c.usage.completion_tokens
+            return models, finish, used
+
+        def embed() -> int:
+            n = 0
+            while not stop_embed.is_set():
+                assert len(client.embeddings.create(model="embed", input="hello").data[0].embedding) > 0
+                n += 1
+            return n
+
+        with ThreadPoolExecutor(51) as pool:
+            embeds = pool.submit(embed)
+            streams = [pool.submit(stream, i) for i in range(50)]
+            first_chunk.wait(60)
+            status, swapped = s.post("/api/slots/primary/swap", token, {"model": str(new)})
+            results = [f.result(timeout=300) for f in streams]
+            stop_embed.set()
+            assert embeds.result(timeout=60) > 0
+    assert status == 200 and swapped["model"] == "tiny-chat-b", swapped
+    assert all(len(models) == 1 and finish == "length" and used == 64 for models, finish, used in results)
+    seen = {next(iter(models)) for models, _, _ in results}
+    assert seen == {"tiny-chat", "tiny-chat-b"}  # traffic on both sides of the swap

@@ -7,10 +7,11 @@ import signal
 import subprocess
 from pathlib import Path
 
+import openai
 import pytest
 
 from tests.helpers.env import HAL0, alive, hal0_env, manifest
-from tests.helpers.serve import serving, setup_home
+from tests.helpers.serve import sdk, serving, setup_home
 from tests.helpers.slots import fake_bin
 
 pytestmark = pytest.mark.slow
@@ -63,4 +64,35 @@ def test_a_killed_hal0_leaves_an_orphan_that_the_next_serve_cleans_up(tmp_path: 
         assert any(f"killing backend pid {orphan}" in line for line in s.log)
         r = cli(tmp_path, s.url, "slot", "load", "primary", "--json")
         assert json.loads(r.stdout)["state"] == "ready"  # the port was free again
+        assert s.stop() == 0
+
+
+def test_a_request_for_a_slot_of_another_kind_is_refused_without_waking_it(tmp_path: Path) -> None:
+    """Regression: embeddings sent to primary answered 501, speech 404, images a text/plain 405,
+    each after waking the slot. Now a 400 in hal0's envelope, and the slot stays offline."""
+    model = tmp_path / "fake.gguf"
+    model.write_bytes(b"GGUF")
+    setup_home(tmp_path, fake_bin(tmp_path).bin, str(model))
+    token = (tmp_path / "etc/admin.token").read_text().strip()
+    with serving(tmp_path) as s, sdk(s, token) as client:
+        s.load("primary", token)  # serve may have started it already: then unload it
+        assert cli(tmp_path, s.url, "slot", "unload", "primary").returncode == 0
+        calls = {
+            "embeddings": lambda: client.embeddings.create(model="primary", input="hi"),
+            "audio.speech": lambda: client.audio.speech.create(model="primary", input="hi", voice="alloy"),
+            "images": lambda: client.images.generate(model="primary", prompt="a cat"),
+            "audio.transcriptions": lambda: client.audio.transcriptions.create(model="primary",
+                                                                               file=("a.wav", b"RIFF")),
+            "rerank": lambda: client.post("/rerank", body={"model": "primary", "query": "q", "documents": ["d"]},
+                                          cast_to=object),
+        }
+        for kind, call in calls.items():
+            with pytest.raises(openai.BadRequestError) as e:
+                call()
+            body = e.value.body
+            assert body["code"] == "model.wrong_modality", kind  # type: ignore[index]
+            assert body["details"]["slot_kind"] == "chat" and body["details"]["route_kind"] == kind  # type: ignore[index]
+        status, slot = s.get("/api/slots/primary", token)
+        assert status == 200
+        assert (slot["state"], slot["starts"], slot["kind"]) == ("offline", 1, "chat")
         assert s.stop() == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from aiohttp import web
@@ -37,5 +38,5 @@ async def register_model(request: web.Request) -> web.Response:
         raise RequestInvalid("`id` (string) and `path` (absolute path) are required")
     if not isinstance(caps, list) or not all(isinstance(c, str) for c in caps):
         raise RequestInvalid("`capabilities` must be a list of strings", param="capabilities")
-    entry = request.app[REGISTRY].register(mid, Path(path), tuple(caps))
+    entry = await asyncio.to_thread(request.app[REGISTRY].register, mid, Path(path), tuple(caps))  # fsyncs
     return json_response(entry.__dict__ | {"capabilities": list(entry.capabilities)}, status=201)

@@ -31,7 +31,7 @@ from hal0.slots.commands import Autostart
 from hal0.slots.orphans import reap_orphans
 from hal0.slots.ports import allocate_port, port_is_free
 from hal0.slots.slot import Slot, SlotDeps
-from hal0.slots.state import SlotChanged, SlotSnapshot
+from hal0.slots.state import DISPATCHABLE, SlotChanged, SlotSnapshot
 
 __all__ = ["USER_PORT_START", "SlotManager"]
 
@@ -59,6 +59,7 @@ class SlotManager:
         self._events = events
         self._directory: dict[str, SlotSnapshot] = {}
         self.changes.subscribe(self._record)
+        self.changes.subscribe(self._bridge, hot=lambda: events.subscriber_count > 0)
         self._configs = configs
         self._autostart = autostart
         self._slots: dict[str, Slot] = {}
@@ -101,15 +102,19 @@ class SlotManager:
                 self._tasks[slot.name].cancel()
 
     def _record(self, change: SlotChanged) -> None:
-        """The directory and the event bridge: the manager's own listener on the channel."""
+        """The directory: the latest lifecycle snapshot of every slot."""
         if change.snapshot is None:
             self._directory.pop(change.name, None)
-            self._events.publish("slot.deleted", {"slot": change.name})
-            return
-        self._directory[change.name] = change.snapshot
+        else:
+            self._directory[change.name] = change.snapshot
+
+    def _bridge(self, change: SlotChanged) -> None:
+        """Every change as an /api/events event, built only while someone follows them."""
         if not self._events.subscriber_count:
-            return  # building the event costs: skip it when nobody listens
-        if change.prev is None:  # reconfigured (enabled, backend, the model override), not moved
+            return
+        if change.snapshot is None:
+            self._events.publish("slot.deleted", {"slot": change.name})
+        elif change.prev is None:  # reconfigured (enabled, backend, the model override), not moved
             self._events.publish("slot.config", {"slot": change.name, **change.snapshot.to_json()})
         else:
             self._events.publish("slot.state", {"slot": change.name, **change.snapshot.to_json(),
@@ -134,8 +139,19 @@ class SlotManager:
         return iter(list(self._slots.values()))
 
     def snapshots(self) -> list[SlotSnapshot]:
-        """Every slot's latest snapshot, built-ins first (for display: never decide on it)."""
-        return sorted(self._directory.values(), key=lambda s: s.name not in BUILTIN_SLOTS)
+        """Every slot's latest snapshot, built-ins first (for display: never decide on it).
+
+        The directory has each slot's last lifecycle move; whether a ready slot is serving right
+        now, and how many requests it holds, are per-request counters read live here."""
+        out = []
+        for snap in sorted(self._directory.values(), key=lambda s: s.name not in BUILTIN_SLOTS):
+            live = self._slots.get(snap.name)
+            if live is not None and snap.state in DISPATCHABLE:
+                state, inflight, queued = live.counters()
+                if (state, inflight, queued) != (snap.state, snap.inflight, snap.queued):
+                    snap = replace(snap, state=state, inflight=inflight, queued=queued)
+            out.append(snap)
+        return out
 
     # --- custom slots --------------------------------------------------------------
 

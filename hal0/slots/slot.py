@@ -136,6 +136,7 @@ class Slot:
         self._updated_at = time.time()
         self._changed: asyncio.Event | None = None  # made by the first waiter, set by the next move
         self._gate = Gate(config.name, config.max_inflight, config.max_queue)
+        self._kind: str = slot_kind(config.name, config.provider, config.server.extra_args)
         self._last_used = time.monotonic()
         self._policy = RestartPolicy(deps.supervision)
         self._starts = 0  # backends spawned since hal0 started
@@ -158,9 +159,13 @@ class Slot:
             message=self._message, last_error=self._last_error, inflight=self._gate.active,
             queued=self._gate.queued, updated_at=self._updated_at, starts=self._starts)
 
+    def counters(self) -> tuple[SlotState, int, int]:
+        """State, active and queued requests: the per-request part of a snapshot, cheaply."""
+        return self._state, self._gate.active, self._gate.queued
+
     @property
     def kind(self) -> str:
-        return slot_kind(self.name, self.config.provider, self.config.server.extra_args)
+        return self._kind
 
     def configured_model(self) -> str | None:
         """The model a start uses: the swap override, else ``[model].default``."""
@@ -633,6 +638,7 @@ class Slot:
         """Make ``config`` the slot's, written to its TOML first (off the loop)."""
         await asyncio.to_thread(atomic_write, self._deps.paths.slot_toml(self.name), render_slot_toml(config))
         self.config = config
+        self._kind = slot_kind(config.name, config.provider, config.server.extra_args)
         self._publish()
 
     # --- timers --------------------------------------------------------------------
@@ -668,7 +674,8 @@ class Slot:
         self._updated_at = time.time()
         hot = S.SERVING in (prev, new)
         self._writer.mark(hot=hot)
-        self._publish(prev=prev, hot=hot, detail=detail)
+        if not hot or self._deps.changes.wants_hot():  # a flip's snapshot only for someone who reads it
+            self._publish(prev=prev, hot=hot, detail=detail)
         if self._changed is not None:
             self._changed.set()
             self._changed = None

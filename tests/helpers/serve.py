@@ -32,6 +32,16 @@ class Served:
         except urllib.error.HTTPError as e:
             return e.code, json.loads(e.read())
 
+    def post(self, path: str, token: str, body: Any, timeout: float = 180) -> tuple[int, Any]:
+        req = urllib.request.Request(self.url + path, json.dumps(body).encode(), method="POST",
+                                     headers={"Authorization": f"Bearer {token}"})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            with e:
+                return e.code, json.loads(e.read())
+
     def load(self, slot: str, token: str, timeout: float = 180) -> dict[str, Any]:
         """Load a slot through the API; its state once it settled (raises if it did not load)."""
         req = urllib.request.Request(f"{self.url}/api/slots/{slot}/load", b"{}", method="POST",
@@ -84,20 +94,25 @@ def sdk(served: Served, token: str) -> Iterator[openai.OpenAI]:
         yield client
 
 
-def setup_home(home: Path, provider_bin: str, model: str, **slots: float | int) -> None:
+def setup_home(home: Path, provider_bin: str, model: str, *, also: dict[str, str] | None = None,
+               **slots: float | int) -> None:
     """``hal0 init`` with ``model`` in primary on ``provider_bin`` (as llama-server), free ports,
-    the other built-ins disabled, and ``slots`` added to ``[slots]`` in hal0.toml."""
-    subprocess.run([*HAL0, "init", "--slot-model", f"primary={model}", "--provider-bin",
-                    f"llama-server={provider_bin}"], env=hal0_env(home), check=True, capture_output=True)
+    the other built-ins disabled except those ``also`` gives a model, and ``slots`` set in
+    hal0.toml's ``[slots]``."""
+    also = also or {}
+    seeds = [arg for name, m in {"primary": model, **also}.items() for arg in ("--slot-model", f"{name}={m}")]
+    subprocess.run([*HAL0, "init", *seeds, "--provider-bin", f"llama-server={provider_bin}"],
+                   env=hal0_env(home), check=True, capture_output=True)
     lo = free_port()
     cfg = home / "etc/hal0.toml"
     text = cfg.read_text().replace("port_range = [\n    8081,\n    8099,\n]", f"port_range = [{lo}, {lo + 20}]")
     for key, value in slots.items():  # init wrote every key with its default
         text = re.sub(rf"^{key} = .*$", f"{key} = {value}", text, count=1, flags=re.M)
     cfg.write_text(text)
-    primary = home / "etc/slots/primary.toml"
-    primary.write_text(primary.read_text().replace("port = 8081", f"port = {free_port()}")
-                       .replace('backend = "vulkan"', 'backend = "cpu"'))
-    for name in ("embed", "stt", "tts", "img"):
+    for name in ("primary", "embed", "stt", "tts", "img"):
         toml = home / f"etc/slots/{name}.toml"
-        toml.write_text(toml.read_text().replace("enabled = true", "enabled = false"))
+        text = re.sub(r"^port = \d+$", f"port = {free_port()}", toml.read_text(), count=1, flags=re.M)
+        text = text.replace('backend = "vulkan"', 'backend = "cpu"')
+        if name != "primary" and name not in also:
+            text = text.replace("enabled = true", "enabled = false")
+        toml.write_text(text)
