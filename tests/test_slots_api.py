@@ -121,7 +121,49 @@ async def test_disable_stops_and_refuses_then_enable(api: Client, paths: Paths) 
 
 async def test_registered_models_resolve_by_id(api: Client, tmp_path: Path) -> None:
     status, entry = await call(api, "POST", "/api/models",
-                               {"id": "fake-b", "path": str(tmp_path / "fake.gguf"), "capabilities": ["chat"]})
+                               {"id": "fake-b", "path": str(tmp_path / "fake.gguf"), "capabilities": ["chat"],
+                                "allow_outside_roots": True})
     assert status == 201 and entry["size"] == 4
     status, slot = await call(api, "POST", "/api/slots/primary/swap", {"model": "fake-b"})
     assert (status, slot["model"]) == (200, "fake-b")
+
+
+async def test_a_corrupt_registry_is_never_overwritten(api: Client, paths: Paths, tmp_path: Path) -> None:
+    """Regression: with registry.toml corrupted, a read answered 500 and a register within the next
+    second rewrote the file with only the new entry (two entries became one)."""
+    models = paths.models_dir
+    models.mkdir(parents=True, exist_ok=True)
+    for name in ("a", "b", "c"):
+        (models / f"{name}.gguf").write_bytes(b"GGUF")
+    for name in ("a", "b"):
+        status, _ = await call(api, "POST", "/api/models", {"id": name, "path": str(models / f"{name}.gguf")})
+        assert status == 201
+    broken = paths.registry_toml.read_text().replace("[models.b]", "[models.b")
+    paths.registry_toml.write_text(broken)
+    status, err = await call(api, "GET", "/api/models")
+    assert (status, err["error"]["code"]) == (500, "config.invalid")
+    assert str(paths.registry_toml) in err["error"]["message"]
+    status, err = await call(api, "POST", "/api/models", {"id": "c", "path": str(models / "c.gguf")})
+    assert (status, err["error"]["code"]) == (500, "config.invalid")
+    assert paths.registry_toml.read_text() == broken  # untouched until someone fixes it
+    paths.registry_toml.write_text(broken.replace("[models.b", "[models.b]"))
+    status, _ = await call(api, "POST", "/api/models", {"id": "c", "path": str(models / "c.gguf")})
+    assert status == 201
+    status, listed = await call(api, "GET", "/api/models")
+    assert sorted(m["id"] for m in listed["models"]) == ["a", "b", "c"]
+
+
+async def test_only_model_files_inside_the_model_folders_are_registered(api: Client, paths: Paths,
+                                                                       tmp_path: Path) -> None:
+    """Regression: /etc/shadow and /etc were accepted as models."""
+    for path, code in (("/etc/shadow", "model.invalid"), ("/etc", "model.invalid"),
+                       (str(tmp_path / "nothing.gguf"), "model.files_missing")):
+        status, err = await call(api, "POST", "/api/models", {"id": "x", "path": path, "allow_outside_roots": True})
+        assert (status, err["error"]["code"]) == ({"model.invalid": 400, "model.files_missing": 409}[code], code)
+    outside = tmp_path / "fake.gguf"  # a real GGUF head, but not in a model folder
+    status, err = await call(api, "POST", "/api/models", {"id": "x", "path": str(outside)})
+    assert (status, err["error"]["code"]) == (400, "model.invalid") and "--outside-roots" in err["error"]["message"]
+    status, err = await call(api, "POST", "/api/models", {"id": "x", "path": str(outside),
+                                                          "allow_outside_roots": "yes"})
+    assert (status, err["error"]["param"]) == (400, "allow_outside_roots")
+    assert not paths.registry_toml.exists()

@@ -25,6 +25,8 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("path")
     p.add_argument("--capability", action="append", default=[], dest="capabilities",
                    help="chat, embed, rerank, stt, tts, image or vision (repeatable)")
+    p.add_argument("--outside-roots", action="store_true",
+                   help="the path is outside the model folders ([models].roots): register it anyway")
 
 
 def run(args: argparse.Namespace, paths: Paths) -> int:
@@ -41,7 +43,8 @@ def run(args: argparse.Namespace, paths: Paths) -> int:
             print_json(api.call("GET", f"/api/models/{args.id}"))
         else:
             entry = api.call("POST", "/api/models", {"id": args.id, "path": str(Path(args.path).absolute()),
-                                                      "capabilities": args.capabilities})
+                                                      "capabilities": args.capabilities,
+                                                      "allow_outside_roots": args.outside_roots})
             print_json(entry) if args.json else print(f"registered {entry['id']} -> {entry['path']}")
         return 0
     except ApiError as e:

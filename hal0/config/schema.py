@@ -19,6 +19,7 @@ __all__ = [
     "DispatcherConfig",
     "Hal0Config",
     "ImagesConfig",
+    "ModelsConfig",
     "ModelSection",
     "ProviderConfig",
     "ServerSection",
@@ -91,6 +92,13 @@ class ImagesConfig:
 
 
 @dataclass(frozen=True)
+class ModelsConfig:
+    """``[models]``: where model files may be registered from, besides the state dir's models/."""
+
+    roots: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Hal0Config:
     """``hal0.toml``."""
 
@@ -100,6 +108,7 @@ class Hal0Config:
     upstreams: dict[str, UpstreamConfig] = field(default_factory=dict)
     providers: dict[str, ProviderConfig] = field(default_factory=dict)
     images: ImagesConfig = field(default_factory=ImagesConfig)
+    models: ModelsConfig = field(default_factory=ModelsConfig)
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,14 @@
 """``registry.toml``: the index of models on disk (id -> files, capabilities).
 
-This is the minimal registry slots need; pulls, checksums and the curated
-catalogue extend the same file later.
+A registry that cannot be read is never overwritten: dispatch keeps the last good index,
+reads through the API answer ``config.invalid`` naming the file, and writes are refused.
 """
 
 from __future__ import annotations
 
+import logging
 import re
+import threading
 import time
 import tomllib
 from dataclasses import dataclass
@@ -16,10 +18,12 @@ import tomli_w
 
 from hal0.atomic import atomic_write
 from hal0.errors import ConfigInvalid, ModelFilesMissing, ModelInvalid, ModelNotFound
+from hal0.models.kinds import model_kind
 from hal0.paths import Paths
 
 __all__ = ["CAPABILITIES", "MODEL_ID_RE", "ModelEntry", "Registry", "ResolvedModel", "resolve_model"]
 
+log = logging.getLogger("hal0.models")
 MODEL_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 CAPABILITIES = ("chat", "embed", "rerank", "stt", "tts", "image", "vision")
 
@@ -42,17 +46,26 @@ class ResolvedModel:
 
 
 class Registry:
-    """Read and update registry.toml; every write is atomic."""
+    """Read and update registry.toml; every write is atomic and starts from what is on disk.
 
-    def __init__(self, paths: Paths) -> None:
+    ``roots`` are the folders models may live in when registered through the API (the state
+    dir's ``models/`` and ``[models].roots``); the CLI may vouch for a path elsewhere.
+    """
+
+    def __init__(self, paths: Paths, roots: tuple[Path, ...] = ()) -> None:
         self.file = paths.registry_toml
+        self.roots = (paths.models_dir, *roots)
         self._stamp: tuple[int, int] | None = None
         self._entries: dict[str, ModelEntry] = {}
+        self._broken: ConfigInvalid | None = None
         self._checked = -1.0
+        self._write_lock = threading.Lock()  # register() runs in worker threads
 
     def entries(self) -> dict[str, ModelEntry]:
-        """The index. It is consulted per request, so the file is looked at (stat) at most
-        once a second and re-read only when it changed; this process's own writes show at once."""
+        """The index as last read. It is consulted per request, so the file is looked at (stat)
+        at most once a second and re-read only when it changed; this process's own writes show
+        at once. A file that cannot be read keeps the last good index for dispatch (``check()``
+        says why it is broken) and refuses every write until it is fixed."""
         now = time.monotonic()
         if now - self._checked < 1.0:
             return self._entries
@@ -61,42 +74,76 @@ class Registry:
             st = self.file.stat()
             stamp = (st.st_mtime_ns, st.st_size)
         except FileNotFoundError:
-            self._entries, self._stamp = {}, None
+            self._entries, self._stamp, self._broken = {}, None, None
             return self._entries
         if stamp != self._stamp:
-            self._entries, self._stamp = self._read(), stamp
+            try:
+                self._entries, self._broken = self._read(), None
+            except ConfigInvalid as e:
+                self._broken = e
+                log.error("%s", e.message)
+            self._stamp = stamp
         return self._entries
+
+    def check(self) -> None:
+        """Raise ConfigInvalid (naming the file) if registry.toml cannot be read."""
+        self._checked = -1.0
+        self.entries()
+        if self._broken is not None:
+            raise self._broken
 
     def _read(self) -> dict[str, ModelEntry]:
         try:
-            data = tomllib.loads(self.file.read_text())
+            text = self.file.read_text()
+        except FileNotFoundError:
+            return {}
+        try:
+            data = tomllib.loads(text)
             return {mid: ModelEntry(id=mid, path=m["path"], capabilities=tuple(m.get("capabilities", ())),
                                     size=m.get("size", 0), added_at=m.get("added_at", ""))
                     for mid, m in data.get("models", {}).items()}
-        except (tomllib.TOMLDecodeError, KeyError, TypeError) as e:
-            raise ConfigInvalid(str(self.file), "models", f"unreadable registry ({e})") from None
+        except (tomllib.TOMLDecodeError, KeyError, TypeError, AttributeError) as e:
+            raise ConfigInvalid(str(self.file), "models", f"unreadable registry ({e}); fix or remove the file: "
+                                "hal0 changes nothing in it until then") from None
 
     def get(self, model_id: str) -> ModelEntry | None:
         return self.entries().get(model_id)
 
-    def register(self, model_id: str, path: Path, capabilities: tuple[str, ...] = ()) -> ModelEntry:
-        """Add or replace ``model_id``. Raises ModelInvalid or ModelFilesMissing."""
+    def inside_roots(self, path: Path) -> bool:
+        resolved = path.resolve()
+        return any(resolved.is_relative_to(root.resolve()) for root in self.roots)
+
+    def register(self, model_id: str, path: Path, capabilities: tuple[str, ...] = (), *,
+                 outside_roots: bool = False) -> ModelEntry:
+        """Add or replace ``model_id`` (blocks on disk I/O: call it off the event loop).
+
+        Raises ModelInvalid (a bad id or capability, a path that holds no model, or one outside
+        the roots without ``outside_roots``), ModelFilesMissing, or ConfigInvalid when the
+        registry on disk cannot be read (nothing is written then).
+        """
         if not MODEL_ID_RE.match(model_id):
             raise ModelInvalid(f"model id {model_id!r} must match {MODEL_ID_RE.pattern}", param="id")
         bad = [c for c in capabilities if c not in CAPABILITIES]
         if bad:
             raise ModelInvalid(f"unknown capabilities {bad}; known: {', '.join(CAPABILITIES)}")
         path = path.expanduser().absolute()
-        if not path.exists():
-            raise ModelFilesMissing(f"{path} does not exist", path=str(path))
-        entry = ModelEntry(model_id, str(path), capabilities, path.stat().st_size,
-                           time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-        models = dict(self.entries())
-        models[model_id] = entry
-        body = {"models": {m.id: {"path": m.path, "capabilities": list(m.capabilities), "size": m.size,
-                                  "added_at": m.added_at} for m in models.values()}}
-        atomic_write(self.file, "# hal0 model registry. Manage with `hal0 model`.\n" + tomli_w.dumps(body))
-        self._entries, self._checked = models, -1.0
+        if ".." in path.parts:
+            raise ModelInvalid(f"model path {path} must not contain '..'", param="path")
+        model_kind(path)  # a readable model file or folder of a known kind, or ModelInvalid
+        if not outside_roots and not self.inside_roots(path):
+            raise ModelInvalid(f"{path} is outside the model folders ({', '.join(map(str, self.roots))}); "
+                               "add its folder to [models].roots in hal0.toml, or vouch for it with "
+                               "`hal0 model register ID PATH --outside-roots`",
+                               param="path", roots=[str(r) for r in self.roots])
+        size = path.stat().st_size if path.is_file() else sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+        entry = ModelEntry(model_id, str(path), capabilities, size, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        with self._write_lock:
+            models = self._read()  # from disk, never from a cache: nothing on disk is ever dropped
+            models[model_id] = entry
+            body = {"models": {m.id: {"path": m.path, "capabilities": list(m.capabilities), "size": m.size,
+                                      "added_at": m.added_at} for m in models.values()}}
+            atomic_write(self.file, "# hal0 model registry. Manage with `hal0 model`.\n" + tomli_w.dumps(body))
+            self._entries, self._broken, self._checked = models, None, -1.0
         return entry
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -91,7 +92,7 @@ def build_app(paths: Paths, config: Hal0Config, slots: dict[str, SlotConfig], *,
     app[SLOT_CONFIGS] = slots
     app[EVENTS] = EventBus()
     app[TOKENS] = TokenStore(paths.tokens_toml)
-    app[REGISTRY] = Registry(paths)
+    app[REGISTRY] = Registry(paths, tuple(Path(r) for r in config.models.roots))
     app[STARTED_AT] = time.monotonic()
     app[STARTED_WALL] = time.time()
     app.add_routes(api.routes)
