@@ -9,7 +9,7 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_write"]
+__all__ = ["atomic_write", "install_file"]
 
 
 def atomic_write(path: Path, data: bytes | str, *, mode: int = 0o644) -> None:
@@ -32,7 +32,23 @@ def atomic_write(path: Path, data: bytes | str, *, mode: int = 0o644) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    _fsync_dir(path.parent)
+
+
+def install_file(src: Path, path: Path) -> None:
+    """Move a finished file written elsewhere in the same folder (a download's ``.partial``) to
+    ``path`` atomically: fsync it, ``os.replace``, fsync the directory. Raises OSError."""
+    fd = os.open(src, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(src, path)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    dfd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(dfd)
     finally:

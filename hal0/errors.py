@@ -21,12 +21,17 @@ __all__ = [
     "Hal0Error",
     "InternalError",
     "MethodNotAllowed",
+    "ModelChecksumMismatch",
     "ModelFilesMissing",
     "ModelInvalid",
+    "ModelNoSpace",
     "ModelNotFound",
     "ModelNotLoaded",
+    "ModelPullFailed",
     "ModelWrongModality",
     "ProviderUnavailable",
+    "PullCancelled",
+    "PullNotFound",
     "RequestInvalid",
     "RequestInvalidSize",
     "RequestMalformed",
@@ -332,3 +337,34 @@ class SlotTimeout(Hal0Error):
 
     status = 504
     code = "slot.timeout"
+
+
+class ModelChecksumMismatch(Hal0Error):
+    """A downloaded file is not what its source promised; it was deleted, nothing was registered."""
+
+    status = 502
+    code = "model.checksum_mismatch"
+
+
+class ModelNoSpace(Hal0Error):
+    """Not enough free disk for a pull (``details``: needed and free bytes); a partial file is kept."""
+
+    status = 507
+    code = "model.no_space"
+
+
+class ModelPullFailed(Hal0Error):
+    """A pull could not fetch its files (the source refused, or the network kept failing)."""
+
+    status = 502
+    code = "model.pull_failed"
+
+
+class PullNotFound(Hal0Error):
+    status = 404
+    code = "model.pull_not_found"
+
+
+class PullCancelled(Hal0Error):
+    status = 409
+    code = "model.pull_cancelled"

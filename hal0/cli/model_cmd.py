@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,18 +30,95 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="chat, embed, rerank, stt, tts, image or vision (repeatable)")
     p.add_argument("--outside-roots", action="store_true",
                    help="the path is outside the model folders ([models].roots): register it anyway")
+    p = ms.add_parser("pull", help="download a model, verified, and register it", parents=[common],
+                      description="REF: a catalogue id, hf://OWNER/REPO/PATH[@REV], hf://OWNER/REPO:QUANT[@REV], "
+                                  "or an https:// URL with --sha256")
+    p.add_argument("ref")
+    p.add_argument("--as", dest="as_id", metavar="ID", help="the model id to register it under")
+    p.add_argument("--sha256", help="the file's sha256 (required for a URL)")
+    ms.add_parser("pulls", help="pulls in progress and finished since hal0 started", parents=[common])
+    p = ms.add_parser("catalog", help="the curated models hal0 can pull", parents=[common])
+    p.add_argument("--kind", choices=("chat", "embed", "rerank", "stt", "tts", "image"))
+
+
+def _size(n: float | None) -> str:
+    return "?" if n is None else f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
+
+
+def _progress_line(job: dict[str, Any]) -> str:
+    done, total = job["done"], job["total"]
+    pct = f"{100 * done / total:5.1f}% " if total else ""
+    eta = f", {job['eta_s']:.0f}s left" if job.get("eta_s") is not None else ""
+    return f"{job['model']}: {pct}{_size(done)} of {_size(total)} at {_size(job['rate'])}/s{eta}"
+
+
+def _pull(api: ApiClient, args: argparse.Namespace) -> int:
+    """Start the pull, then follow its events: a live line on a terminal, a line every few seconds
+    otherwise, NDJSON with --json. Exits 1 if the pull fails."""
+    events = api.events()
+    next(events)  # subscribed before the pull starts: no event is missed
+    body = {"ref": args.ref, "as": args.as_id, "sha256": args.sha256}
+    job = api.call("POST", "/api/models/pull", {k: v for k, v in body.items() if v is not None}, timeout=None)
+    tty, last = sys.stdout.isatty(), 0.0
+    while job["state"] == "running":
+        kind, data = next(events)
+        if kind != "model.pull" or data.get("id") != job["id"]:
+            continue
+        job = data
+        if args.json:
+            print(json.dumps(job), flush=True)
+        elif tty:
+            print("\r" + _progress_line(job).ljust(78), end="", flush=True)
+        elif time.monotonic() - last >= 5 or job["state"] != "running":
+            last = time.monotonic()
+            print(_progress_line(job), flush=True)
+    if tty and not args.json:
+        print()
+    if job["state"] != "done":
+        err = job.get("error") or {"code": "model.pull_cancelled", "message": "the pull was cancelled"}
+        return fail(ApiError(err["message"], err["code"], details=err.get("details")))
+    if not args.json:
+        print(f"pulled {job['model']} ({_size(job['done'])})")
+    return 0
+
+
+def _catalog(api: ApiClient, args: argparse.Namespace) -> int:
+    from hal0.models.catalog import load_catalog  # data in the package: no server needed
+
+    entries = [e for e in load_catalog().values() if args.kind in (None, e.kind)]
+    try:
+        have = {m.get("source") for m in api.call("GET", "/api/models")["models"]}
+    except ApiError:
+        have = set()  # no server: nothing is marked as on disk
+    if args.json:
+        print_json([{"id": e.id, "kind": e.kind, "size": e.size, "memory_gb": e.memory_gb,
+                     "description": e.description, "on_disk": e.id in have} for e in entries])
+        return 0
+    table([(e.id, e.kind, _size(e.size), e.memory_gb, "yes" if e.id in have else "", e.description)
+           for e in entries], ["ID", "KIND", "SIZE", "MEMORY GB", "ON DISK", "DESCRIPTION"])
+    return 0
 
 
 def run(args: argparse.Namespace, paths: Paths) -> int:
     api = ApiClient(paths)
     try:
+        if args.model_command == "pull":
+            return _pull(api, args)
+        if args.model_command == "catalog":
+            return _catalog(api, args)
+        if args.model_command == "pulls":
+            pulls = api.call("GET", "/api/models/pulls")["pulls"]
+            rows = [(j["id"], j["model"], j["state"], _progress_line(j)) for j in pulls]
+            print_json(pulls) if args.json else table(rows, ["ID", "MODEL", "STATE", "PROGRESS"])
+            return 0
         if args.model_command == "list":
             models = api.call("GET", "/api/models")["models"]
             if args.json:
                 print_json(models)
             else:
-                table([(m["id"], ",".join(m["capabilities"]) or None, f"{m['size'] / 1e6:.1f} MB", m["path"])
-                       for m in models], ["ID", "CAPABILITIES", "SIZE", "PATH"])
+                table([(m["id"], ",".join(m["capabilities"]) or None, _size(m["size"]),
+                        "yes" if m.get("verified") else "no", m.get("source") or "local", m["path"])
+                       for m in models], ["ID", "CAPABILITIES", "SIZE", "VERIFIED", "SOURCE", "PATH"])
         elif args.model_command == "show":
             print_json(api.call("GET", f"/api/models/{args.id}"))
         else:

@@ -21,11 +21,21 @@ from hal0.errors import ConfigInvalid, ModelFilesMissing, ModelInvalid, ModelNot
 from hal0.models.kinds import model_kind
 from hal0.paths import Paths
 
-__all__ = ["CAPABILITIES", "MODEL_ID_RE", "ModelEntry", "Registry", "ResolvedModel", "resolve_model"]
+__all__ = ["CAPABILITIES", "MODEL_ID_RE", "ModelEntry", "ModelFile", "Registry", "ResolvedModel", "resolve_model"]
 
 log = logging.getLogger("hal0.models")
 MODEL_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 CAPABILITIES = ("chat", "embed", "rerank", "stt", "tts", "image", "vision")
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """One file of a pulled model: where it is, where it came from, and its verified digest."""
+
+    path: str
+    size: int
+    sha256: str
+    source: str = ""
 
 
 @dataclass(frozen=True)
@@ -35,6 +45,27 @@ class ModelEntry:
     capabilities: tuple[str, ...] = ()
     size: int = 0
     added_at: str = ""
+    source: str = ""  # a catalogue id, hf:// reference or URL; "" for a file registered as it was
+    revision: str = ""
+    files: tuple[ModelFile, ...] = ()  # pulled files, each with the sha256 it was verified against
+
+    @property
+    def verified(self) -> bool:
+        return bool(self.files) and all(f.sha256 for f in self.files)
+
+    def to_json(self) -> dict[str, object]:
+        return {"id": self.id, "path": self.path, "capabilities": list(self.capabilities), "size": self.size,
+                "added_at": self.added_at, "source": self.source, "revision": self.revision,
+                "verified": self.verified, "files": [f.__dict__ for f in self.files]}
+
+    def to_toml(self) -> dict[str, object]:
+        body: dict[str, object] = {"path": self.path, "capabilities": list(self.capabilities), "size": self.size,
+                                   "added_at": self.added_at}
+        if self.source:
+            body.update(source=self.source, revision=self.revision)
+        if self.files:
+            body["files"] = [f.__dict__ for f in self.files]
+        return body
 
 
 @dataclass(frozen=True)
@@ -100,7 +131,9 @@ class Registry:
         try:
             data = tomllib.loads(text)
             return {mid: ModelEntry(id=mid, path=m["path"], capabilities=tuple(m.get("capabilities", ())),
-                                    size=m.get("size", 0), added_at=m.get("added_at", ""))
+                                    size=m.get("size", 0), added_at=m.get("added_at", ""),
+                                    source=m.get("source", ""), revision=m.get("revision", ""),
+                                    files=tuple(ModelFile(**f) for f in m.get("files", ())))
                     for mid, m in data.get("models", {}).items()}
         except (tomllib.TOMLDecodeError, KeyError, TypeError, AttributeError) as e:
             raise ConfigInvalid(str(self.file), "models", f"unreadable registry ({e}); fix or remove the file: "
@@ -114,7 +147,8 @@ class Registry:
         return any(resolved.is_relative_to(root.resolve()) for root in self.roots)
 
     def register(self, model_id: str, path: Path, capabilities: tuple[str, ...] = (), *,
-                 outside_roots: bool = False) -> ModelEntry:
+                 outside_roots: bool = False, source: str = "", revision: str = "",
+                 files: tuple[ModelFile, ...] = ()) -> ModelEntry:
         """Add or replace ``model_id`` (blocks on disk I/O: call it off the event loop).
 
         Raises ModelInvalid (a bad id or capability, a path that holds no model, or one outside
@@ -136,12 +170,12 @@ class Registry:
                                "`hal0 model register ID PATH --outside-roots`",
                                param="path", roots=[str(r) for r in self.roots])
         size = path.stat().st_size if path.is_file() else sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-        entry = ModelEntry(model_id, str(path), capabilities, size, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        entry = ModelEntry(model_id, str(path), capabilities, size, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                           source, revision, files)
         with self._write_lock:
             models = self._read()  # from disk, never from a cache: nothing on disk is ever dropped
             models[model_id] = entry
-            body = {"models": {m.id: {"path": m.path, "capabilities": list(m.capabilities), "size": m.size,
-                                      "added_at": m.added_at} for m in models.values()}}
+            body = {"models": {m.id: m.to_toml() for m in models.values()}}
             atomic_write(self.file, "# hal0 model registry. Manage with `hal0 model`.\n" + tomli_w.dumps(body))
             self._entries, self._broken, self._checked = models, None, -1.0
         return entry

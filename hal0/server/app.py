@@ -9,9 +9,10 @@ reverse order: the slots stop in parallel (bounded), then the HTTP client closes
 from __future__ import annotations
 
 import asyncio
+import os
 import time
-from pathlib import Path
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 from aiohttp import web
@@ -23,6 +24,7 @@ from hal0.dispatch.dispatcher import Dispatcher
 from hal0.dispatch.upstreams import Upstreams
 from hal0.events import EventBus
 from hal0.images.service import ImageService
+from hal0.models.pulls import Pulls
 from hal0.models.registry import Registry
 from hal0.paths import Paths
 from hal0.server import api, capabilities_api, hardware_api, models_api, slots_api, v1_api
@@ -34,6 +36,7 @@ from hal0.server.keys import (
     HTTP,
     IMAGES,
     PATHS,
+    PULLS,
     REGISTRY,
     SLOT_CONFIGS,
     SLOTS,
@@ -58,7 +61,9 @@ async def _http_client(app: web.Application) -> AsyncIterator[None]:
                                      auto_decompress=False) as session:
         app[HTTP] = session
         app[IMAGES] = ImageService(app[PATHS], app[CONFIG].images, session, app[EVENTS])
-        yield
+        async with Pulls(app[PATHS], app[REGISTRY], session, app[EVENTS], os.environ) as pulls:
+            app[PULLS] = pulls
+            yield
 
 
 def _slots_ctx(autostart: bool, supervision: Supervision):  # type: ignore[no-untyped-def]

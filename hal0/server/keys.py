@@ -11,6 +11,7 @@ from hal0.config import Hal0Config, SlotConfig
 from hal0.dispatch.dispatcher import Dispatcher
 from hal0.events import EventBus
 from hal0.images.service import ImageService
+from hal0.models.pulls import Pulls
 from hal0.models.registry import Registry
 from hal0.paths import Paths
 from hal0.slots import SlotManager
@@ -24,6 +25,7 @@ __all__ = [
     "HTTP",
     "IMAGES",
     "PATHS",
+    "PULLS",
     "REGISTRY",
     "REQUEST_ID",
     "REQUEST_TOKEN",
@@ -47,5 +49,6 @@ STARTED_WALL = web.AppKey("started_wall", float)  # wall-clock start, for /v1/mo
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 IMAGES = web.AppKey("images", ImageService)
 CAPABILITIES = web.AppKey("capabilities", CapabilityService)
+PULLS = web.AppKey("pulls", Pulls)
 
 REQUEST_TOKEN = web.RequestKey("token", TokenRecord)

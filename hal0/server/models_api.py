@@ -1,4 +1,4 @@
-"""``/api/models``: the registry (listing and registering files already on disk)."""
+"""``/api/models``: the registry (listing and registering files on disk) and pulls."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 from aiohttp import web
 
 from hal0.errors import ModelNotFound, RequestInvalid
-from hal0.server.keys import REGISTRY
+from hal0.server.keys import PULLS, REGISTRY
 from hal0.web.http import json_response, read_json
 
 __all__ = ["routes"]
@@ -21,7 +21,38 @@ async def list_models(request: web.Request) -> web.Response:
     registry = request.app[REGISTRY]
     await asyncio.to_thread(registry.check)  # a broken registry.toml is config.invalid, never an empty list
     entries = registry.entries().values()
-    return json_response({"models": [e.__dict__ | {"capabilities": list(e.capabilities)} for e in entries]})
+    return json_response({"models": [e.to_json() for e in entries]})
+
+
+@routes.post("/api/models/pull")
+async def start_pull(request: web.Request) -> web.Response:
+    """Body: ``{"ref", "as"?, "sha256"?}``; answers 202 with the job at once (progress: /api/events)."""
+    body = await read_json(request)
+    ref, as_id, sha256 = body.get("ref"), body.get("as"), body.get("sha256")
+    if not isinstance(ref, str) or not ref:
+        raise RequestInvalid("`ref` is required: a catalogue id, hf://OWNER/REPO/PATH, hf://OWNER/REPO:QUANT or a URL",
+                             param="ref")
+    for key, value in (("as", as_id), ("sha256", sha256)):
+        if value is not None and not isinstance(value, str):
+            raise RequestInvalid(f"`{key}` must be a string", param=key)
+    job = await request.app[PULLS].start(ref, as_id, sha256)
+    return json_response(job.to_json(), status=202)
+
+
+@routes.get("/api/models/pulls")
+async def list_pulls(request: web.Request) -> web.Response:
+    return json_response({"pulls": [j.to_json() for j in request.app[PULLS].jobs()]})
+
+
+@routes.get("/api/models/pulls/{id}")
+async def show_pull(request: web.Request) -> web.Response:
+    return json_response(request.app[PULLS].get(request.match_info["id"]).to_json())
+
+
+@routes.delete("/api/models/pulls/{id}")
+async def cancel_pull(request: web.Request) -> web.Response:
+    """Cancel a running pull; its partial files stay, so pulling again resumes."""
+    return json_response(request.app[PULLS].cancel(request.match_info["id"]).to_json())
 
 
 @routes.get("/api/models/{id}")
@@ -31,7 +62,7 @@ async def show_model(request: web.Request) -> web.Response:
     entry = registry.get(request.match_info["id"])
     if entry is None:
         raise ModelNotFound(f"model {request.match_info['id']!r} is not in the registry")
-    return json_response(entry.__dict__ | {"capabilities": list(entry.capabilities)})
+    return json_response(entry.to_json())
 
 
 @routes.post("/api/models")
@@ -47,4 +78,4 @@ async def register_model(request: web.Request) -> web.Response:
         raise RequestInvalid("`capabilities` must be a list of strings", param="capabilities")
     entry = await asyncio.to_thread(request.app[REGISTRY].register, mid, Path(path), tuple(caps),
                                     outside_roots=outside)  # reads the file's head, fsyncs
-    return json_response(entry.__dict__ | {"capabilities": list(entry.capabilities)}, status=201)
+    return json_response(entry.to_json(), status=201)
