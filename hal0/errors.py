@@ -28,6 +28,7 @@ __all__ = [
     "ModelNotFound",
     "ModelNotLoaded",
     "ModelPullFailed",
+    "ModelTooLarge",
     "ModelWrongModality",
     "ProviderUnavailable",
     "PullCancelled",
@@ -52,6 +53,7 @@ __all__ = [
     "SlotNotFound",
     "SlotNpuExclusive",
     "SlotPortInUse",
+    "SlotPulling",
     "SlotStartFailed",
     "SlotStateError",
     "SlotSwapFailed",
@@ -368,3 +370,19 @@ class PullNotFound(Hal0Error):
 class PullCancelled(Hal0Error):
     status = 409
     code = "model.pull_cancelled"
+
+
+class SlotPulling(Hal0Error):
+    """The slot is downloading its model; ``details.pull`` has the progress."""
+
+    status = 503
+    code = "slot.pulling"
+
+
+class ModelTooLarge(Hal0Error):
+    """The model will not fit the slot's memory at its context size (``details``: the estimate and
+    what is available); ``force`` loads it anyway."""
+
+    status = 409
+    code = "model.too_large"
+    type = "invalid_request_error"

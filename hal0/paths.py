@@ -55,6 +55,11 @@ class Paths:
         return self.config_dir / "capabilities.toml"
 
     @property
+    def catalog_toml(self) -> Path:
+        """The operator's own catalogue entries, over the shipped ones."""
+        return self.config_dir / "catalog.toml"
+
+    @property
     def hardware_json(self) -> Path:
         return self.config_dir / "hardware.json"
 

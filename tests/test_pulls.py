@@ -9,8 +9,10 @@ import shutil
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
+import openai
 import pytest
 
 import hal0.models.download as download_module
@@ -204,4 +206,58 @@ async def test_pull_with_the_cli_then_serve_the_model(hub: FakeHub, tmp_path: Pa
                                                 temperature=0)
             return out.choices[0].text
         assert (await asyncio.to_thread(complete)).startswith(" Thursday, Friday")
+        assert s.stop() == 0
+
+
+@pytest.mark.slow
+async def test_a_slot_pulls_its_catalogue_model_answering_503_meanwhile(hub: FakeHub, tmp_path: Path) -> None:
+    """A seeded catalogue id that is not on disk: the slot goes ``pulling`` by itself, requests get
+    503 ``slot.pulling`` with the progress, then it serves. The operator's own catalog.toml names
+    the model here (the shipped entries point at the real hub)."""
+    src = model("tiny-chat")
+    sha = hub.add("acme/tiny-GGUF", "tiny-chat.gguf", src)
+    resume = asyncio.Event()
+    hub.faults["tiny-chat.gguf"] = Faults(stall_at=100_000, resume=resume)
+    m = manifest()
+    setup_home(tmp_path, m["llama_server"]["bin"], "tiny-test")
+    (tmp_path / "etc/catalog.toml").write_text(f"""
+[[model]]
+id = "tiny-test"
+kind = "chat"
+family = "llama"
+provider = "llama-server"
+license = "apache-2.0"
+context_length = 2048
+quantization = "F32"
+memory_gb = 0.1
+description = "a tiny random model"
+checked = "made by the test"
+[[model.files]]
+source = "hf://acme/tiny-GGUF/tiny-chat.gguf"
+path = "tiny-chat.gguf"
+size = {src.stat().st_size}
+sha256 = "{sha}"
+""")
+    token = (tmp_path / "etc/admin.token").read_text().strip()
+    env = hal0_env(tmp_path, HF_ENDPOINT=hub.hub_url)
+    with serving(tmp_path, env=env) as s:
+        def chat() -> Any:
+            with sdk(s, token) as client:
+                return client.chat.completions.create(model="primary", messages=[{"role": "user", "content": "hi"}],
+                                                      max_tokens=4)
+        with pytest.raises(openai.APIStatusError) as e:
+            await asyncio.to_thread(chat)
+        body = e.value.body
+        assert e.value.status_code == 503 and body["code"] == "slot.pulling"  # type: ignore[index]
+        assert e.value.response.headers["Retry-After"] == "30"
+        assert body["details"]["pull"]["model"] == "tiny-test"  # type: ignore[index]
+        status, slot = await asyncio.to_thread(s.get, "/api/slots/primary", token)
+        assert (status, slot["state"], slot["pull"]["total"]) == (200, "pulling", src.stat().st_size)
+        resume.set()
+        await asyncio.to_thread(s.load, "primary", token)  # answers once the pulled model is ready
+        out = await asyncio.to_thread(chat)
+        assert out.model == "tiny-test" and out.usage.completion_tokens > 0
+        status, entry = await asyncio.to_thread(s.get, "/api/models/tiny-test", token)
+        assert status == 200 and entry["verified"] and entry["files"][0]["sha256"] == sha
+        assert (entry["gguf"]["architecture"], entry["gguf"]["block_count"]) == ("llama", 2)  # read from its header
         assert s.stop() == 0

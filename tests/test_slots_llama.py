@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from hal0.errors import SlotSwapFailed
+from hal0.errors import ModelTooLarge, SlotSwapFailed
 from hal0.paths import Paths
+from hal0.providers.llama_server import family_template
 from hal0.slots import SlotState
 from hal0.slots.overrides import read_override
 from tests.helpers.env import manifest
@@ -166,3 +167,45 @@ def test_a_swap_under_streaming_traffic_truncates_nothing(tmp_path: Path) -> Non
     assert all(len(models) == 1 and finish == "length" and used == 64 for models, finish, used in results)
     seen = {next(iter(models)) for models, _, _ in results}
     assert seen == {"tiny-chat", "tiny-chat-b"}  # traffic on both sides of the swap
+
+
+def test_a_base_gguf_without_a_template_gets_its_familys() -> None:
+    assert family_template(Path(models()["gemma3-270m"]), ()) == "gemma"
+    assert family_template(Path(models()["gemma3-270m"]), ("--chat-template", "chatml")) is None  # the slot's own
+    assert family_template(Path(models()["tiny-chat"]), ()) is None  # it carries ChatML itself
+
+
+async def test_gemma_base_is_prompted_in_gemma_turns_not_chatml(paths: Paths) -> None:
+    """Regression: the dev default, Gemma 3 270M (a base GGUF without a template), ran with
+    llama-server's ChatML fallback and answered "Hello!" with `<|im_end|>user...`."""
+    cfg = slot_config("chat", models()["gemma3-270m"])
+    async with slot_manager(paths, [cfg], llama_bin()) as (mgr, _):
+        await mgr.get("chat").ensure_ready()
+
+        def apply() -> str:
+            req = urllib.request.Request(f"http://127.0.0.1:{cfg.port}/apply-template",
+                                         json.dumps({"messages": [{"role": "user", "content": "Hello!"}]}).encode())
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return str(json.loads(r.read())["prompt"])
+        prompt = await asyncio.to_thread(apply)
+    assert "<start_of_turn>user\nHello!" in prompt and "<|im_start|>" not in prompt
+
+
+async def test_a_model_too_large_for_the_memory_is_refused_unless_forced(paths: Paths) -> None:
+    """Gemma 3 270M needs about 0.5 GiB at this context (weights, KV cache, compute buffers); the
+    box says it has 300 MiB: the swap is refused with the numbers and the old model keeps serving."""
+    paths.hardware_json.parent.mkdir(parents=True, exist_ok=True)
+    paths.hardware_json.write_text(json.dumps({"memory": {"total_bytes": 300 * 2**20, "cgroup_limit_bytes": None}}))
+    cfg = slot_config("chat", models()["tiny-chat"])
+    async with slot_manager(paths, [cfg], llama_bin()) as (mgr, _):
+        slot = mgr.get("chat")
+        pid = (await slot.ensure_ready()).pid
+        with pytest.raises(ModelTooLarge) as e:
+            await slot.swap(models()["gemma3-270m"])
+        est = e.value.details["estimate"]
+        assert est["available"] == 300 * 2**20 < est["needed"] == est["weights"] + est["kv"] + est["overhead"]
+        assert "--force" in e.value.message and e.value.status == 409
+        snap = slot.snapshot()
+        assert (snap.state, snap.model, snap.pid) == (S.READY, "tiny-chat", pid)  # untouched
+        snap = await slot.swap(models()["gemma3-270m"], force=True)
+        assert (snap.state, snap.model) == (S.READY, "gemma-3-270m-q4_k_m")

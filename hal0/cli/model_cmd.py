@@ -82,10 +82,10 @@ def _pull(api: ApiClient, args: argparse.Namespace) -> int:
     return 0
 
 
-def _catalog(api: ApiClient, args: argparse.Namespace) -> int:
+def _catalog(api: ApiClient, args: argparse.Namespace, paths: Paths) -> int:
     from hal0.models.catalog import load_catalog  # data in the package: no server needed
 
-    entries = [e for e in load_catalog().values() if args.kind in (None, e.kind)]
+    entries = [e for e in load_catalog(paths.catalog_toml).values() if args.kind in (None, e.kind)]
     try:
         have = {m.get("source") for m in api.call("GET", "/api/models")["models"]}
     except ApiError:
@@ -105,7 +105,7 @@ def run(args: argparse.Namespace, paths: Paths) -> int:
         if args.model_command == "pull":
             return _pull(api, args)
         if args.model_command == "catalog":
-            return _catalog(api, args)
+            return _catalog(api, args, paths)
         if args.model_command == "pulls":
             pulls = api.call("GET", "/api/models/pulls")["pulls"]
             rows = [(j["id"], j["model"], j["state"], _progress_line(j)) for j in pulls]

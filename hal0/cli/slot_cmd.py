@@ -32,9 +32,11 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p = add("load", "start the slot (clears an error); with --model, swap to that model")
     p.add_argument("name")
     p.add_argument("--model")
+    p.add_argument("--force", action="store_true", help="load even if the model looks too large for the memory")
     p = add("swap", "load another model, live; rolls back if it fails")
     p.add_argument("name")
     p.add_argument("--model", required=True)
+    p.add_argument("--force", action="store_true", help="load even if the model looks too large for the memory")
     p = add("logs", "the backend's recent output")
     p.add_argument("name")
     p.add_argument("-n", "--lines", type=int, default=100)
@@ -160,8 +162,8 @@ def run(args: argparse.Namespace, paths: Paths) -> int:
             api.call("DELETE", f"/api/slots/{args.name}")
             print(f"deleted slot {args.name}")
             return 0
-        model = getattr(args, "model", None)
-        return _action(api, args, cmd, {"model": model} if model else None)
+        body = {"model": getattr(args, "model", None), "force": getattr(args, "force", False) or None}
+        return _action(api, args, cmd, {k: v for k, v in body.items() if v} or None)
     except ApiError as e:
         return fail(e)
     except KeyboardInterrupt:

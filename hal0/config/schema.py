@@ -96,6 +96,7 @@ class ModelsConfig:
     """``[models]``: where model files may be registered from, besides the state dir's models/."""
 
     roots: tuple[str, ...] = ()
+    autopull: bool = True  # a slot whose catalogue model is not on disk pulls it when it starts
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from typing import Any
 from hal0.config.defaults import builtin_slot
 from hal0.config.schema import BUILTIN_SLOTS, SlotConfig
 
-__all__ = ["Seed", "gpu_gib", "match_tier", "rerank_model", "seed_slots", "tiers"]
+__all__ = ["Seed", "gpu_gib", "match_tier", "memory_for", "rerank_model", "seed_slots", "tiers"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,16 @@ def gpu_gib(hw: dict[str, Any]) -> float:
         return 0.0
     vram, gtt = gpu["vram_bytes"] or 0, gpu["gtt_bytes"] or 0
     return (vram + gtt if vram < 4 * 2**30 else vram) / 2**30
+
+
+def memory_for(hw: dict[str, Any], backend: str) -> int | None:
+    """Bytes a model may use on ``backend``: the primary GPU's (``gpu_gib``) for a GPU backend,
+    system memory (or the cgroup's limit, if lower) on the CPU; None when the probe did not know."""
+    if backend == "cpu":
+        mem = hw.get("memory") or {}
+        known = [b for b in (mem.get("total_bytes"), mem.get("cgroup_limit_bytes")) if b]
+        return min(known) if known else None
+    return int(gpu_gib(hw) * 2**30) or None
 
 
 def _holds(when: dict[str, Any], hw: dict[str, Any]) -> bool:

@@ -13,7 +13,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from types import MappingProxyType
 from typing import Any
 
@@ -155,21 +155,31 @@ def parse_catalog(data: dict[str, Any], name: str) -> dict[str, CatalogEntry]:
     return entries
 
 
-@functools.cache
-def _catalog() -> Mapping[str, CatalogEntry]:
-    text = resources.files("hal0.models").joinpath(CATALOG_FILE).read_text(encoding="utf-8")
+def _parse_text(text: str, name: str) -> dict[str, CatalogEntry]:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise ConfigInvalid(CATALOG_FILE, "", f"not valid TOML ({e})") from None
-    return MappingProxyType(parse_catalog(data, CATALOG_FILE))
+        raise ConfigInvalid(name, "", f"not valid TOML ({e})") from None
+    return parse_catalog(data, name)
 
 
-def load_catalog() -> dict[str, CatalogEntry]:
-    """The shipped catalogue by id (read and validated on first use). Raises ConfigInvalid."""
-    return dict(_catalog())
+@functools.cache
+def _catalog() -> Mapping[str, CatalogEntry]:
+    text = resources.files("hal0.models").joinpath(CATALOG_FILE).read_text(encoding="utf-8")
+    return MappingProxyType(_parse_text(text, CATALOG_FILE))
 
 
-def catalog_entry(model_id: str) -> CatalogEntry | None:
-    """The catalogue entry called ``model_id``, or None. Raises ConfigInvalid."""
+def load_catalog(extra: Path | None = None) -> dict[str, CatalogEntry]:
+    """The shipped catalogue by id, with the operator's own entries from ``extra`` (the config
+    dir's catalog.toml, same shape; its ids win) when that file exists. Raises ConfigInvalid."""
+    entries = dict(_catalog())
+    if extra is not None and extra.is_file():
+        entries.update(_parse_text(extra.read_text(encoding="utf-8"), str(extra)))
+    return entries
+
+
+def catalog_entry(model_id: str, extra: Path | None = None) -> CatalogEntry | None:
+    """The catalogue entry called ``model_id`` (the operator's file first), or None. Raises ConfigInvalid."""
+    if extra is not None and extra.is_file():
+        return load_catalog(extra).get(model_id)
     return _catalog().get(model_id)

@@ -23,7 +23,7 @@ import aiohttp
 
 from hal0.errors import Hal0Error, ModelInvalid, ModelNotFound, PullCancelled, PullNotFound, RequestInvalid
 from hal0.events import EventBus
-from hal0.models.catalog import catalog_entry
+from hal0.models.catalog import CatalogEntry, catalog_entry
 from hal0.models.download import Fetched, Source, download
 from hal0.models.hub import Hub, parse_hf, pick_quant
 from hal0.models.registry import MODEL_ID_RE, ModelEntry, ModelFile, Registry
@@ -127,7 +127,7 @@ class Pulls:
             name = unquote(urlsplit(ref).path.rsplit("/", 1)[-1]) or "model"
             mid = _model_id(as_id, _stem_id(name))
             return Plan(mid, (PlannedFile(Source(ref, sha256=sha256.lower()), name, ref),), ref, entry=name)
-        entry = catalog_entry(ref)
+        entry = self.catalog_entry(ref)
         if entry is None:
             raise ModelNotFound(f"{ref!r} is not in the catalogue (`hal0 model catalog` lists it), nor an hf:// "
                                 "reference or a URL", model=ref)
@@ -160,6 +160,10 @@ class Pulls:
                                          self.hub.token), f.path.rsplit("/", 1)[-1],
                                   f"hf://{h.repo}/{f.path}@{commit}") for f in chosen)
         return Plan(_model_id(as_id, default), files, ref, commit, entry=files[0].path)
+
+    def catalog_entry(self, model_id: str) -> CatalogEntry | None:
+        """The shipped catalogue with the operator's ``catalog.toml`` over it (blocks: a small read)."""
+        return catalog_entry(model_id, self._paths.catalog_toml)
 
     # --- jobs -----------------------------------------------------------------------
 

@@ -9,7 +9,8 @@ from typing import ClassVar
 import aiohttp
 
 from hal0.config.schema import ProviderConfig, SlotConfig
-from hal0.errors import ProviderUnavailable, SlotStartFailed
+from hal0.errors import Hal0Error, ProviderUnavailable, SlotStartFailed
+from hal0.models.gguf import read_gguf
 from hal0.models.registry import Registry, ResolvedModel, resolve_model
 from hal0.providers.argv import merge_args, split_options
 from hal0.providers.base import LaunchSpec, Readiness, base_env
@@ -27,6 +28,25 @@ REPEATABLE = frozenset({"--lora", "--lora-scaled", "--control-vector", "--contro
                         "--override-kv", "--override-tensor", "-ot"})
 RESERVED = frozenset({"--host", "--port", "--model"})  # hal0 routes by them
 _MODE_FLAGS = {Modality.EMBEDDINGS: "--embedding", Modality.RERANK: "--reranking"}
+
+
+# llama.cpp's built-in chat templates for families whose base GGUFs carry none (llama-server would
+# fall back to ChatML, which such a model answers with ChatML's own markers).
+FAMILY_TEMPLATES = {"gemma": "gemma", "gemma2": "gemma", "gemma3": "gemma", "gemma3n": "gemma",
+                    "qwen2": "chatml", "qwen3": "chatml", "qwen3moe": "chatml"}
+_TEMPLATE_FLAGS = frozenset({"--chat-template", "--chat-template-file", "--jinja", "--no-jinja"})
+
+
+def family_template(path: Path, extra_args: tuple[str, ...]) -> str | None:
+    """The template to pass for a GGUF without one (from its architecture), unless the slot
+    sets one itself. Reads the file's header (tens of ms for a large vocabulary)."""
+    if path.suffix.lower() != ".gguf" or _TEMPLATE_FLAGS & set(extra_args):
+        return None
+    try:
+        info = read_gguf(path)
+    except Hal0Error:
+        return None  # llama-server will say what is wrong with the file
+    return None if info.has_chat_template else FAMILY_TEMPLATES.get(info.architecture)
 
 
 class LlamaServer:
@@ -61,9 +81,11 @@ class LlamaServer:
                 "--n-gpu-layers", str(gpu_layers)]
         if slot.server.threads > 0:
             base += ["--threads", str(slot.server.threads)]
-        mode = _MODE_FLAGS.get(slot_kind(slot.name, self.name, slot.server.extra_args))
-        if mode:
+        kind = slot_kind(slot.name, self.name, slot.server.extra_args)
+        if mode := _MODE_FLAGS.get(kind):
             base.append(mode)  # embed and embed-rerank need no flag in their TOML
+        if kind is Modality.CHAT and (template := family_template(model.path, slot.server.extra_args)):
+            base += ["--no-jinja", "--chat-template", template]  # a built-in name, not Jinja source
         argv = merge_args(base, slot.server.extra_args, aliases=ALIASES, repeatable=REPEATABLE)
         # llama.cpp builds ship their shared libraries next to the binary.
         env = {**base_env(), "LD_LIBRARY_PATH": str(binary.parent), **settings.env, **slot.env}

@@ -70,7 +70,8 @@ def _slots_ctx(autostart: bool, supervision: Supervision):  # type: ignore[no-un
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         cfg = app[CONFIG]
         deps = SlotDeps(paths=app[PATHS], settings=cfg.slots, registry=app[REGISTRY],
-                        providers=cfg.providers, session=app[HTTP], supervision=supervision)
+                        providers=cfg.providers, session=app[HTTP], supervision=supervision,
+                        pulls=app[PULLS] if cfg.models.autopull else None)
         async with SlotManager(deps, app[SLOT_CONFIGS], app[EVENTS], autostart=autostart) as manager:
             app[SLOTS] = manager
             app[CAPABILITIES] = CapabilityService(app[PATHS], cfg, app[REGISTRY], manager)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
-from hal0.errors import ModelNotFound, RequestInvalid
+from hal0.errors import Hal0Error, ModelNotFound, RequestInvalid
+from hal0.models.gguf import read_gguf
 from hal0.server.keys import PULLS, REGISTRY
 from hal0.web.http import json_response, read_json
 
@@ -62,7 +64,20 @@ async def show_model(request: web.Request) -> web.Response:
     entry = registry.get(request.match_info["id"])
     if entry is None:
         raise ModelNotFound(f"model {request.match_info['id']!r} is not in the registry")
-    return json_response(entry.to_json())
+    return json_response({**entry.to_json(), **await asyncio.to_thread(_header, Path(entry.path))})
+
+
+def _header(path: Path) -> dict[str, Any]:
+    """What a GGUF's header says (architecture, size, context, quantisation...), without its tensors."""
+    if path.suffix.lower() != ".gguf":
+        return {}
+    try:
+        info = read_gguf(path)
+    except Hal0Error as e:
+        return {"gguf_error": e.message}
+    return {"gguf": {k: getattr(info, k) for k in (
+        "architecture", "name", "parameters", "quantization", "context_length", "block_count", "embedding_length",
+        "head_count", "head_count_kv", "pooling_type", "has_chat_template", "split_no", "split_count")}}
 
 
 @routes.post("/api/models")

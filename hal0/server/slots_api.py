@@ -52,25 +52,29 @@ async def delete_slot(request: web.Request) -> web.Response:
     return json_response({"deleted": request.match_info["name"]})
 
 
-async def _model_arg(request: web.Request, required: bool) -> str | None:
+async def _model_args(request: web.Request, required: bool) -> tuple[str | None, bool]:
+    """``model`` (a non-empty string) and ``force`` (load even if the fit check refuses it)."""
     body: dict[str, Any] = await read_json(request) if request.can_read_body else {}
-    model = body.get("model")
+    model, force = body.get("model"), body.get("force", False)
     if model is None and required:
         raise RequestInvalid("`model` is required, e.g. {\"model\": \"qwen3-4b\"}", param="model")
     if model is not None and (not isinstance(model, str) or not model):
         raise RequestInvalid("`model` must be a non-empty string", param="model")
-    return model
+    if not isinstance(force, bool):
+        raise RequestInvalid("`force` must be true or false", param="force")
+    return model, force
 
 
 @routes.post(r"/api/slots/{name}/{action:(load|unload|restart|swap|enable|disable)}")
 async def slot_action(request: web.Request) -> web.Response:
     slot, action = _slot(request), request.match_info["action"]
     if action == "swap":
-        model = await _model_arg(request, required=True)
+        model, force = await _model_args(request, required=True)
         assert model is not None
-        await slot.swap(model)
+        await slot.swap(model, force=force)
     elif action == "load":
-        await slot.load(await _model_arg(request, required=False))
+        model, force = await _model_args(request, required=False)
+        await slot.load(model, force=force)
     else:
         await getattr(slot, action)()
     return json_response(slot_json(slot))

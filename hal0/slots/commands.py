@@ -39,6 +39,7 @@ class Load(Command):
     """Operator load: start (clearing an error), or swap when ``model`` differs."""
 
     model: str | None = None
+    force: bool = False  # load even if the fit check says it will not fit
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class Restart(Command):
 @dataclass(frozen=True)
 class Swap(Command):
     model: str
+    force: bool = False
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -28,16 +30,23 @@ from hal0.config.schema import ProviderConfig, SlotConfig, SlotsConfig
 from hal0.errors import (
     Hal0Error,
     InternalError,
+    ModelNotFound,
+    ModelTooLarge,
     SlotCancelled,
     SlotDisabled,
     SlotIllegalTransition,
     SlotLoading,
     SlotNoModel,
     SlotPortInUse,
+    SlotPulling,
     SlotStartFailed,
     SlotStateError,
     SlotSwapFailed,
 )
+from hal0.hardware.seeding import memory_for
+from hal0.models.fit import estimate
+from hal0.models.gguf import read_gguf
+from hal0.models.pulls import PullJob, Pulls
 from hal0.models.registry import Registry, ResolvedModel
 from hal0.paths import Paths
 from hal0.providers import PROVIDERS, Provider, get_provider
@@ -78,6 +87,28 @@ _Pending = tuple[Command, "asyncio.Future[Any] | None"]
 _NOT_ERROR = tuple(set(SlotState) - {SlotState.ERROR})
 
 
+def _too_large(path: Path, context_size: int, backend: str, hardware_json: Path) -> dict[str, int] | None:
+    """The estimate and the memory ``backend`` has, when a GGUF will not fit; None when it fits or
+    nothing can be said (not a GGUF, an unreadable header, no hardware.json)."""
+    if path.suffix.lower() != ".gguf" or not hardware_json.is_file():
+        return None
+    try:
+        available = memory_for(json.loads(hardware_json.read_text()), backend)
+        need = estimate(read_gguf(path), context_size)
+    except (Hal0Error, OSError, ValueError, KeyError, TypeError):
+        return None  # the start itself will tell what is wrong with the file
+    if available is None or need.total_bytes <= available:
+        return None
+    return {"needed": need.total_bytes, "available": available, "weights": need.weights_bytes, "kv": need.kv_bytes,
+            "overhead": need.overhead_bytes}
+
+
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    """A start nobody waits for any more: its outcome is in the slot's state, not lost here."""
+    if not fut.cancelled():
+        fut.exception()
+
+
 @dataclass(frozen=True)
 class SlotDeps:
     """What every slot shares: injected, never global."""
@@ -89,6 +120,7 @@ class SlotDeps:
     session: aiohttp.ClientSession
     supervision: Supervision = field(default_factory=Supervision)
     changes: ChangeChannel = field(default_factory=ChangeChannel)  # the manager sets its own
+    pulls: Pulls | None = None  # set: a catalogue model that is not on disk is pulled on start
 
 
 class Admitted:
@@ -135,11 +167,13 @@ class Slot:
         self._proc: BackendProcess | None = None
         self._updated_at = time.time()
         self._changed: asyncio.Event | None = None  # made by the first waiter, set by the next move
+        self._movers: list[asyncio.Future[None]] = []  # futures done at the next move
         self._gate = Gate(config.name, config.max_inflight, config.max_queue)
         self._kind: str = slot_kind(config.name, config.provider, config.server.extra_args)
         self._last_used = time.monotonic()
         self._policy = RestartPolicy(deps.supervision)
         self._starts = 0  # backends spawned since hal0 started
+        self._pull: PullJob | None = None  # the pull in progress while ``pulling``
         self._tg: asyncio.TaskGroup | None = None
         self._timers: dict[type[Command], asyncio.TimerHandle] = {}
         self._writer = StateWriter(deps.paths.slot_state_dir(config.name) / "state.json", self._state_json)
@@ -157,7 +191,8 @@ class Slot:
             model=self._model.id if self._model else None, model_ref=self._model_ref,
             configured=self.configured_model(), pid=self._proc.pid if self._proc else None,
             message=self._message, last_error=self._last_error, inflight=self._gate.active,
-            queued=self._gate.queued, updated_at=self._updated_at, starts=self._starts)
+            queued=self._gate.queued, updated_at=self._updated_at, starts=self._starts,
+            pull=self._pull.to_json() if self._pull is not None else None)
 
     def counters(self) -> tuple[SlotState, int, int]:
         """State, active and queued requests: the per-request part of a snapshot, cheaply."""
@@ -203,6 +238,18 @@ class Slot:
         self._queue.put_nowait((self._checked(cmd), fut))
         return await fut
 
+    def _submit(self, cmd: Command) -> asyncio.Future[Any]:
+        """``send`` without awaiting: the answer's future (no task is made for it)."""
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((self._checked(cmd), fut))
+        return fut
+
+    def _next_move(self) -> asyncio.Future[None]:
+        """A future done at the slot's next state change."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._movers.append(fut)
+        return fut
+
     def send_nowait(self, cmd: Command) -> None:
         """Queue a command nobody waits for (autostart, timers, the process watcher)."""
         self._queue.put_nowait((self._checked(cmd), None))
@@ -223,9 +270,9 @@ class Slot:
             return self.snapshot()
         return await self.send(EnsureReady(), SlotSnapshot)
 
-    async def load(self, model: str | None = None) -> SlotSnapshot:
+    async def load(self, model: str | None = None, *, force: bool = False) -> SlotSnapshot:
         """Operator load: start (clearing an error), or swap if ``model`` differs."""
-        return await self.send(Load(model), SlotSnapshot)
+        return await self.send(Load(model, force), SlotSnapshot)
 
     async def unload(self) -> SlotSnapshot:
         return await self.send(Unload(), SlotSnapshot)
@@ -233,9 +280,10 @@ class Slot:
     async def restart(self) -> SlotSnapshot:
         return await self.send(Restart(), SlotSnapshot)
 
-    async def swap(self, model: str) -> SlotSnapshot:
-        """Load ``model`` in place of the current one; rolls back on failure (SlotSwapFailed)."""
-        return await self.send(Swap(model), SlotSnapshot)
+    async def swap(self, model: str, *, force: bool = False) -> SlotSnapshot:
+        """Load ``model`` in place of the current one; rolls back on failure (SlotSwapFailed).
+        Raises ModelTooLarge (the slot untouched) unless ``force``."""
+        return await self.send(Swap(model, force), SlotSnapshot)
 
     async def enable(self) -> SlotSnapshot:
         return await self.send(Enable(), SlotSnapshot)
@@ -268,13 +316,30 @@ class Slot:
             try:
                 if remaining <= 0:
                     raise TimeoutError
+                if self._state is S.PULLING:  # minutes, maybe hours: answer now, with the progress
+                    raise self._pulling()
                 if self._state is S.ERROR and Autorestart in self._timers:  # a restart is due: wait for it
                     await self.wait_state(*_NOT_ERROR, timeout=remaining)
                     continue
-                await asyncio.wait_for(self.ensure_ready(), remaining)
+                ready = self._submit(EnsureReady())
+                ready.add_done_callback(_retrieve)  # read below, unless this request stops waiting for it
+                moved = self._next_move()
+                await asyncio.wait({ready, moved}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+                if ready.done():
+                    ready.result()  # its error is the request's
+                elif not moved.done():
+                    raise TimeoutError
+                # else the slot moved: look again (a pull answers at once, at the top)
             except TimeoutError:
                 raise SlotLoading(f"{self.name} is still {self._state} after {wait:g}s; try again shortly",
                                   retry_after=5, slot=self.name, state=str(self._state)) from None
+
+    def _pulling(self) -> SlotPulling:
+        job = self._pull.to_json() if self._pull is not None else {}
+        done, total = job.get("done", 0), job.get("total")
+        pct = f" ({100 * done / total:.0f} %)" if total else ""
+        return SlotPulling(f"{self.name} is pulling its model{pct}; try again when it is ready", retry_after=30,
+                           slot=self.name, pull=job)
 
     def _begin(self) -> None:
         if self._gate.begin() and self._state is not S.SERVING:
@@ -359,16 +424,18 @@ class Slot:
 
     async def _handle(self, cmd: Command) -> SlotSnapshot | None:
         match cmd:
-            case EnsureReady() | Autostart():
+            case EnsureReady():
                 return await self._handle_ensure_ready()
-            case Load(model=model):
-                return await self._handle_load(model)
+            case Autostart():
+                return await self._handle_autostart()
+            case Load(model=model, force=force):
+                return await self._handle_load(model, force)
             case Unload():
                 return await self._handle_unload()
             case Restart():
                 return await self._handle_restart()
-            case Swap(model=model):
-                return await self._handle_swap(model)
+            case Swap(model=model, force=force):
+                return await self._handle_swap(model, force)
             case Enable() | Disable():
                 return await self._handle_enabled(isinstance(cmd, Enable))
             case SetBackend(backend=backend):
@@ -431,14 +498,25 @@ class Slot:
         await self._start(self._require_model(None))
         return self.snapshot()
 
-    async def _handle_load(self, model: str | None) -> SlotSnapshot:
+    async def _handle_autostart(self) -> SlotSnapshot | None:
+        """``serve`` starts a slot whose model is on disk; one that must be pulled first waits for
+        a load or a request (a pull is a decision: bandwidth, disk)."""
+        ref = self._require_model(None)
+        try:
+            get_provider(self.config.provider).resolve(ref, self._deps.registry)
+        except ModelNotFound:
+            self.log.append(f"[hal0] {ref} is not on disk: a request or `hal0 slot load {self.name}` pulls it")
+            return None
+        return await self._handle_ensure_ready()
+
+    async def _handle_load(self, model: str | None, force: bool = False) -> SlotSnapshot:
         self._require_enabled()
         if model is not None and self._proc is not None and model != self._model_ref:
-            return await self._handle_swap(model)
+            return await self._handle_swap(model, force)
         if self._state in DISPATCHABLE:
             return self.snapshot()
         self._policy.reset()
-        await self._start(self._require_model(model))
+        await self._start(self._require_model(model), force=force)
         if model is not None:
             await self._set_override(model)  # only a model that loaded becomes the slot's model
         return self.snapshot()
@@ -456,15 +534,17 @@ class Slot:
         await self._start(ref)
         return self.snapshot()
 
-    async def _handle_swap(self, model: str) -> SlotSnapshot:
+    async def _handle_swap(self, model: str, force: bool = False) -> SlotSnapshot:
         self._require_enabled()
-        get_provider(self.config.provider).resolve(model, self._deps.registry)  # unknown: the slot is untouched
+        resolved = get_provider(self.config.provider).resolve(model, self._deps.registry)  # unknown: untouched
+        if not force:
+            await self._check_fit(resolved)  # too large: untouched
         previous = self._model_ref if self._proc is not None else None
         old_override = self._override
         await self._set_override(model)
         await self._stop_backend()
         try:
-            await self._start(model)
+            await self._start(model, force=True)  # checked above
             return self.snapshot()
         except SlotStartFailed as e:
             reason = e.message
@@ -545,19 +625,36 @@ class Slot:
             return provider.probe(session, url)
         return probe
 
-    async def _start(self, ref: str, *, retry: bool = False) -> None:
+    async def _check_fit(self, model: ResolvedModel) -> None:
+        """Raise ModelTooLarge if the model cannot fit the memory its backend gives it (only what
+        can be estimated: a GGUF on llama-server, with hardware.json present)."""
+        if self.config.provider != "llama-server":
+            return
+        problem = await asyncio.to_thread(_too_large, model.path, self.config.model.context_size,
+                                          self.config.backend, self._deps.paths.hardware_json)
+        if problem is not None:
+            raise ModelTooLarge(f"{model.id} needs about {problem['needed'] / 2**30:.1f} GiB at "
+                                f"{self.config.model.context_size} tokens of context, and the {self.config.backend} "
+                                f"backend has {problem['available'] / 2**30:.1f} GiB; use a smaller model or "
+                                "context, or load it anyway with --force", slot=self.name, model=model.id,
+                                estimate=problem)
+
+    async def _start(self, ref: str, *, retry: bool = False, force: bool = False) -> None:
         """offline/error -> starting -> warming -> ready. Raises SlotStartFailed (state: error).
 
         Model errors (unknown, missing files) raise before any transition. Cancellation
         stops the half-started backend and leaves the slot offline.
         """
         provider = get_provider(self.config.provider)
-        model = provider.resolve(ref, self._deps.registry)
+        model = await self._resolve_or_pull(provider, ref)
+        if not force and not retry:
+            await self._check_fit(model)
         settings = self._deps.providers.get(self.config.provider, ProviderConfig())
         installed = engine_settings(self._deps.paths, self.config.provider)  # from `hal0 backend install`
         settings = replace(settings, python=settings.python or installed.get("python", ""),
                            bin=settings.bin or installed.get("bin", ""))
-        spec = provider.launch(self.config, model, settings, self._deps.paths.slot_state_dir(self.name))
+        spec = await asyncio.to_thread(provider.launch, self.config, model, settings,  # may read the model's head
+                                       self._deps.paths.slot_state_dir(self.name))
         self._model, self._model_ref = model, ref
         self._transition(S.STARTING, f"starting {model.id}")
         sup, cfg = self._deps.supervision, self._deps.settings
@@ -589,6 +686,34 @@ class Slot:
         assert self._tg is not None
         self._tg.create_task(self._supervise(provider, self._proc))
         self._arm(IdleCheck, self.config.idle_timeout_s)
+
+    async def _resolve_or_pull(self, provider: Provider, ref: str) -> ResolvedModel:
+        """The model ``ref`` names; a catalogue model not on disk is pulled first (``pulling``).
+
+        Raises what resolution raises (the slot untouched), or SlotStartFailed when the pull
+        fails (state ``error``, with the command to retry). Cancelling cancels the pull; its
+        partial files stay for the next try.
+        """
+        try:
+            return provider.resolve(ref, self._deps.registry)
+        except ModelNotFound:
+            if self._deps.pulls is None or await asyncio.to_thread(self._deps.pulls.catalog_entry, ref) is None:
+                raise
+        self._pull = await self._deps.pulls.start(ref)
+        self._transition(S.PULLING, f"pulling {ref}")
+        try:
+            await asyncio.shield(self._pull.result)
+        except asyncio.CancelledError:
+            self._deps.pulls.cancel(self._pull.id)
+            self._transition(S.OFFLINE, "pull cancelled")
+            raise
+        except Hal0Error as e:
+            reason = f"pulling {ref} failed: {e.message}; `hal0 slot load {self.name}` tries again"
+            self._after_failure(reason, retry=False)
+            raise SlotStartFailed(reason, slot=self.name, model=ref, pull=e.code) from None
+        finally:
+            self._pull = None
+        return provider.resolve(ref, self._deps.registry)
 
     async def _supervise(self, provider: Provider, proc: BackendProcess) -> None:
         """While ``proc`` is the slot's backend: tell the owner when it exits or stops answering."""
@@ -679,6 +804,11 @@ class Slot:
         if self._changed is not None:
             self._changed.set()
             self._changed = None
+        if self._movers:
+            movers, self._movers = self._movers, []
+            for fut in movers:
+                if not fut.done():
+                    fut.set_result(None)
 
     def _publish(self, *, prev: SlotState | None = None, hot: bool = False,
                  detail: dict[str, Any] | None = None) -> None:

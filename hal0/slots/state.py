@@ -63,6 +63,7 @@ class SlotSnapshot:
     queued: int
     updated_at: float
     starts: int = 0
+    pull: dict[str, Any] | None = None  # the pull's progress while ``pulling``
 
     @property
     def served(self) -> frozenset[str]:
@@ -77,7 +78,7 @@ class SlotSnapshot:
                 "model": self.model, "model_ref": self.model_ref, "model_configured": self.configured,
                 "pid": self.pid, "message": self.message, "last_error": self.last_error,
                 "inflight": self.inflight, "queued": self.queued, "updated_at": self.updated_at,
-                "starts": self.starts}
+                "starts": self.starts, **({"pull": self.pull} if self.pull else {})}
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ class Seen:
 class Faults:
     drop_at: int | None = None  # the first answer breaks off after this many bytes
     stall_at: int | None = None  # the first answer stops sending after this many bytes (the client times out)
+    resume: asyncio.Event | None = None  # with stall_at: send the rest once this is set
     corrupt: bool = False  # serve a flipped byte (the hub still names the real sha256)
     no_range: bool = False  # ignore Range: always the whole file
     new_etag_after_first: bool = False  # the file "changes" after the first request
@@ -108,7 +109,9 @@ class FakeHub:
             return resp
         if fault.stall_at is not None and n == 1:
             await resp.write(body[:fault.stall_at])
-            await asyncio.Event().wait()  # silence until the client gives up and the server closes
+            await (fault.resume or asyncio.Event()).wait()  # silence until the test says, or the client gives up
+            await resp.write(body[fault.stall_at:])
+            return resp
         await resp.write(body)
         return resp
 
