@@ -23,6 +23,7 @@ __all__ = [
     "MethodNotAllowed",
     "ModelChecksumMismatch",
     "ModelFilesMissing",
+    "ModelInUse",
     "ModelInvalid",
     "ModelNoSpace",
     "ModelNotFound",
@@ -385,4 +386,12 @@ class ModelTooLarge(Hal0Error):
 
     status = 409
     code = "model.too_large"
+    type = "invalid_request_error"
+
+
+class ModelInUse(Hal0Error):
+    """A slot runs the model (``details.slots``); unload or swap it first."""
+
+    status = 409
+    code = "model.in_use"
     type = "invalid_request_error"

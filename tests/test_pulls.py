@@ -260,4 +260,13 @@ sha256 = "{sha}"
         status, entry = await asyncio.to_thread(s.get, "/api/models/tiny-test", token)
         assert status == 200 and entry["verified"] and entry["files"][0]["sha256"] == sha
         assert (entry["gguf"]["architecture"], entry["gguf"]["block_count"]) == ("llama", 2)  # read from its header
+        rm = [*HAL0, "model", "rm", "tiny-test"]
+        r = await asyncio.to_thread(subprocess.run, rm, env={**env, "HAL0_URL": s.url}, capture_output=True, text=True)
+        assert r.returncode == 1 and "model.in_use" in r.stderr and "primary" in r.stderr
+        await asyncio.to_thread(s.post, "/api/slots/primary/unload", token, {})
+        r = await asyncio.to_thread(subprocess.run, rm, env={**env, "HAL0_URL": s.url}, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        assert not (tmp_path / "var/models/tiny-test").exists()
+        status, _ = await asyncio.to_thread(s.get, "/api/models/tiny-test", token)
+        assert status == 404
         assert s.stop() == 0

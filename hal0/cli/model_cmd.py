@@ -37,6 +37,8 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--as", dest="as_id", metavar="ID", help="the model id to register it under")
     p.add_argument("--sha256", help="the file's sha256 (required for a URL)")
     ms.add_parser("pulls", help="pulls in progress and finished since hal0 started", parents=[common])
+    p = ms.add_parser("rm", help="forget a model and delete the files hal0 pulled for it", parents=[common])
+    p.add_argument("id")
     p = ms.add_parser("catalog", help="the curated models hal0 can pull", parents=[common])
     p.add_argument("--kind", choices=("chat", "embed", "rerank", "stt", "tts", "image"))
 
@@ -111,14 +113,22 @@ def run(args: argparse.Namespace, paths: Paths) -> int:
             rows = [(j["id"], j["model"], j["state"], _progress_line(j)) for j in pulls]
             print_json(pulls) if args.json else table(rows, ["ID", "MODEL", "STATE", "PROGRESS"])
             return 0
+        if args.model_command == "rm":
+            out = api.call("DELETE", f"/api/models/{args.id}")
+            print_json(out) if args.json else print(f"removed {out['removed']}")
+            return 0
         if args.model_command == "list":
             models = api.call("GET", "/api/models")["models"]
             if args.json:
                 print_json(models)
             else:
+                slots = api.call("GET", "/api/slots")["slots"]
+
+                def users(mid: str) -> str | None:
+                    return ",".join(s["name"] for s in slots if mid in (s["model"], s["model_configured"])) or None
                 table([(m["id"], ",".join(m["capabilities"]) or None, _size(m["size"]),
-                        "yes" if m.get("verified") else "no", m.get("source") or "local", m["path"])
-                       for m in models], ["ID", "CAPABILITIES", "SIZE", "VERIFIED", "SOURCE", "PATH"])
+                        "yes" if m.get("verified") else "no", users(m["id"]), m.get("source") or "local", m["path"])
+                       for m in models], ["ID", "CAPABILITIES", "SIZE", "VERIFIED", "SLOTS", "SOURCE", "PATH"])
         elif args.model_command == "show":
             print_json(api.call("GET", f"/api/models/{args.id}"))
         else:

@@ -142,6 +142,20 @@ class Registry:
     def get(self, model_id: str) -> ModelEntry | None:
         return self.entries().get(model_id)
 
+    def remove(self, model_id: str) -> ModelEntry:
+        """Drop ``model_id`` and delete the files hal0 pulled for it (blocks: call it off the loop).
+        Raises ModelNotFound, or ConfigInvalid when the registry on disk cannot be read."""
+        with self._write_lock:
+            models = self._read()
+            entry = models.pop(model_id, None)
+            if entry is None:
+                raise ModelNotFound(f"model {model_id!r} is not in the registry", model=model_id)
+            body = {"models": {m.id: m.to_toml() for m in models.values()}}
+            atomic_write(self.file, "# hal0 model registry. Manage with `hal0 model`.\n" + tomli_w.dumps(body))
+            self._entries, self._broken, self._checked = models, None, -1.0
+        _remove_files(entry, self.roots[0])
+        return entry
+
     def inside_roots(self, path: Path) -> bool:
         resolved = path.resolve()
         return any(resolved.is_relative_to(root.resolve()) for root in self.roots)
@@ -179,6 +193,19 @@ class Registry:
             atomic_write(self.file, "# hal0 model registry. Manage with `hal0 model`.\n" + tomli_w.dumps(body))
             self._entries, self._broken, self._checked = models, None, -1.0
         return entry
+
+
+def _remove_files(entry: ModelEntry, models_dir: Path) -> None:
+    """The files hal0 pulled into ``models_dir`` for ``entry``; files registered from elsewhere stay."""
+    root = models_dir.resolve()
+    for f in entry.files:
+        path = Path(f.path).resolve()
+        if path.is_relative_to(root):
+            path.unlink(missing_ok=True)
+    folder = Path(entry.path).resolve()
+    folder = folder if folder.is_dir() else folder.parent
+    if folder.is_relative_to(root) and folder != root and folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
 
 
 def resolve_model(ref: str, registry: Registry) -> ResolvedModel:

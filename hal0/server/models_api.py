@@ -8,9 +8,9 @@ from typing import Any
 
 from aiohttp import web
 
-from hal0.errors import Hal0Error, ModelNotFound, RequestInvalid
+from hal0.errors import Hal0Error, ModelInUse, ModelNotFound, RequestInvalid
 from hal0.models.gguf import read_gguf
-from hal0.server.keys import PULLS, REGISTRY
+from hal0.server.keys import PULLS, REGISTRY, SLOTS
 from hal0.web.http import json_response, read_json
 
 __all__ = ["routes"]
@@ -65,6 +65,18 @@ async def show_model(request: web.Request) -> web.Response:
     if entry is None:
         raise ModelNotFound(f"model {request.match_info['id']!r} is not in the registry")
     return json_response({**entry.to_json(), **await asyncio.to_thread(_header, Path(entry.path))})
+
+
+@routes.delete("/api/models/{id}")
+async def remove_model(request: web.Request) -> web.Response:
+    """Refused while a slot runs the model; removes the entry and the files hal0 pulled for it."""
+    mid = request.match_info["id"]
+    using = [s.name for s in request.app[SLOTS].snapshots() if mid in s.served]
+    if using:
+        raise ModelInUse(f"{mid} is running in {', '.join(using)}: unload it (`hal0 slot unload {using[0]}`) or "
+                         "swap it out first", model=mid, slots=using)
+    entry = await asyncio.to_thread(request.app[REGISTRY].remove, mid)
+    return json_response({"removed": entry.id, "path": entry.path})
 
 
 def _header(path: Path) -> dict[str, Any]:
