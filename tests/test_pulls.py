@@ -206,6 +206,11 @@ async def test_pull_with_the_cli_then_serve_the_model(hub: FakeHub, tmp_path: Pa
                                                 temperature=0)
             return out.choices[0].text
         assert (await asyncio.to_thread(complete)).startswith(" Thursday, Friday")
+        listed = await asyncio.to_thread(subprocess.run, [*HAL0, "model", "list"], env={**env, "HAL0_URL": s.url},
+                                         capture_output=True, text=True, check=True)
+        header, *rows = listed.stdout.splitlines()
+        assert header.split()[:6] == ["ID", "CAPABILITIES", "SIZE", "VERIFIED", "SLOTS", "SOURCE"]
+        assert next(r for r in rows if r.startswith("gemma ")).split()[3:5] == ["yes", "primary"]
         assert s.stop() == 0
 
 
