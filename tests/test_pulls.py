@@ -210,7 +210,7 @@ async def test_pull_with_the_cli_then_serve_the_model(hub: FakeHub, tmp_path: Pa
                                          capture_output=True, text=True, check=True)
         header, *rows = listed.stdout.splitlines()
         assert header.split()[:6] == ["ID", "CAPABILITIES", "SIZE", "VERIFIED", "SLOTS", "SOURCE"]
-        assert next(r for r in rows if r.startswith("gemma ")).split()[3:5] == ["yes", "primary"]
+        assert next(r for r in rows if r.startswith("gemma ")).split()[4:6] == ["yes", "primary"]  # after "253.1 MB"
         assert s.stop() == 0
 
 
