@@ -12,11 +12,14 @@ import tomli_w
 from hal0.atomic import atomic_write
 from hal0.auth import create_token
 from hal0.config import BUILTIN_SLOTS, PROVIDER_NAMES, Hal0Config, render_slot_toml, to_dict
+from hal0.config.overrides import read_override
 from hal0.hardware import probe
 from hal0.hardware.seeding import seed_slots
+from hal0.models.catalog import catalog_entry
+from hal0.models.registry import Registry
 from hal0.paths import Paths
 
-__all__ = ["init_tree", "write_seeds"]
+__all__ = ["describe_missing", "init_tree", "missing_models", "write_seeds"]
 
 
 def _default_hal0_toml(providers: dict[str, dict[str, str]]) -> str:
@@ -85,3 +88,29 @@ def init_tree(paths: Paths, slot_models: dict[str, str] | None = None,
         _, token = create_token(paths.tokens_toml, "admin", "admin")
         _create(paths.admin_token, token + "\n", created, mode=0o600)
     return created
+
+
+def missing_models(paths: Paths) -> list[tuple[str, str, int]]:
+    """(slot, catalogue id, bytes) for each enabled slot whose model is a catalogue id that is not
+    registered yet: what a load, a request or `hal0 model pull` will download."""
+    from hal0.config import load_slots  # the one validator of slot files
+
+    registry = Registry(paths).entries()
+    out = []
+    for name, slot in load_slots(paths).items():
+        ref = read_override(paths, name) or slot.model.default
+        entry = catalog_entry(ref, paths.catalog_toml) if ref and not ref.startswith("/") else None
+        if slot.enabled and entry is not None and ref not in registry:
+            out.append((name, ref, entry.size))
+    return out
+
+
+def describe_missing(missing: list[tuple[str, str, int]]) -> list[str]:
+    """Lines for a person: what will be pulled, and how much."""
+    if not missing:
+        return []
+    total = sum(size for _, _, size in missing)
+    lines = [f"models to pull ({total / 1e9:.1f} GB; each slot pulls its own when loaded or first asked for, "
+             "or now with `hal0 model pull ID`):"]
+    lines += [f"  {slot:8} {ref} ({size / 1e9:.2f} GB)" for slot, ref, size in missing]
+    return lines

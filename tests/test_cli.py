@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.helpers.env import HAL0, REPO, hal0_env
+from tests.helpers.env import HAL0, REPO, hal0_env, manifest
 
 
 def run(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -82,3 +82,19 @@ def test_client_commands_do_not_import_the_server_stack() -> None:
             "print(sorted(m for m in sys.modules if m.startswith('aiohttp') or m.startswith('hal0.server')))")
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert r.stdout.strip().endswith("[]")
+
+
+def test_init_says_which_seeded_models_are_still_to_pull(tmp_path: Path) -> None:
+    from hal0.models.catalog import load_catalog
+
+    m = manifest()
+    r = run(tmp_path, "init", "--json", "--slot-model", "primary=qwen3-4b-q4_k_m",
+            "--slot-model", f"embed={m['models']['tiny-embed']}")
+    missing = {x["slot"]: x for x in json.loads(r.stdout)["missing_models"]}
+    catalog = load_catalog()
+    assert missing["primary"] == {"slot": "primary", "model": "qwen3-4b-q4_k_m",
+                                  "size": catalog["qwen3-4b-q4_k_m"].size}
+    assert "embed" not in missing  # a file on disk needs no pull
+    assert all(x["model"] in catalog for x in missing.values())
+    r = run(tmp_path, "init")  # and in words
+    assert "models to pull" in r.stdout and "  primary  qwen3-4b-q4_k_m (2.50 GB)" in r.stdout.splitlines()

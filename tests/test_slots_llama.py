@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from hal0.config.overrides import read_override
 from hal0.errors import ModelTooLarge, SlotSwapFailed
 from hal0.paths import Paths
 from hal0.providers.llama_server import family_template
 from hal0.slots import SlotState
-from hal0.slots.overrides import read_override
 from tests.helpers.env import manifest
 from tests.helpers.serve import sdk, serving, setup_home
 from tests.helpers.slots import llama_bin, next_move, slot_config, slot_manager

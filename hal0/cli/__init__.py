@@ -33,7 +33,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from hal0.bootstrap import init_tree
+    from hal0.bootstrap import describe_missing, init_tree, missing_models
 
     paths = _paths(args)
     flags = {"--slot-model": args.slot_model, "--slot-provider": args.slot_provider,
@@ -55,9 +55,11 @@ def cmd_init(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"hal0 init: {e}", file=sys.stderr)
         return 2
+    missing = missing_models(paths)
     if args.json:
         print(json.dumps({"config_dir": str(paths.config_dir), "state_dir": str(paths.state_dir),
-                          "created": [str(p) for p in created]}))
+                          "created": [str(p) for p in created],
+                          "missing_models": [{"slot": s, "model": m, "size": n} for s, m, n in missing]}))
         return 0
     print(f"config: {paths.config_dir}\nstate:  {paths.state_dir}")
     for p in created:
@@ -66,6 +68,8 @@ def cmd_init(args: argparse.Namespace) -> int:
         print("  nothing to do: everything already exists")
     if paths.admin_token in created:
         print(f"admin token written to {paths.admin_token} (mode 0600)")
+    for line in describe_missing(missing):
+        print(line)
     return 0
 
 

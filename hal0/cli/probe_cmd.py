@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 from hal0.atomic import atomic_write
-from hal0.bootstrap import write_seeds
+from hal0.bootstrap import describe_missing, missing_models, write_seeds
 from hal0.cli.output import print_json
 from hal0.hardware import probe
 from hal0.hardware.seeding import match_tier
@@ -58,4 +58,7 @@ def run(args: argparse.Namespace, paths: Paths) -> int:
         written = write_seeds(paths, hw)
         if not args.json:
             print(f"wrote {paths.hardware_json}" + "".join(f", {p}" for p in written))
+    if not args.json:
+        for line in describe_missing(missing_models(paths)):
+            print(line)
     return 0

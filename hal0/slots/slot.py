@@ -26,6 +26,7 @@ import aiohttp
 from hal0.atomic import atomic_write
 from hal0.backends import engine_settings
 from hal0.config.defaults import render_slot_toml
+from hal0.config.overrides import read_override, write_override
 from hal0.config.schema import ProviderConfig, SlotConfig, SlotsConfig
 from hal0.errors import (
     Hal0Error,
@@ -71,7 +72,6 @@ from hal0.slots.commands import (
     UnloadIdle,
 )
 from hal0.slots.gate import Gate
-from hal0.slots.overrides import read_override, write_override
 from hal0.slots.persist import StateWriter
 from hal0.slots.policy import RestartPolicy, Supervision
 from hal0.slots.ports import port_is_free
