@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -37,6 +38,12 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--as", dest="as_id", metavar="ID", help="the model id to register it under")
     p.add_argument("--sha256", help="the file's sha256 (required for a URL)")
     ms.add_parser("pulls", help="pulls in progress and finished since hal0 started", parents=[common])
+    p = ms.add_parser("import", help="register models already on this box, without copying them", parents=[common],
+                      description="PATH: a model file or folder; --scan: every GGUF in the Hugging Face cache, "
+                                  "Ollama's store, LM Studio's and llama.cpp's caches")
+    p.add_argument("path", nargs="?")
+    p.add_argument("--scan", action="store_true", help="look in the other tools' stores")
+    p.add_argument("--as", dest="as_id", metavar="ID", help="the model id (with PATH)")
     p = ms.add_parser("rm", help="forget a model and delete the files hal0 pulled for it", parents=[common])
     p.add_argument("id")
     p = ms.add_parser("catalog", help="the curated models hal0 can pull", parents=[common])
@@ -84,6 +91,56 @@ def _pull(api: ApiClient, args: argparse.Namespace) -> int:
     return 0
 
 
+def _capabilities(path: Path) -> list[str]:
+    """What a GGUF is for, from its header: rank pooling reranks, other pooling embeds, else chat."""
+    from hal0.errors import Hal0Error
+    from hal0.models.gguf import read_gguf
+
+    try:
+        info = read_gguf(path)
+    except Hal0Error:
+        return []
+    if info.pooling_type == 4:
+        return ["rerank"]
+    return ["embed"] if info.pooling_type or info.architecture in ("bert", "nomic-bert", "xlm-roberta") else ["chat"]
+
+
+def _import(api: ApiClient, args: argparse.Namespace) -> int:
+    """Register a path, or everything --scan finds; ids already taken get a suffix."""
+    from hal0.models.imports import Found, candidate_id, scan
+
+    if bool(args.path) == args.scan:
+        return fail(ApiError("give a PATH or --scan", "request.invalid"))
+    if args.path:
+        path = Path(args.path).absolute()
+        found = [Found(args.as_id or candidate_id(path.name), path, f"import:{path}")]
+    else:
+        found = scan(Path.home(), os.environ)
+    known = api.call("GET", "/api/models")["models"]
+    ids, paths_known = {m["id"] for m in known}, {str(Path(m["path"]).resolve()) for m in known}
+    added = []
+    for item in found:
+        if str(item.path.resolve()) in paths_known:
+            continue  # already registered, under whatever id
+        mid = item.id
+        for n in range(2, 100):
+            if mid not in ids:
+                break
+            mid = f"{item.id}-{n}"
+        entry = api.call("POST", "/api/models", {
+            "id": mid, "path": str(item.path), "capabilities": _capabilities(item.path) if item.path.is_file() else [],
+            "allow_outside_roots": True, "source": item.origin})
+        ids.add(mid)
+        added.append(entry)
+        if not args.json:
+            print(f"imported {mid} ({_size(entry['size'])}) from {item.origin}")
+    if args.json:
+        print_json(added)
+    elif not added:
+        print("nothing new to import" if found else "no models found")
+    return 0
+
+
 def _catalog(api: ApiClient, args: argparse.Namespace, paths: Paths) -> int:
     from hal0.models.catalog import load_catalog  # data in the package: no server needed
 
@@ -113,6 +170,8 @@ def run(args: argparse.Namespace, paths: Paths) -> int:
             rows = [(j["id"], j["model"], j["state"], _progress_line(j)) for j in pulls]
             print_json(pulls) if args.json else table(rows, ["ID", "MODEL", "STATE", "PROGRESS"])
             return 0
+        if args.model_command == "import":
+            return _import(api, args)
         if args.model_command == "rm":
             out = api.call("DELETE", f"/api/models/{args.id}")
             print_json(out) if args.json else print(f"removed {out['removed']}")

@@ -96,13 +96,15 @@ def _header(path: Path) -> dict[str, Any]:
 async def register_model(request: web.Request) -> web.Response:
     body = await read_json(request)
     mid, path, caps = body.get("id"), body.get("path"), body.get("capabilities", [])
-    outside = body.get("allow_outside_roots", False)
+    outside, source = body.get("allow_outside_roots", False), body.get("source", "")
     if not isinstance(outside, bool):
         raise RequestInvalid("`allow_outside_roots` must be true or false", param="allow_outside_roots")
+    if not isinstance(source, str) or len(source) > 1024:
+        raise RequestInvalid("`source` must be a string (where the file came from)", param="source")
     if not isinstance(mid, str) or not isinstance(path, str) or not path.startswith("/"):
         raise RequestInvalid("`id` (string) and `path` (absolute path) are required")
     if not isinstance(caps, list) or not all(isinstance(c, str) for c in caps):
         raise RequestInvalid("`capabilities` must be a list of strings", param="capabilities")
     entry = await asyncio.to_thread(request.app[REGISTRY].register, mid, Path(path), tuple(caps),
-                                    outside_roots=outside)  # reads the file's head, fsyncs
+                                    outside_roots=outside, source=source)  # reads the file's head, fsyncs
     return json_response(entry.to_json(), status=201)
