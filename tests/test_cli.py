@@ -98,3 +98,20 @@ def test_init_says_which_seeded_models_are_still_to_pull(tmp_path: Path) -> None
     assert all(x["model"] in catalog for x in missing.values())
     r = run(tmp_path, "init")  # and in words
     assert "models to pull" in r.stdout and "  primary  qwen3-4b-q4_k_m (2.50 GB)" in r.stdout.splitlines()
+
+
+def test_the_catalogue_marks_what_fits_this_box(tmp_path: Path) -> None:
+    run(tmp_path, "init")
+    (tmp_path / "etc/hardware.json").write_text(json.dumps({"memory": {"total_bytes": 2**30}, "gpus": []}))
+    env = hal0_env(tmp_path, HAL0_URL="http://127.0.0.1:9")  # no server: nothing is marked on disk
+
+    def catalog(*args: str) -> list[dict[str, object]]:
+        r = subprocess.run([*HAL0, "model", "catalog", "--json", *args], env=env, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)  # type: ignore[no-any-return]
+    every = {e["id"]: e for e in catalog()}
+    assert every["qwen3-30b-a3b-instruct-2507-q4_k_m"]["fits"] is False
+    assert every["all-minilm-l6-v2"]["fits"] is True and not any(e["on_disk"] for e in every.values())
+    small = catalog("--fits", "--kind", "embed")
+    assert small and all(e["fits"] and e["kind"] == "embed" for e in small)
+    assert {e["id"] for e in small} == {i for i, e in every.items() if e["fits"] and e["kind"] == "embed"}

@@ -48,6 +48,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("id")
     p = ms.add_parser("catalog", help="the curated models hal0 can pull", parents=[common])
     p.add_argument("--kind", choices=("chat", "embed", "rerank", "stt", "tts", "image"))
+    p.add_argument("--fits", action="store_true", help="only models that fit this box (from hardware.json)")
 
 
 def _size(n: float | None) -> str:
@@ -141,20 +142,39 @@ def _import(api: ApiClient, args: argparse.Namespace) -> int:
     return 0
 
 
+def _box_memory(paths: Paths) -> int | None:
+    """The most a model can use here: the primary GPU's memory, or system memory, whichever is
+    larger (hardware.json); None before the probe has run."""
+    from hal0.hardware.seeding import memory_for
+
+    try:
+        hw = json.loads(paths.hardware_json.read_text())
+    except (OSError, ValueError):
+        return None
+    known = [m for m in (memory_for(hw, "gpu"), memory_for(hw, "cpu")) if m]
+    return max(known) if known else None
+
+
 def _catalog(api: ApiClient, args: argparse.Namespace, paths: Paths) -> int:
     from hal0.models.catalog import load_catalog  # data in the package: no server needed
 
-    entries = [e for e in load_catalog(paths.catalog_toml).values() if args.kind in (None, e.kind)]
+    memory = _box_memory(paths)
+    entries = [e for e in load_catalog(paths.catalog_toml).values() if args.kind in (None, e.kind)
+               and not (args.fits and memory is not None and e.memory_gb * 2**30 > memory)]
     try:
         have = {m.get("source") for m in api.call("GET", "/api/models")["models"]}
     except ApiError:
         have = set()  # no server: nothing is marked as on disk
     if args.json:
         print_json([{"id": e.id, "kind": e.kind, "size": e.size, "memory_gb": e.memory_gb,
+                     "fits": None if memory is None else e.memory_gb * 2**30 <= memory,
                      "description": e.description, "on_disk": e.id in have} for e in entries])
         return 0
-    table([(e.id, e.kind, _size(e.size), e.memory_gb, "yes" if e.id in have else "", e.description)
-           for e in entries], ["ID", "KIND", "SIZE", "MEMORY GB", "ON DISK", "DESCRIPTION"])
+
+    def fits(gb: float) -> str:
+        return "?" if memory is None else "yes" if gb * 2**30 <= memory else "no"
+    table([(e.id, e.kind, _size(e.size), e.memory_gb, fits(e.memory_gb), "yes" if e.id in have else "",
+            e.description) for e in entries], ["ID", "KIND", "SIZE", "MEMORY GB", "FITS", "ON DISK", "DESCRIPTION"])
     return 0
 
 

@@ -10,6 +10,7 @@ import aiohttp
 
 from hal0.config.schema import ProviderConfig, SlotConfig
 from hal0.errors import Hal0Error, ProviderUnavailable, SlotStartFailed
+from hal0.models.catalog import catalog_entry
 from hal0.models.gguf import read_gguf
 from hal0.models.registry import Registry, ResolvedModel, resolve_model
 from hal0.providers.argv import merge_args, split_options
@@ -37,16 +38,17 @@ FAMILY_TEMPLATES = {"gemma": "gemma", "gemma2": "gemma", "gemma3": "gemma", "gem
 _TEMPLATE_FLAGS = frozenset({"--chat-template", "--chat-template-file", "--jinja", "--no-jinja"})
 
 
-def family_template(path: Path, extra_args: tuple[str, ...]) -> str | None:
-    """The template to pass for a GGUF without one (from its architecture), unless the slot
-    sets one itself. Reads the file's header (tens of ms for a large vocabulary)."""
+def family_template(path: Path, extra_args: tuple[str, ...], hint: str | None = None) -> str | None:
+    """The template to pass for a GGUF without one: the catalogue's ``hint``, else its family's
+    (from the architecture); None when the file has one or the slot sets one itself. Reads the
+    file's header (tens of ms for a large vocabulary)."""
     if path.suffix.lower() != ".gguf" or _TEMPLATE_FLAGS & set(extra_args):
         return None
     try:
         info = read_gguf(path)
     except Hal0Error:
         return None  # llama-server will say what is wrong with the file
-    return None if info.has_chat_template else FAMILY_TEMPLATES.get(info.architecture)
+    return None if info.has_chat_template else hint or FAMILY_TEMPLATES.get(info.architecture)
 
 
 class LlamaServer:
@@ -84,7 +86,8 @@ class LlamaServer:
         kind = slot_kind(slot.name, self.name, slot.server.extra_args)
         if mode := _MODE_FLAGS.get(kind):
             base.append(mode)  # embed and embed-rerank need no flag in their TOML
-        if kind is Modality.CHAT and (template := family_template(model.path, slot.server.extra_args)):
+        hint = entry.chat_template if (entry := catalog_entry(model.id)) else None
+        if kind is Modality.CHAT and (template := family_template(model.path, slot.server.extra_args, hint)):
             base += ["--no-jinja", "--chat-template", template]  # a built-in name, not Jinja source
         argv = merge_args(base, slot.server.extra_args, aliases=ALIASES, repeatable=REPEATABLE)
         # llama.cpp builds ship their shared libraries next to the binary.
