@@ -22,7 +22,7 @@ from hal0.events import EventBus
 from hal0.models.download import Source, download
 from hal0.models.pulls import Pulls
 from hal0.models.registry import Registry
-from hal0.paths import Paths
+from hal0.paths import Paths, resolve_paths
 from tests.helpers.env import HAL0, hal0_env, manifest
 from tests.helpers.hub import COMMIT, FakeHub, Faults, fake_hub, sha256_of
 from tests.helpers.serve import sdk, serving, setup_home
@@ -69,6 +69,20 @@ async def test_a_stalled_download_resumes_with_a_range(pulls: Pulls, hub: FakeHu
     entry = await pulls.pull("hf://acme/tiny-GGUF/tiny-chat.gguf")
     asked = [s.headers.get("Range") for s in hub.cdn_requests("tiny-chat.gguf")]
     assert asked == [None, f"bytes={half}-"]  # the second request asked only for the rest
+    assert entry.verified and sha256_of(Path(entry.path)) == sha256_of(src)
+
+
+async def test_a_connection_dropped_at_half_resumes_with_a_range(pulls: Pulls, hub: FakeHub) -> None:
+    """A large file cut off at its middle: the client has written most of what came (it cannot
+    buffer half of 253 MB), so the retry asks only for the rest."""
+    src = model("gemma3-270m")
+    hub.add("acme/gemma-GGUF", "gemma.gguf", src)
+    hub.faults["gemma.gguf"] = Faults(drop_at=src.stat().st_size // 2)
+    entry = await pulls.pull("hf://acme/gemma-GGUF/gemma.gguf")
+    first, second = hub.cdn_requests("gemma.gguf")
+    assert "Range" not in first.headers
+    start = int(second.headers["Range"].removeprefix("bytes=").rstrip("-"))
+    assert 0 < start <= src.stat().st_size // 2
     assert entry.verified and sha256_of(Path(entry.path)) == sha256_of(src)
 
 
@@ -225,24 +239,7 @@ async def test_a_slot_pulls_its_catalogue_model_answering_503_meanwhile(hub: Fak
     hub.faults["tiny-chat.gguf"] = Faults(stall_at=100_000, resume=resume)
     m = manifest()
     setup_home(tmp_path, m["llama_server"]["bin"], "tiny-test")
-    (tmp_path / "etc/catalog.toml").write_text(f"""
-[[model]]
-id = "tiny-test"
-kind = "chat"
-family = "llama"
-provider = "llama-server"
-license = "apache-2.0"
-context_length = 2048
-quantization = "F32"
-memory_gb = 0.1
-description = "a tiny random model"
-checked = "made by the test"
-[[model.files]]
-source = "hf://acme/tiny-GGUF/tiny-chat.gguf"
-path = "tiny-chat.gguf"
-size = {src.stat().st_size}
-sha256 = "{sha}"
-""")
+    write_catalog(tmp_path / "etc/catalog.toml", src, sha)
     token = (tmp_path / "etc/admin.token").read_text().strip()
     env = hal0_env(tmp_path, HF_ENDPOINT=hub.hub_url)
     with serving(tmp_path, env=env) as s:
@@ -275,3 +272,46 @@ sha256 = "{sha}"
         status, _ = await asyncio.to_thread(s.get, "/api/models/tiny-test", token)
         assert status == 404
         assert s.stop() == 0
+
+
+def write_catalog(file: Path, src: Path, sha: str) -> None:
+    """The operator's own catalogue: one entry, "tiny-test", on the local hub."""
+    file.parent.mkdir(parents=True, exist_ok=True)
+    file.write_text(f"""
+[[model]]
+id = "tiny-test"
+kind = "chat"
+family = "llama"
+provider = "llama-server"
+license = "apache-2.0"
+context_length = 2048
+quantization = "F32"
+memory_gb = 0.1
+description = "a tiny random model"
+checked = "made by the test"
+[[model.files]]
+source = "hf://acme/tiny-GGUF/tiny-chat.gguf"
+path = "tiny-chat.gguf"
+size = {src.stat().st_size}
+sha256 = "{sha}"
+""")
+
+
+async def test_init_pull_fetches_the_seeded_models_without_a_server(hub: FakeHub, tmp_path: Path) -> None:
+    src = model("tiny-chat")
+    sha = hub.add("acme/tiny-GGUF", "tiny-chat.gguf", src)
+    write_catalog(tmp_path / "etc/catalog.toml", src, sha)
+    m = manifest()
+    local = {"embed": m["models"]["tiny-embed"], "stt": m["whisper"]["model_dir"], "tts": m["kokoro"]["model"],
+             "img": m["comfyui"]["checkpoint"]}  # everything else is on disk already: nothing else to fetch
+    seeds = [arg for slot, path in {"primary": "tiny-test", **local}.items()
+             for arg in ("--slot-model", f"{slot}={path}")]
+    r = await asyncio.to_thread(subprocess.run, [*HAL0, "init", "--pull", *seeds],
+                                env=hal0_env(tmp_path, HF_ENDPOINT=hub.hub_url), capture_output=True, text=True,
+                                timeout=120)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert "  primary  tiny-test (0.00 GB)" in lines and lines[-1].startswith("pulled tiny-test (")
+    paths = resolve_paths({"HAL0_HOME": str(tmp_path)})
+    entry = Registry(paths).get("tiny-test")
+    assert entry is not None and entry.verified and entry.files[0].sha256 == sha

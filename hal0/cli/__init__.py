@@ -60,16 +60,20 @@ def cmd_init(args: argparse.Namespace) -> int:
         print(json.dumps({"config_dir": str(paths.config_dir), "state_dir": str(paths.state_dir),
                           "created": [str(p) for p in created],
                           "missing_models": [{"slot": s, "model": m, "size": n} for s, m, n in missing]}))
-        return 0
-    print(f"config: {paths.config_dir}\nstate:  {paths.state_dir}")
-    for p in created:
-        print(f"  created {p}")
-    if not created:
-        print("  nothing to do: everything already exists")
-    if paths.admin_token in created:
-        print(f"admin token written to {paths.admin_token} (mode 0600)")
-    for line in describe_missing(missing):
-        print(line)
+    else:
+        print(f"config: {paths.config_dir}\nstate:  {paths.state_dir}")
+        for p in created:
+            print(f"  created {p}")
+        if not created:
+            print("  nothing to do: everything already exists")
+        if paths.admin_token in created:
+            print(f"admin token written to {paths.admin_token} (mode 0600)")
+        for line in describe_missing(missing):
+            print(line)
+    if args.pull and missing:
+        from hal0.cli.model_cmd import pull_here  # the server may not run yet: pull in this process
+
+        return pull_here(paths, sorted({m for _, m, _ in missing}), args.json)
     return 0
 
 
@@ -104,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--host", help="address to listen on (default: [api].host)")
     s.add_argument("--port", type=int, help="port to listen on (default: [api].port)")
     i = add("init", cmd_init, "create the config tree, built-in slots and an admin token")
+    i.add_argument("--pull", action="store_true",
+                   help="then pull the seeded models that are not on disk yet, with progress")
     i.add_argument("--slot-model", action="append", metavar="SLOT=MODEL",
                    help="seed [model].default of a new built-in slot TOML (repeatable)")
     i.add_argument("--slot-provider", action="append", metavar="SLOT=PROVIDER",

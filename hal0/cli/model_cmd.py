@@ -12,9 +12,10 @@ from typing import Any
 
 from hal0.cli.output import fail, print_json, table
 from hal0.client import ApiClient, ApiError
+from hal0.errors import Hal0Error
 from hal0.paths import Paths
 
-__all__ = ["add_parser", "run"]
+__all__ = ["add_parser", "pull_here", "run"]
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -62,39 +63,82 @@ def _progress_line(job: dict[str, Any]) -> str:
     return f"{job['model']}: {pct}{_size(done)} of {_size(total)} at {_size(job['rate'])}/s{eta}"
 
 
+class _Progress:
+    """One pull's progress for a person: a live line on a terminal, a line every few seconds
+    otherwise, NDJSON with ``--json``."""
+
+    def __init__(self, as_json: bool) -> None:
+        self._json, self._tty, self._last = as_json, sys.stdout.isatty(), 0.0
+
+    def show(self, job: dict[str, Any]) -> None:
+        if self._json:
+            print(json.dumps(job), flush=True)
+        elif self._tty:
+            print("\r" + _progress_line(job).ljust(78), end="\n" if job["state"] != "running" else "", flush=True)
+        elif time.monotonic() - self._last >= 5 or job["state"] != "running":
+            self._last = time.monotonic()
+            print(_progress_line(job), flush=True)
+
+    def end(self, job: dict[str, Any]) -> int:
+        if job["state"] != "done":
+            err = job.get("error") or {"code": "model.pull_cancelled", "message": "the pull was cancelled"}
+            return fail(ApiError(err["message"], err["code"], details=err.get("details")))
+        if not self._json:
+            print(f"pulled {job['model']} ({_size(job['done'])})")
+        return 0
+
+
 def _pull(api: ApiClient, args: argparse.Namespace) -> int:
-    """Start the pull, then follow its events: a live line on a terminal, a line every few seconds
-    otherwise, NDJSON with --json. Exits 1 if the pull fails."""
+    """Start the pull on the server, then follow its events. Exits 1 if the pull fails."""
     events = api.events()
     next(events)  # subscribed before the pull starts: no event is missed
     body = {"ref": args.ref, "as": args.as_id, "sha256": args.sha256}
     job = api.call("POST", "/api/models/pull", {k: v for k, v in body.items() if v is not None}, timeout=None)
-    tty, last = sys.stdout.isatty(), 0.0
+    progress = _Progress(args.json)
     while job["state"] == "running":
         kind, data = next(events)
-        if kind != "model.pull" or data.get("id") != job["id"]:
-            continue
-        job = data
-        if args.json:
-            print(json.dumps(job), flush=True)
-        elif tty:
-            print("\r" + _progress_line(job).ljust(78), end="", flush=True)
-        elif time.monotonic() - last >= 5 or job["state"] != "running":
-            last = time.monotonic()
-            print(_progress_line(job), flush=True)
-    if tty and not args.json:
-        print()
-    if job["state"] != "done":
-        err = job.get("error") or {"code": "model.pull_cancelled", "message": "the pull was cancelled"}
-        return fail(ApiError(err["message"], err["code"], details=err.get("details")))
-    if not args.json:
-        print(f"pulled {job['model']} ({_size(job['done'])})")
-    return 0
+        if kind == "model.pull" and data.get("id") == job["id"]:
+            job = data
+            progress.show(job)
+    return progress.end(job)
+
+
+def pull_here(paths: Paths, refs: list[str], as_json: bool) -> int:
+    """Pull ``refs`` in this process, one after the other (``hal0 init --pull``: no server yet).
+    Returns 1 if any failed."""
+    import asyncio
+
+    import aiohttp
+
+    from hal0.events import EventBus
+    from hal0.models.pulls import Pulls
+    from hal0.models.registry import Registry
+
+    async def run() -> int:
+        failed = 0
+        events = EventBus()
+        async with aiohttp.ClientSession() as session, Pulls(paths, Registry(paths), session, events,
+                                                             os.environ) as pulls:
+            for ref in refs:
+                progress = _Progress(as_json)
+                with events.subscribe(maxsize=4096) as sub:
+                    try:
+                        job = await pulls.start(ref)
+                    except Hal0Error as e:
+                        failed |= fail(ApiError(e.message, e.code, e.status, e.details))
+                        continue
+                    while (event := await sub.get()) is not None:
+                        if event.kind == "model.pull" and event.data["id"] == job.id:
+                            progress.show(event.data)
+                            if event.data["state"] != "running":
+                                break
+                failed |= progress.end(job.to_json())
+        return failed
+    return asyncio.run(run())
 
 
 def _capabilities(path: Path) -> list[str]:
     """What a GGUF is for, from its header: rank pooling reranks, other pooling embeds, else chat."""
-    from hal0.errors import Hal0Error
     from hal0.models.gguf import read_gguf
 
     try:
