@@ -17,15 +17,24 @@ import pytest
 
 import hal0.models.download as download_module
 import hal0.models.pulls as pulls_module
-from hal0.errors import ModelChecksumMismatch, ModelNoSpace, ModelNotFound, PullCancelled, RequestInvalid
+from hal0.errors import (
+    ModelChecksumMismatch,
+    ModelNoSpace,
+    ModelNotFound,
+    PullCancelled,
+    RequestInvalid,
+    SlotStartFailed,
+)
 from hal0.events import EventBus
 from hal0.models.download import Source, download
 from hal0.models.pulls import Pulls
 from hal0.models.registry import Registry
 from hal0.paths import Paths, resolve_paths
+from hal0.slots import SlotState
 from tests.helpers.env import HAL0, hal0_env, manifest
 from tests.helpers.hub import COMMIT, FakeHub, Faults, fake_hub, sha256_of
 from tests.helpers.serve import sdk, serving, setup_home
+from tests.helpers.slots import llama_bin, slot_config, slot_manager
 
 pytestmark = pytest.mark.backends
 
@@ -315,3 +324,23 @@ async def test_init_pull_fetches_the_seeded_models_without_a_server(hub: FakeHub
     paths = resolve_paths({"HAL0_HOME": str(tmp_path)})
     entry = Registry(paths).get("tiny-test")
     assert entry is not None and entry.verified and entry.files[0].sha256 == sha
+
+
+async def test_a_failed_pull_leaves_the_slot_in_error_with_the_command_to_retry(hub: FakeHub, paths: Paths,
+                                                                                tmp_path: Path) -> None:
+    src = model("tiny-chat")
+    sha = hub.add("acme/tiny-GGUF", "tiny-chat.gguf", src)
+    hub.faults["tiny-chat.gguf"] = Faults(corrupt=True)
+    write_catalog(paths.catalog_toml, src, sha)
+    cfg = slot_config("chat", "tiny-test")
+    async with aiohttp.ClientSession() as session, \
+            Pulls(paths, Registry(paths), session, EventBus(), {"HF_ENDPOINT": hub.hub_url}) as pulls, \
+            slot_manager(paths, [cfg], llama_bin(), pulls=pulls) as (mgr, _):
+        slot = mgr.get("chat")
+        with pytest.raises(SlotStartFailed) as e:
+            await slot.load()
+        assert "sha256" in e.value.message and "`hal0 slot load chat` tries again" in e.value.message
+        snap = slot.snapshot()
+        assert snap.state is SlotState.ERROR and snap.last_error == e.value.message and snap.pid is None
+        hub.faults.clear()  # the next try gets the right bytes
+        assert (await slot.load()).state is SlotState.READY

@@ -95,7 +95,7 @@ class Pulls:
 
     def __init__(self, paths: Paths, registry: Registry, session: aiohttp.ClientSession, events: EventBus,
                  env: Mapping[str, str]) -> None:
-        self._paths, self._registry, self._session, self.events = paths, registry, session, events
+        self._paths, self.registry, self._session, self.events = paths, registry, session, events
         self.hub = Hub.from_env(env)
         self._jobs: dict[str, PullJob] = {}
         self._files: dict[Path, asyncio.Task[Fetched | Hal0Error]] = {}  # downloads in progress, shared by jobs
@@ -221,7 +221,7 @@ class Pulls:
             files = tuple(ModelFile(str(folder / f.path), r.size, r.sha256 if r.verified else "", f.origin)
                           for f, r in zip(plan.files, fetched, strict=True))
             path = folder / plan.entry if plan.entry else folder
-            entry = await asyncio.to_thread(self._registry.register, plan.model_id, path, plan.capabilities,
+            entry = await asyncio.to_thread(self.registry.register, plan.model_id, path, plan.capabilities,
                                             outside_roots=True, source=plan.source, revision=plan.revision,
                                             files=files)
         except asyncio.CancelledError:
