@@ -17,6 +17,14 @@ def paths(tmp_path: Path) -> Paths:
 
 
 @pytest.fixture
+def fake_gguf(tmp_path: Path) -> str:
+    """A file a fake backend accepts as its model (just the GGUF magic)."""
+    path = tmp_path / "fake.gguf"
+    path.write_bytes(b"GGUF")
+    return str(path)
+
+
+@pytest.fixture
 def client(hal0: tuple[Served, str]) -> Iterator[openai.OpenAI]:
     """The official OpenAI SDK against the module's own ``hal0`` fixture (a served hal0 and a token)."""
     with sdk(*hal0) as client:

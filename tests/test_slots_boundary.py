@@ -22,22 +22,16 @@ from tests.helpers.slots import fake_bin, next_move, slot_config, slot_manager
 S = SlotState
 
 
-@pytest.fixture
-def model(tmp_path: Path) -> str:
-    f = tmp_path / "fake.gguf"
-    f.write_bytes(b"GGUF")
-    return str(f)
-
 
 @dataclass(frozen=True)
 class Bogus(Command):
     """A command no slot knows."""
 
 
-async def test_an_unknown_command_fails_its_sender_and_no_slot(paths: Paths, tmp_path: Path, model: str) -> None:
+async def test_an_unknown_command_fails_its_sender_and_no_slot(paths: Paths, tmp_path: Path, fake_gguf: str) -> None:
     """Regression: commands were strings looked up with getattr before the owner's try; a typo
     raised into the TaskGroup and ended every slot."""
-    cfgs = [slot_config("a", model), slot_config("b", model)]
+    cfgs = [slot_config("a", fake_gguf), slot_config("b", fake_gguf)]
     async with slot_manager(paths, cfgs, fake_bin(tmp_path)) as (mgr, _):
         a, b = mgr.get("a"), mgr.get("b")
         await b.ensure_ready()
@@ -49,10 +43,10 @@ async def test_an_unknown_command_fails_its_sender_and_no_slot(paths: Paths, tmp
         assert b.state is S.READY and (await b.restart()).state is S.READY
 
 
-async def test_a_stopped_backend_is_found_killed_and_restarted(paths: Paths, tmp_path: Path, model: str) -> None:
+async def test_a_stopped_backend_is_found_killed_and_restarted(paths: Paths, tmp_path: Path, fake_gguf: str) -> None:
     """SIGSTOP (a hang) while ready: liveness misses its probes, kills the group, and the
     usual restart brings the slot back with the reason kept in ``last_error``."""
-    async with slot_manager(paths, [slot_config("f", model)], fake_bin(tmp_path),
+    async with slot_manager(paths, [slot_config("f", fake_gguf)], fake_bin(tmp_path),
                             liveness_interval_s=0.2, liveness_failures=2) as (mgr, events):
         slot = mgr.get("f")
         pid = (await slot.ensure_ready()).pid
@@ -70,9 +64,9 @@ async def test_a_stopped_backend_is_found_killed_and_restarted(paths: Paths, tmp
             assert slot.state is S.SERVING
 
 
-async def test_idle_unload_then_one_wake_for_many_requests(paths: Paths, tmp_path: Path, model: str) -> None:
+async def test_idle_unload_then_one_wake_for_many_requests(paths: Paths, tmp_path: Path, fake_gguf: str) -> None:
     starts = tmp_path / "starts"
-    cfg = slot_config("f", model, idle_timeout_s=0.2, unload_after_s=0.2, env={"FAKE_STARTS": str(starts)})
+    cfg = slot_config("f", fake_gguf, idle_timeout_s=0.2, unload_after_s=0.2, env={"FAKE_STARTS": str(starts)})
     async with slot_manager(paths, [cfg], fake_bin(tmp_path)) as (mgr, _):
         slot = mgr.get("f")
         await slot.ensure_ready()

@@ -18,16 +18,10 @@ S = SlotState
 
 
 
-@pytest.fixture
-def model(tmp_path: Path) -> str:
-    path = tmp_path / "fake.gguf"
-    path.write_bytes(b"GGUF")
-    return str(path)
-
 
 async def test_crash_while_warming_fails_the_start_with_code_and_output(paths: Paths, tmp_path: Path,
-                                                                         model: str) -> None:
-    cfg = slot_config("f", model, env={"FAKE_CRASH_ON_START": "3"})
+                                                                         fake_gguf: str) -> None:
+    cfg = slot_config("f", fake_gguf, env={"FAKE_CRASH_ON_START": "3"})
     async with slot_manager(paths, [cfg], fake_bin(tmp_path)) as (mgr, _):
         slot = mgr.get("f")
         with pytest.raises(SlotStartFailed) as e:
@@ -39,9 +33,9 @@ async def test_crash_while_warming_fails_the_start_with_code_and_output(paths: P
             await slot.ensure_ready()
 
 
-async def test_crash_while_ready_restarts_with_backoff(paths: Paths, tmp_path: Path, model: str) -> None:
+async def test_crash_while_ready_restarts_with_backoff(paths: Paths, tmp_path: Path, fake_gguf: str) -> None:
     starts = tmp_path / "starts"
-    cfg = slot_config("f", model, env={"FAKE_STARTS": str(starts)})
+    cfg = slot_config("f", fake_gguf, env={"FAKE_STARTS": str(starts)})
     async with slot_manager(paths, [cfg], fake_bin(tmp_path)) as (mgr, events):
         slot = mgr.get("f")
         await slot.ensure_ready()
@@ -60,9 +54,9 @@ async def test_crash_while_ready_restarts_with_backoff(paths: Paths, tmp_path: P
         assert len(starts.read_text().split()) == 2
 
 
-async def test_repeated_crashes_leave_the_slot_in_error(paths: Paths, tmp_path: Path, model: str) -> None:
+async def test_repeated_crashes_leave_the_slot_in_error(paths: Paths, tmp_path: Path, fake_gguf: str) -> None:
     starts = tmp_path / "starts"
-    cfg = slot_config("f", model, env={"FAKE_EXIT_AFTER": "0", "FAKE_STARTS": str(starts),
+    cfg = slot_config("f", fake_gguf, env={"FAKE_EXIT_AFTER": "0", "FAKE_STARTS": str(starts),
                                        "FAKE_EXIT_SKIP": "1"})
     sup = Supervision(backoff_s=0.01, backoff_max_s=0.05, max_failures=3, probe_backoff_s=0.05)
     async with slot_manager(paths, [cfg], fake_bin(tmp_path), supervision=sup) as (mgr, events):
@@ -82,8 +76,8 @@ async def test_repeated_crashes_leave_the_slot_in_error(paths: Paths, tmp_path: 
         assert len(starts.read_text().split()) == 4
 
 
-async def test_sigterm_ignored_gets_sigkill_after_the_grace(paths: Paths, tmp_path: Path, model: str) -> None:
-    cfg = slot_config("f", model, env={"FAKE_IGNORE_SIGTERM": "1"})
+async def test_sigterm_ignored_gets_sigkill_after_the_grace(paths: Paths, tmp_path: Path, fake_gguf: str) -> None:
+    cfg = slot_config("f", fake_gguf, env={"FAKE_IGNORE_SIGTERM": "1"})
     async with slot_manager(paths, [cfg], fake_bin(tmp_path), stop_grace_s=0.3) as (mgr, _):
         slot = mgr.get("f")
         pid = (await slot.ensure_ready()).pid
@@ -93,9 +87,9 @@ async def test_sigterm_ignored_gets_sigkill_after_the_grace(paths: Paths, tmp_pa
         assert any("SIGKILL" in line for line in slot.log.tail(10))
 
 
-async def test_slow_start_beyond_the_grace_is_killed(paths: Paths, tmp_path: Path, model: str) -> None:
+async def test_slow_start_beyond_the_grace_is_killed(paths: Paths, tmp_path: Path, fake_gguf: str) -> None:
     starts = tmp_path / "starts"
-    cfg = slot_config("f", model, env={"FAKE_READY_AFTER": "600", "FAKE_STARTS": str(starts)})
+    cfg = slot_config("f", fake_gguf, env={"FAKE_READY_AFTER": "600", "FAKE_STARTS": str(starts)})
     async with slot_manager(paths, [cfg], fake_bin(tmp_path), health_grace_s=0.5) as (mgr, _):
         slot = mgr.get("f")
         with pytest.raises(SlotStartFailed) as e:
@@ -105,9 +99,9 @@ async def test_slow_start_beyond_the_grace_is_killed(paths: Paths, tmp_path: Pat
         assert not alive(int(starts.read_text().split()[0]))
 
 
-async def test_grandchildren_die_with_the_group(paths: Paths, tmp_path: Path, model: str) -> None:
+async def test_grandchildren_die_with_the_group(paths: Paths, tmp_path: Path, fake_gguf: str) -> None:
     pidfile = tmp_path / "grandchild"
-    cfg = slot_config("f", model, env={"FAKE_GRANDCHILD": str(pidfile)})
+    cfg = slot_config("f", fake_gguf, env={"FAKE_GRANDCHILD": str(pidfile)})
     async with slot_manager(paths, [cfg], fake_bin(tmp_path)) as (mgr, _):
         slot = mgr.get("f")
         await slot.ensure_ready()
@@ -117,9 +111,9 @@ async def test_grandchildren_die_with_the_group(paths: Paths, tmp_path: Path, mo
     assert not alive(grandchild)
 
 
-async def test_unload_cancels_a_load_in_progress(paths: Paths, tmp_path: Path, model: str) -> None:
+async def test_unload_cancels_a_load_in_progress(paths: Paths, tmp_path: Path, fake_gguf: str) -> None:
     starts = tmp_path / "starts"
-    cfg = slot_config("f", model, env={"FAKE_READY_AFTER": "600", "FAKE_STARTS": str(starts)})
+    cfg = slot_config("f", fake_gguf, env={"FAKE_READY_AFTER": "600", "FAKE_STARTS": str(starts)})
     async with slot_manager(paths, [cfg], fake_bin(tmp_path)) as (mgr, events):
         slot = mgr.get("f")
         with events.subscribe() as sub:
@@ -141,8 +135,8 @@ async def test_a_slot_without_a_model_says_how_to_set_one(paths: Paths, tmp_path
         assert "hal0 slot swap f --model" in e.value.message
 
 
-async def test_shutdown_stops_every_backend(paths: Paths, tmp_path: Path, model: str) -> None:
-    cfgs = [slot_config(n, model) for n in ("a", "b", "c")]
+async def test_shutdown_stops_every_backend(paths: Paths, tmp_path: Path, fake_gguf: str) -> None:
+    cfgs = [slot_config(n, fake_gguf) for n in ("a", "b", "c")]
     async with slot_manager(paths, cfgs, fake_bin(tmp_path), autostart=True) as (mgr, _):
         pids = []
         for name in ("a", "b", "c"):
