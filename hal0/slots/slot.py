@@ -311,6 +311,7 @@ class Slot:
             return
         wait = self._deps.settings.wait_ready_s
         deadline = time.monotonic() + wait
+        ready: asyncio.Future[Any] | None = None  # one EnsureReady per request, however often the slot moves
         while self._state not in DISPATCHABLE:
             remaining = deadline - time.monotonic()
             try:
@@ -321,8 +322,9 @@ class Slot:
                 if self._state is S.ERROR and Autorestart in self._timers:  # a restart is due: wait for it
                     await self.wait_state(*_NOT_ERROR, timeout=remaining)
                     continue
-                ready = self._submit(EnsureReady())
-                ready.add_done_callback(_retrieve)  # read below, unless this request stops waiting for it
+                if ready is None or ready.done():
+                    ready = self._submit(EnsureReady())
+                    ready.add_done_callback(_retrieve)  # read below, unless this request stops waiting for it
                 moved = self._next_move()
                 await asyncio.wait({ready, moved}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
                 if ready.done():
