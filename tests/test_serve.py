@@ -88,3 +88,29 @@ def test_auth_off_on_a_public_address_warns_loudly(tmp_path: Path) -> None:
                 break
         proc.terminate()
     assert any("AUTHENTICATION IS OFF" in line for line in seen)
+
+
+def test_under_systemd_it_notifies_ready_status_watchdog_and_stopping(tmp_path: Path) -> None:
+    """Type=notify: hal0 speaks $NOTIFY_SOCKET itself (a datagram socket the test holds), pings
+    the watchdog from its loop, and logs without its own timestamps for the journal."""
+    init(tmp_path)
+    address = tmp_path / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(address))
+        sock.settimeout(30)
+        env = hal0_env(tmp_path, NOTIFY_SOCKET=str(address), WATCHDOG_USEC="400000", JOURNAL_STREAM="8:1234")
+
+        def until(prefix: str) -> list[str]:
+            got: list[str] = []
+            while not (got and got[-1].startswith(prefix)):
+                got.append(sock.recv(4096).decode())
+            return got
+        with serving(tmp_path, env=env) as s:
+            seen = until("READY=1")
+            seen += until("STATUS=")
+            assert seen[-1].startswith("STATUS=0 of 5 slots ready: primary ")  # the enabled slots and their states
+            pings = [m for m in until("WATCHDOG=1") + until("WATCHDOG=1") if m == "WATCHDOG=1"]
+            assert len(pings) >= 2  # it keeps pinging while it runs
+            assert s.stop() == 0
+            assert "STOPPING=1" in until("STOPPING=1")
+    assert s.log and all(not line[:4].isdigit() for line in s.log)  # no "2026-..." stamp before the level

@@ -18,7 +18,10 @@ from hal0.config import load_config, load_slots
 from hal0.errors import ConfigInvalid
 from hal0.paths import Paths
 from hal0.server.app import build_app
+from hal0.server.keys import SLOTS
 from hal0.server.middleware import AccessLogger
+from hal0.server.systemd import Notifier, journal_logging
+from hal0.slots import DISPATCHABLE, SlotSnapshot
 
 __all__ = ["serve"]
 
@@ -59,7 +62,9 @@ async def _run(paths: Paths, host: str | None, port: int | None) -> int:
     runner = web.AppRunner(app, access_log_class=AccessLogger, handler_cancellation=True,
                            access_log=logging.getLogger("hal0.access") if config.api.access_log else None,
                            shutdown_timeout=config.api.shutdown_timeout_s, handle_signals=False)
+    notifier = Notifier(os.environ)
     await runner.setup()
+    watchdog = asyncio.ensure_future(notifier.watchdog())  # pings from this loop: a hung loop stops them
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -79,19 +84,33 @@ async def _run(paths: Paths, host: str | None, port: int | None) -> int:
         atomic_write(paths.pid_file, f"{os.getpid()}\nhttp://{local}:{port}\n")  # where CLI clients find it
         log.info("hal0 listening on http://%s:%d (config %s, %s mode)", host, port,
                  paths.config_dir, paths.mode)
+        notifier.send("READY=1")
+        manager = app[SLOTS]
+        notifier.status(_summary(manager.snapshots()))
+        unsubscribe = manager.changes.subscribe(lambda _: notifier.status(_summary(manager.snapshots())))
         await stop.wait()
+        unsubscribe()
         log.info("shutting down")
+        notifier.send("STOPPING=1")
     finally:
         await runner.cleanup()
         paths.pid_file.unlink(missing_ok=True)
+        watchdog.cancel()
     log.info("stopped")
     return 0
 
 
+def _summary(snaps: list[SlotSnapshot]) -> str:
+    """What ``systemctl status hal0`` shows: each enabled slot's state."""
+    ready = sum(s.state in DISPATCHABLE for s in snaps)
+    states = ", ".join(f"{s.name} {s.state}" for s in snaps if s.enabled)
+    return f"{ready} of {len(snaps)} slots ready: {states}" if states else "no slot is enabled"
+
+
 def serve(paths: Paths, host: str | None = None, port: int | None = None) -> int:
     """Run the server in the foreground; returns the process exit code."""
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stamp = "" if journal_logging(os.environ) else "%(asctime)s "  # the journal stamps each line itself
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format=stamp + "%(levelname)s %(name)s: %(message)s")
     try:
         return asyncio.run(_run(paths, host, port))
     except ConfigInvalid as e:
