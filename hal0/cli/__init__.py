@@ -122,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("status", _client("status_cmd"), "show the running server's status")
     pr = add("probe", _client("probe_cmd"), "show this box's hardware and what changed since hardware.json")
     pr.add_argument("--apply", action="store_true", help="write the snapshot to hardware.json")
+    d = add("doctor", _client("doctor_cmd"), "check this box for hal0: config, engines, models, devices, "
+            "disk, server; each problem with its fix (exit 1 if any check fails)")
+    d.add_argument("--root", default="/", help="read devices under this folder (a recorded tree)")
 
     c = add("config", _client("config_cmd"), "show or validate the configuration")
     csub = c.add_subparsers(dest="config_command", required=True, metavar="ACTION")

@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -44,9 +42,7 @@ from hal0.errors import (
     SlotStateError,
     SlotSwapFailed,
 )
-from hal0.hardware.seeding import memory_for
-from hal0.models.fit import estimate
-from hal0.models.gguf import read_gguf
+from hal0.hardware.fit import too_large
 from hal0.models.pulls import PullJob, Pulls
 from hal0.models.registry import Registry, ResolvedModel
 from hal0.paths import Paths
@@ -85,22 +81,6 @@ S = SlotState
 T = TypeVar("T")
 _Pending = tuple[Command, "asyncio.Future[Any] | None"]
 _NOT_ERROR = tuple(set(SlotState) - {SlotState.ERROR})
-
-
-def _too_large(path: Path, context_size: int, backend: str, hardware_json: Path) -> dict[str, int] | None:
-    """The estimate and the memory ``backend`` has, when a GGUF will not fit; None when it fits or
-    nothing can be said (not a GGUF, an unreadable header, no hardware.json)."""
-    if path.suffix.lower() != ".gguf" or not hardware_json.is_file():
-        return None
-    try:
-        available = memory_for(json.loads(hardware_json.read_text()), backend)
-        need = estimate(read_gguf(path), context_size)
-    except (Hal0Error, OSError, ValueError, KeyError, TypeError):
-        return None  # the start itself will tell what is wrong with the file
-    if available is None or need.total_bytes <= available:
-        return None
-    return {"needed": need.total_bytes, "available": available, "weights": need.weights_bytes, "kv": need.kv_bytes,
-            "overhead": need.overhead_bytes}
 
 
 def _retrieve(fut: asyncio.Future[Any]) -> None:
@@ -632,7 +612,7 @@ class Slot:
         can be estimated: a GGUF on llama-server, with hardware.json present)."""
         if self.config.provider != "llama-server":
             return
-        problem = await asyncio.to_thread(_too_large, model.path, self.config.model.context_size,
+        problem = await asyncio.to_thread(too_large, model.path, self.config.model.context_size,
                                           self.config.backend, self._deps.paths.hardware_json)
         if problem is not None:
             raise ModelTooLarge(f"{model.id} needs about {problem['needed'] / 2**30:.1f} GiB at "

@@ -1,0 +1,196 @@
+"""``hal0 doctor``: one line per check, ``ok``, ``warn`` or ``fail``, each with the fix to run.
+
+It reads the box as hal0 would: the config, the engines, each enabled slot's model (on disk,
+verified, fitting in memory), the GPU devices, the disk, and the server (and, for a system
+install, the service). Exit 1 when any check fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import grp
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from hal0 import __version__
+from hal0.cli.output import print_json
+from hal0.paths import Paths
+
+__all__ = ["Check", "checks", "run"]
+
+DEVICES = {"vulkan": ("dev/dri/renderD*",), "rocm": ("dev/kfd", "dev/dri/renderD*"), "cuda": ("dev/nvidia*",)}
+SERVICE_USER = "hal0"
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    level: str  # ok, warn, fail
+    message: str
+    fix: str = ""
+
+
+def _python() -> Check:
+    v = sys.version_info
+    if v < (3, 11):
+        return Check("python", "fail", f"Python {v.major}.{v.minor} is too old", "install Python 3.11 or newer")
+    return Check("python", "ok", f"Python {v.major}.{v.minor}.{v.micro}, hal0 {__version__}")
+
+
+def _engine(provider: str, paths: Paths, settings: Any) -> Check:
+    from hal0.backends import engine_settings
+
+    installed = engine_settings(paths, provider)
+    if provider in ("llama-server", "flm"):
+        binary = settings.bin or installed.get("bin") or shutil.which(provider if provider != "flm" else "flm")
+        if not binary or not Path(binary).exists():
+            return Check(f"engine {provider}", "fail", f"{provider} is not installed",
+                         f"put {provider} on PATH, or set [providers.{provider}].bin in hal0.toml to its path")
+        try:
+            r = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=20,
+                               env={**os.environ, "LD_LIBRARY_PATH": str(Path(binary).parent)})
+        except (OSError, subprocess.TimeoutExpired) as e:
+            return Check(f"engine {provider}", "fail", f"{binary} does not run: {e}",
+                         f"reinstall {provider}, or point [providers.{provider}].bin at one that runs")
+        if r.returncode != 0:
+            return Check(f"engine {provider}", "fail", f"{binary} --version exits {r.returncode}",
+                         f"reinstall {provider}, or point [providers.{provider}].bin at one that runs")
+        version = (r.stdout + r.stderr).strip().splitlines()
+        return Check(f"engine {provider}", "ok", f"{binary} ({version[0] if version else 'runs'})")
+    python = settings.python or installed.get("python")
+    if not python or not Path(python).exists():
+        return Check(f"engine {provider}", "fail", f"the {provider} engine is not installed",
+                     f"hal0 backend install {provider}")
+    return Check(f"engine {provider}", "ok", f"{provider} in {Path(python).parent.parent}")
+
+
+def _model(name: str, slot: Any, paths: Paths) -> Check:
+    from hal0.config.overrides import read_override
+    from hal0.errors import Hal0Error
+    from hal0.hardware.fit import too_large
+    from hal0.models.catalog import catalog_entry
+    from hal0.models.registry import Registry, resolve_model
+
+    ref = read_override(paths, name) or slot.model.default
+    if not ref:
+        return Check(f"slot {name}", "fail", "no model configured", f"hal0 slot swap {name} --model ID")
+    registry = Registry(paths)
+    try:
+        model = resolve_model(ref, registry)
+    except Hal0Error as e:
+        pick = catalog_entry(ref, paths.catalog_toml) if not ref.startswith("/") else None
+        if pick is not None:
+            return Check(f"slot {name}", "warn", f"{ref} is not on disk yet ({pick.size / 1e9:.2f} GB); the first "
+                         "load or request pulls it", f"hal0 model pull {ref}")
+        return Check(f"slot {name}", "fail", e.message, f"hal0 slot swap {name} --model ID")
+    problem = too_large(model.path, slot.model.context_size, slot.backend, paths.hardware_json)
+    if problem is not None:
+        return Check(f"slot {name}", "fail", f"{ref} needs about {problem['needed'] / 2**30:.1f} GiB, the "
+                     f"{slot.backend} backend has {problem['available'] / 2**30:.1f} GiB",
+                     "a smaller model (hal0 model catalog --fits), or a smaller [model].context_size")
+    entry = registry.get(ref)
+    if entry is not None and entry.files and not entry.verified:
+        return Check(f"slot {name}", "warn", f"{ref} was pulled without a checksum to verify it against",
+                     f"hal0 model rm {ref} && hal0 model pull {entry.source}")
+    how = "verified" if entry is not None and entry.verified else "on disk"
+    return Check(f"slot {name}", "ok", f"{ref} ({how}, {model.path})")
+
+
+def _devices(backends: set[str], root: Path, service_user: str) -> list[Check]:
+    """Can hal0 open the GPU devices its backends use? For the service user when it exists."""
+    try:
+        user = pwd.getpwnam(service_user)
+        groups = {g.gr_gid for g in grp.getgrall() if service_user in g.gr_mem} | {user.pw_gid}
+    except KeyError:
+        user, groups = None, set()
+    out = []
+    for backend in sorted(backends & set(DEVICES)):
+        found = sorted({p for pattern in DEVICES[backend] for p in root.glob(pattern)})
+        if not found:
+            out.append(Check(f"devices {backend}", "fail", f"no {', '.join('/' + p for p in DEVICES[backend])}",
+                             "install the GPU driver, or give the slot backend = \"cpu\""))
+            continue
+        for dev in found:
+            st = dev.stat()
+            if user is not None:
+                ok = st.st_mode & 0o006 == 0o006 or (st.st_gid in groups and st.st_mode & 0o060 == 0o060) \
+                    or st.st_uid == user.pw_uid
+                who = f"user {service_user}"
+            else:
+                ok, who = os.access(dev, os.R_OK | os.W_OK), "this user"
+            if ok:
+                out.append(Check(f"device {dev.name}", "ok", f"{who} can use /{dev.relative_to(root)}"))
+                continue
+            try:
+                group = grp.getgrgid(st.st_gid).gr_name
+            except KeyError:
+                group = str(st.st_gid)
+            out.append(Check(f"device {dev.name}", "fail", f"{who} cannot open /{dev.relative_to(root)} "
+                             f"(group {group})", f"sudo usermod -aG {group} {service_user if user else '$USER'}"))
+    return out
+
+
+def _server(paths: Paths) -> list[Check]:
+    from hal0.client import ApiClient, ApiError
+
+    out = []
+    if paths.mode == "system" and shutil.which("systemctl"):
+        state = subprocess.run(["systemctl", "is-active", "hal0"], capture_output=True, text=True).stdout.strip()
+        out.append(Check("service", "ok" if state == "active" else "fail", f"hal0.service is {state or 'unknown'}",
+                         "" if state == "active" else "sudo systemctl start hal0; journalctl -u hal0 -n 50"))
+    api = ApiClient(paths)
+    try:
+        slots = api.call("GET", "/api/slots", timeout=5)["slots"]
+    except ApiError as e:
+        level = "fail" if paths.mode == "system" else "warn"
+        return [*out, Check("server", level, e.message, "hal0 serve" if paths.mode != "system"
+                            else "sudo systemctl restart hal0")]
+    out.append(Check("server", "ok", f"answering at {api.base_url}"))
+    for s in slots:
+        if s["state"] == "error":
+            out.append(Check(f"slot {s['name']} now", "fail", s["message"][:200], f"hal0 slot restart {s['name']}"))
+    return out
+
+
+def checks(paths: Paths, root: Path = Path("/"), service_user: str = SERVICE_USER) -> list[Check]:
+    from hal0.config import load_config, load_slots
+    from hal0.config.schema import ProviderConfig
+    from hal0.errors import ConfigInvalid
+
+    out = [_python()]
+    try:
+        config, slots = load_config(paths), load_slots(paths)
+    except ConfigInvalid as e:
+        return [*out, Check("config", "fail", e.message, f"fix {e.details.get('file')}, then hal0 config validate")]
+    out.append(Check("config", "ok", f"{paths.config_dir} ({paths.mode} mode)"))
+    enabled = {name: s for name, s in slots.items() if s.enabled}
+    for provider in sorted({s.provider for s in enabled.values()}):
+        out.append(_engine(provider, paths, config.providers.get(provider, ProviderConfig())))
+    out += [_model(name, s, paths) for name, s in enabled.items()]
+    out += _devices({s.backend for s in enabled.values()}, root, service_user)
+    from hal0.bootstrap import missing_models
+
+    need = sum(size for _, _, size in missing_models(paths))
+    folder = paths.state_dir if paths.state_dir.exists() else paths.state_dir.parent
+    free = shutil.disk_usage(folder).free
+    pulls = f", {need / 1e9:.1f} GB of models to pull" if need else ""
+    out.append(Check("disk", "ok" if free > need else "fail", f"{free / 1e9:.1f} GB free in {folder}{pulls}",
+                     "" if free > need else "free some space, or choose smaller models (hal0 model catalog --fits)"))
+    return out + _server(paths)
+
+
+def run(args: argparse.Namespace, paths: Paths) -> int:
+    found = checks(paths, Path(args.root))
+    if args.json:
+        print_json([asdict(c) for c in found])
+    else:
+        for c in found:
+            fix = f"\n      fix: {c.fix}" if c.fix and c.level != "ok" else ""
+            print(f"{c.level:4}  {c.name}: {c.message}{fix}")
+    return 1 if any(c.level == "fail" for c in found) else 0

@@ -1,0 +1,70 @@
+"""`hal0 doctor`: what it finds on a real home, and the fix it gives for each problem."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+from hal0.cli.doctor_cmd import checks
+from hal0.paths import resolve_paths
+from tests.helpers.env import HAL0, hal0_env, manifest
+from tests.helpers.serve import serving, setup_home
+
+
+def doctor(home: Path, **env: str) -> tuple[int, list[dict[str, str]]]:
+    r = subprocess.run([*HAL0, "doctor", "--json"], env=hal0_env(home, **env), capture_output=True, text=True,
+                       timeout=120)
+    return r.returncode, json.loads(r.stdout)
+
+
+def test_a_working_box_is_all_ok(tmp_path: Path) -> None:
+    m = manifest()
+    setup_home(tmp_path, m["llama_server"]["bin"], m["models"]["tiny-chat"])
+    with serving(tmp_path) as s:
+        code, found = doctor(tmp_path, HAL0_URL=s.url)
+        assert s.stop() == 0
+    by_name = {c["name"]: c for c in found}
+    assert code == 0 and {c["level"] for c in found} == {"ok"}, found
+    assert by_name["engine llama-server"]["message"].startswith(m["llama_server"]["bin"])
+    assert by_name["slot primary"]["message"].startswith(m["models"]["tiny-chat"] + " (on disk")
+    assert by_name["server"]["message"] == f"answering at {s.url}"
+
+
+def test_each_problem_has_its_fix(tmp_path: Path) -> None:
+    m = manifest()
+    setup_home(tmp_path, m["llama_server"]["bin"], str(tmp_path / "gone.gguf"))
+    embed = tmp_path / "etc/slots/embed.toml"
+    embed.write_text(re.sub(r'^default = .*$', 'default = "all-minilm-l6-v2"', embed.read_text(), flags=re.M)
+                     .replace("enabled = false", "enabled = true"))
+    code, found = doctor(tmp_path, HAL0_URL="http://127.0.0.1:9")
+    by_name = {c["name"]: c for c in found}
+    assert code == 1
+    assert by_name["slot primary"]["level"] == "fail" and "hal0 slot swap primary" in by_name["slot primary"]["fix"]
+    embed_check = by_name["slot embed"]
+    assert (embed_check["level"], embed_check["fix"]) == ("warn", "hal0 model pull all-minilm-l6-v2")
+    assert by_name["server"]["level"] == "warn" and by_name["server"]["fix"] == "hal0 serve"
+    (tmp_path / "etc/hal0.toml").write_text("[api]\nport = 'x'\n")
+    code, found = doctor(tmp_path)
+    assert code == 1 and found[-1]["name"] == "config" and "hal0 config validate" in found[-1]["fix"]
+
+
+def test_a_gpu_device_the_service_user_cannot_open(tmp_path: Path) -> None:
+    """A recorded /dev with a render node only its group may open; `nobody` is not in it."""
+    home = tmp_path / "home"
+    m = manifest()
+    setup_home(home, m["llama_server"]["bin"], m["models"]["tiny-chat"])
+    primary = home / "etc/slots/primary.toml"
+    primary.write_text(primary.read_text().replace('backend = "cpu"', 'backend = "vulkan"'))
+    node = tmp_path / "root/dev/dri/renderD128"
+    node.parent.mkdir(parents=True)
+    node.touch(mode=0o660)
+    node.chmod(0o660)
+    found = {c.name: c for c in checks(resolve_paths({"HAL0_HOME": str(home)}), tmp_path / "root", "nobody")}
+    device = found["device renderD128"]
+    assert device.level == "fail" and device.message.startswith("user nobody cannot open /dev/dri/renderD128")
+    assert device.fix.startswith("sudo usermod -aG ") and device.fix.endswith(" nobody")
+    node.chmod(0o666)
+    found = {c.name: c for c in checks(resolve_paths({"HAL0_HOME": str(home)}), tmp_path / "root", "nobody")}
+    assert found["device renderD128"].level == "ok"
