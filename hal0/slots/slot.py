@@ -1,10 +1,9 @@
 """One slot: its owner task, its backend process, its lifecycle (see DESIGN.md).
 
-Callers never change a slot directly: they send a command (``hal0.slots.commands``) to the
-owner task and await its answer. The owner runs one operation at a time; an operation that
-takes long (a start, a swap) runs as the owner's child task so that an interrupting command
-(``Unload``, ``Disable``, ``Shutdown``) can cancel it, while any other command waits its
-turn. ``admit()`` is the one way a request reaches the backend: the gate's counts and the
+Callers never change a slot directly: they send a command (``hal0.slots.commands``) to its
+owner task (``hal0.slots.owner``: one operation at a time, interruptible by unload, disable
+and shutdown) and await the answer; this module is what each command does. ``admit()`` is
+the one way a request reaches the backend: the gate's counts and the
 ``serving`` <-> ``ready`` flips are synchronous on the event loop, never decided elsewhere.
 """
 
@@ -14,10 +13,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
 from dataclasses import dataclass, field, replace
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
 
@@ -31,7 +29,6 @@ from hal0.errors import (
     InternalError,
     ModelNotFound,
     ModelTooLarge,
-    SlotCancelled,
     SlotDisabled,
     SlotIllegalTransition,
     SlotLoading,
@@ -68,6 +65,7 @@ from hal0.slots.commands import (
     UnloadIdle,
 )
 from hal0.slots.gate import Gate
+from hal0.slots.owner import Owner
 from hal0.slots.persist import StateWriter
 from hal0.slots.policy import RestartPolicy, Supervision
 from hal0.slots.ports import port_is_free
@@ -78,8 +76,6 @@ __all__ = ["Slot", "SlotDeps"]
 
 log = logging.getLogger("hal0.slots")
 S = SlotState
-T = TypeVar("T")
-_Pending = tuple[Command, "asyncio.Future[Any] | None"]
 _NOT_ERROR = tuple(set(SlotState) - {SlotState.ERROR})
 
 
@@ -131,13 +127,13 @@ class Admitted:
         slot._gate.leave()
 
 
-class Slot:
+class Slot(Owner):
     def __init__(self, config: SlotConfig, deps: SlotDeps) -> None:
+        super().__init__()
         self.config = config
         self.name = config.name
         self._deps = deps
         self.log = LogRing()
-        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._state = S.OFFLINE
         self._message = ""
         self._last_error = ""
@@ -211,35 +207,11 @@ class Slot:
 
     # --- commands ----------------------------------------------------------------
 
-    async def send(self, cmd: Command, result: type[T]) -> T:
-        """Send ``cmd`` to the owner and await its answer (of type ``result``); raises what the
-        handler raised. Cancelling the caller does not cancel the command."""
-        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((self._checked(cmd), fut))
-        return await fut
-
-    def _submit(self, cmd: Command) -> asyncio.Future[Any]:
-        """``send`` without awaiting: the answer's future (no task is made for it)."""
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((self._checked(cmd), fut))
-        return fut
-
     def _next_move(self) -> asyncio.Future[None]:
         """A future done at the slot's next state change."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._movers.append(fut)
         return fut
-
-    def send_nowait(self, cmd: Command) -> None:
-        """Queue a command nobody waits for (autostart, timers, the process watcher)."""
-        self._queue.put_nowait((self._checked(cmd), None))
-
-    @staticmethod
-    def _checked(cmd: Command) -> Command:
-        """Only commands reach the owner: anything else fails the sender (TypeError), at once."""
-        if not isinstance(cmd, Command):
-            raise TypeError(f"a slot command must be a hal0.slots.commands.Command, not {cmd!r}")
-        return cmd
 
     async def ensure_ready(self) -> SlotSnapshot:
         """Start the slot if it is offline (single-flight); returns once dispatchable.
@@ -354,55 +326,8 @@ class Slot:
             self._tg = None
             self._writer.bind(None)
 
-    async def _loop(self, tg: asyncio.TaskGroup) -> None:
-        deferred: deque[_Pending] = deque()
-        op: asyncio.Task[tuple[bool, Any]] | None = None
-        op_item: _Pending | None = None
-        getter: asyncio.Task[_Pending] | None = None
-        try:
-            while True:
-                if op is None and deferred:
-                    item = deferred.popleft()
-                else:
-                    getter = getter or tg.create_task(self._queue.get())
-                    waiting: set[asyncio.Future[Any]] = {getter} if op is None else {getter, op}
-                    done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-                    if op is not None and op in done:
-                        self._answer(op_item, op)
-                        op = op_item = None
-                        continue
-                    item, getter = getter.result(), None
-                    if op is not None:
-                        if not item[0].interrupts:
-                            deferred.append(item)
-                            continue
-                        op.cancel()
-                        with contextlib.suppress(BaseException):
-                            await op
-                        self._answer(op_item, op)
-                        op = op_item = None
-                if isinstance(item[0], Shutdown):
-                    await self._stop_backend()
-                    for waiting_item in deferred:
-                        self._fail(waiting_item, SlotCancelled(f"slot {self.name} is shutting down"))
-                    self._settle(item, None)
-                    return
-                op, op_item = tg.create_task(self._dispatch(item[0])), item
-        finally:
-            if getter is not None:
-                getter.cancel()
-            if op is not None:
-                op.cancel()
-                with contextlib.suppress(BaseException):
-                    await op
-
-    async def _dispatch(self, cmd: Command) -> tuple[bool, Any]:
-        """Run one command's handler; its error is returned, not raised (it must not end the
-        owner's TaskGroup: a command nobody knows fails its caller, not the slot)."""
-        try:
-            return True, await self._handle(cmd)
-        except Exception as e:
-            return False, e
+    async def _on_shutdown(self) -> None:
+        await self._stop_backend()
 
     async def _handle(self, cmd: Command) -> SlotSnapshot | None:
         match cmd:
@@ -434,34 +359,6 @@ class Slot:
                 raise InternalError(f"slot {self.name} does not know the command {cmd!r}",
                                     slot=self.name, command=cmd.label)
         return None
-
-    def _answer(self, item: _Pending | None, op: asyncio.Task[tuple[bool, Any]]) -> None:
-        if item is None:
-            return
-        if op.cancelled():
-            self._fail(item, SlotCancelled(f"{item[0].label} of slot {self.name} was cancelled by another command"))
-            return
-        ok, value = op.result()
-        if ok:
-            self._settle(item, value)
-        else:
-            self._fail(item, value)
-
-    @staticmethod
-    def _settle(item: _Pending, value: Any) -> None:
-        fut = item[1]
-        if fut is not None and not fut.done():
-            fut.set_result(value)
-
-    def _fail(self, item: _Pending, exc: BaseException) -> None:
-        cmd, fut = item
-        if fut is not None:
-            if not fut.done():
-                fut.set_exception(exc)
-        elif not isinstance(exc, Hal0Error):
-            log.error("slot %s: %s failed", self.name, cmd.label, exc_info=exc)
-        else:
-            log.warning("slot %s: %s: %s", self.name, cmd.label, exc)
 
     # --- handlers ----------------------------------------------------------------
 
