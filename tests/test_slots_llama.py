@@ -163,6 +163,7 @@ def test_a_swap_under_streaming_traffic_truncates_nothing(tmp_path: Path) -> Non
             results = [f.result(timeout=300) for f in streams]
             stop_embed.set()
             assert embeds.result(timeout=60) > 0
+        assert s.stop() == 0
     assert status == 200 and swapped["model"] == "tiny-chat-b", swapped
     assert all(len(models) == 1 and finish == "length" and used == 64 for models, finish, used in results)
     seen = {next(iter(models)) for models, _, _ in results}

@@ -81,9 +81,13 @@ def serving(home: Path, argv: Sequence[str] = HAL0, port: int | None = None,
             raise RuntimeError("hal0 serve exited before listening:\n" + "".join(log))
         yield Served(proc, f"http://127.0.0.1:{port}", home, log)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        if proc.poll() is None:  # a test that failed or did not stop it: stop it as an operator would
+            proc.send_signal(signal.SIGTERM)  # hal0 stops its backends; a kill would orphan them
+            try:
+                proc.communicate(timeout=60)  # drains its log meanwhile, so it cannot block on a full pipe
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
         proc.stderr.close()
 
 
