@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -7,6 +8,7 @@ import openai
 import pytest
 
 from hal0.paths import Paths, resolve_paths
+from tests.helpers.env import REPO
 from tests.helpers.serve import Served, sdk
 
 
@@ -14,6 +16,13 @@ from tests.helpers.serve import Served, sdk
 def paths(tmp_path: Path) -> Paths:
     """A private HAL0_HOME tree for one test."""
     return resolve_paths({"HAL0_HOME": str(tmp_path / "home")})
+
+
+@pytest.fixture(scope="session")
+def pyz() -> Path:
+    """dist/hal0.pyz, built once per run with the README's build script."""
+    subprocess.run([str(REPO / "scripts/build")], check=True, cwd=REPO, capture_output=True)
+    return REPO / "dist" / "hal0.pyz"
 
 
 @pytest.fixture

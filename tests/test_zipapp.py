@@ -10,16 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.env import REPO, free_port, manifest
+from tests.helpers.env import free_port, manifest
 from tests.helpers.serve import sdk, serving
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def pyz() -> Path:
-    subprocess.run([str(REPO / "scripts/build")], check=True, cwd=REPO, capture_output=True)
-    return REPO / "dist/hal0.pyz"
 
 
 def plain_env(home: Path, shiv_root: Path) -> dict[str, str]:

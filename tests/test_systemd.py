@@ -1,0 +1,83 @@
+"""hal0 as a systemd service in a freshly booted Debian: the unit, notify, restarts, the watchdog."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.container import Container, booted
+from tests.helpers.env import REPO, free_port, manifest
+
+pytestmark = pytest.mark.slow
+
+
+def install(box: Container, port: int) -> str:
+    """What an installer does, by hand: user, pyz, init, the unit. Returns the admin token."""
+    box.run("useradd --system --home-dir /var/lib/hal0 --shell /usr/sbin/nologin hal0")
+    box.run("mkdir -p /opt/hal0 && cp /mnt/dist/hal0.pyz /opt/hal0/hal0.pyz && "
+            "ln -s /opt/hal0/hal0.pyz /usr/local/bin/hal0")
+    box.run("hal0 init --system --provider-bin llama-server=/mnt/llama/llama-server "
+            "--slot-model primary=/mnt/models/tiny-chat.gguf")
+    box.run(f"sed -i 's/^port = 8080$/port = {port}/' /etc/hal0/hal0.toml && "
+            "for s in embed stt tts img; do sed -i 's/^enabled = true$/enabled = false/' /etc/hal0/slots/$s.toml; done "
+            "&& sed -i 's/^backend = \"vulkan\"$/backend = \"cpu\"/' /etc/hal0/slots/primary.toml")
+    box.run("mkdir -p /var/lib/hal0 && chown -R hal0:hal0 /etc/hal0 /var/lib/hal0")
+    box.run("cp /mnt/packaging/hal0.service /etc/systemd/system/ && systemctl daemon-reload")
+    return box.run("cat /etc/hal0/admin.token").stdout.strip()
+
+
+def main_pid(box: Container) -> int:
+    return int(box.run("systemctl show -p MainPID --value hal0").stdout)
+
+
+def get(url: str, token: str | None = None, body: dict[str, object] | None = None) -> dict[str, object]:
+    req = urllib.request.Request(url, json.dumps(body).encode() if body else None,
+                                 headers={"Authorization": f"Bearer {token}"} if token else {})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        return json.loads(r.read())  # type: ignore[no-any-return]
+
+
+def test_the_service_starts_serves_and_comes_back(pyz: Path, tmp_path: Path) -> None:
+    m = manifest()
+    port = free_port()
+    binds = {str(pyz.parent): "/mnt/dist", str(Path(m["llama_server"]["bin"]).parent): "/mnt/llama",
+             str(Path(m["models"]["tiny-chat"]).parent): "/mnt/models",
+             str(REPO / "packaging/systemd"): "/mnt/packaging"}
+    with booted(tmp_path, binds) as box:
+        token = install(box, port)
+        verify = box.run("systemd-analyze verify /etc/systemd/system/hal0.service", check=False)
+        assert verify.returncode == 0, verify.stderr
+        box.run("systemctl enable --now hal0")  # Type=notify: returns once hal0 said READY=1
+        assert box.run("systemctl is-active hal0").stdout.strip() == "active"
+        url = f"http://127.0.0.1:{port}"
+        assert get(url + "/health")["status"] == "ok"
+        out = get(url + "/v1/chat/completions", token, {"messages": [{"role": "user", "content": "hi"}],
+                                                        "max_tokens": 3})
+        assert out["model"] == "tiny-chat"
+        status = box.wait_for("systemctl show -p StatusText --value hal0 | grep 'slots ready'")
+        assert "primary" in status
+        assert box.run("hal0 status --system").returncode == 0  # the CLI as root finds the service
+
+        # kill -9 of hal0: systemd restarts it, and the backend it left is gone with the old cgroup
+        old = main_pid(box)
+        backend = int(box.run("pgrep -f 'llama-server --model'").stdout.split()[0])
+        box.run(f"kill -9 {old}")
+        box.wait_for(f"test $(systemctl show -p MainPID --value hal0) -ne {old} && systemctl is-active hal0")
+        assert box.run(f"kill -0 {backend}", check=False).returncode != 0
+        assert get(url + "/health")["status"] == "ok"
+
+        # a hung hal0 (SIGSTOP) stops pinging the watchdog: systemd kills and restarts it
+        box.run("mkdir -p /etc/systemd/system/hal0.service.d && printf '[Service]\\nWatchdogSec=2\\n' "
+                "> /etc/systemd/system/hal0.service.d/watchdog.conf && systemctl daemon-reload && "
+                "systemctl restart hal0")
+        hung = main_pid(box)
+        box.run(f"kill -STOP {hung}")
+        box.wait_for(f"test $(systemctl show -p MainPID --value hal0) -ne {hung} && systemctl is-active hal0",
+                     timeout=90)
+        assert "watchdog" in box.run("journalctl -u hal0 --no-pager").stdout.lower()
+        assert get(url + "/health")["status"] == "ok"
+        box.run("systemctl stop hal0")
+        assert box.run("systemctl is-active hal0", check=False).stdout.strip() == "inactive"
