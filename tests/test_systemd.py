@@ -45,7 +45,7 @@ def test_the_service_starts_serves_and_comes_back(pyz: Path, tmp_path: Path) -> 
     port = free_port()
     binds = {str(pyz.parent): "/mnt/dist", str(Path(m["llama_server"]["bin"]).parent): "/mnt/llama",
              str(Path(m["models"]["tiny-chat"]).parent): "/mnt/models",
-             str(REPO / "packaging/systemd"): "/mnt/packaging"}
+             str(REPO / "hal0/systemd"): "/mnt/packaging"}
     with booted(tmp_path, binds) as box:
         token = install(box, port)
         verify = box.run("systemd-analyze verify /etc/systemd/system/hal0.service", check=False)
@@ -81,3 +81,45 @@ def test_the_service_starts_serves_and_comes_back(pyz: Path, tmp_path: Path) -> 
         assert get(url + "/health")["status"] == "ok"
         box.run("systemctl stop hal0")
         assert box.run("systemctl is-active hal0", check=False).stdout.strip() == "inactive"
+
+
+def test_install_sh_installs_upgrades_and_uninstalls(pyz: Path, tmp_path: Path) -> None:
+    """The installer on a fresh Debian: the service answers, a registered model chats; a second run
+    keeps the token; a pyz that does not run changes nothing; uninstall keeps the config, purge not."""
+    m = manifest()
+    port = free_port()
+    corrupt = tmp_path / "bad"
+    corrupt.mkdir()
+    (corrupt / "hal0.pyz").write_bytes(b"PK\x03\x04 not a zipapp")
+    binds = {str(pyz.parent): "/mnt/dist", str(Path(m["llama_server"]["bin"]).parent): "/mnt/llama",
+             str(Path(m["models"]["tiny-chat"]).parent): "/mnt/models", str(REPO / "install.sh"): "/mnt/install.sh",
+             str(corrupt): "/mnt/bad"}
+    with booted(tmp_path, binds) as box:
+        install = (f"sh /mnt/install.sh --pyz /mnt/dist/hal0.pyz --llama-server /mnt/llama/llama-server "
+                   f"--no-models --no-engines --port {port}")
+        out = box.run(install, timeout=300).stdout
+        assert "is running: http://" in out and f":{port}/v1" in out
+        assert box.run("systemctl is-active hal0").stdout.strip() == "active"
+        token = box.run("cat /etc/hal0/admin.token").stdout.strip()
+        url = f"http://127.0.0.1:{port}"
+        assert get(url + "/health")["status"] == "ok"
+        box.run("hal0 model register tiny /mnt/models/tiny-chat.gguf --outside-roots --system")
+        box.run("hal0 slot swap primary --model tiny --system", timeout=120)
+        out = get(url + "/v1/chat/completions", token, {"messages": [{"role": "user", "content": "hi"}],
+                                                        "max_tokens": 3})
+        assert out["model"] == "tiny"
+        assert box.run("stat -c %U /var/lib/hal0 /etc/hal0/admin.token").stdout.split() == ["hal0", "hal0"]
+
+        box.run(install, timeout=300)  # again: an upgrade in place
+        assert get(url + "/v1/models", token)["data"]  # the same token still works
+        assert box.run("cat /etc/hal0/slots/primary.env").stdout.strip() == "HAL0_MODEL=tiny"  # the swap stays
+        bad = box.run("sh /mnt/install.sh --pyz /mnt/bad/hal0.pyz --no-models --no-engines", check=False)
+        assert bad.returncode == 1 and "nothing was changed" in bad.stderr
+        assert get(url + "/health")["status"] == "ok"
+
+        box.run("sh /mnt/install.sh --uninstall")
+        assert box.run("test -e /usr/local/bin/hal0 || test -e /etc/systemd/system/hal0.service",
+                       check=False).returncode != 0
+        assert box.run("test -f /etc/hal0/admin.token && test -d /var/lib/hal0").returncode == 0
+        box.run("sh /mnt/install.sh --uninstall --purge")
+        assert box.run("test -e /etc/hal0 || test -e /var/lib/hal0 || id hal0", check=False).returncode != 0

@@ -26,6 +26,14 @@ def cmd_version(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_unit(args: argparse.Namespace) -> int:
+    """The systemd unit hal0 runs as (what install.sh writes to /etc/systemd/system)."""
+    from importlib import resources
+
+    print(resources.files("hal0.systemd").joinpath("hal0.service").read_text(), end="")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from hal0.server.run import serve
 
@@ -104,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
         return sp
 
     add("version", cmd_version, "print the version")
+    add("unit", cmd_unit, "print hal0's systemd unit (packaging/systemd/hal0.service)")
     s = add("serve", cmd_serve, "run the API server and its slots in the foreground")
     s.add_argument("--host", help="address to listen on (default: [api].host)")
     s.add_argument("--port", type=int, help="port to listen on (default: [api].port)")

@@ -1,0 +1,1 @@
+"""The systemd unit hal0 ships (``hal0 unit`` prints it)."""
