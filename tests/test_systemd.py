@@ -109,6 +109,13 @@ def test_install_sh_installs_upgrades_and_uninstalls(pyz: Path, tmp_path: Path) 
                                                         "max_tokens": 3})
         assert out["model"] == "tiny"
         assert box.run("stat -c %U /var/lib/hal0 /etc/hal0/admin.token").stdout.split() == ["hal0", "hal0"]
+        doctor = json.loads(box.run("hal0 doctor --system --json", check=False).stdout)
+        assert {c["name"]: c["level"] for c in doctor}["service"] == "ok"
+        box.run("systemctl stop hal0")
+        stopped = box.run("hal0 doctor --system", check=False)
+        assert stopped.returncode == 1 and "fail  service: hal0.service is inactive" in stopped.stdout
+        assert "fix: sudo systemctl start hal0" in stopped.stdout
+        box.run("systemctl start hal0")
 
         box.run(install, timeout=300)  # again: an upgrade in place
         assert get(url + "/v1/models", token)["data"]  # the same token still works

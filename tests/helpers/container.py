@@ -68,18 +68,22 @@ def booted(tmp: Path, binds: dict[str, str]) -> Iterator[Container]:
     root.mkdir()
     with tarfile.open(rootfs) as t:
         t.extractall(root, filter="fully_trusted")  # a whole OS: owners, devices and links as they are
-    name = f"hal0-e2e-{os.getpid()}-{time.monotonic_ns() % 10**6}"
+    unique = f"{os.getpid()}-{time.monotonic_ns() % 10**6}"
+    name = f"hal0-e2e-{unique}"
     cgroups = [c / name for c in CGROUPS]
     for c in cgroups:
         c.mkdir()
-    argv = ["systemd-nspawn", "-q", "-D", str(root), "-M", name[-12:], "--boot", "--register=no", "--keep-unit",
+    argv = ["systemd-nspawn", "-q", "-D", str(root), "-M", f"hal0t{unique}", "--boot", "--register=no", "--keep-unit",
             "--console=pipe", *(f"--bind-ro={h}:{c}" for h, c in binds.items())]
     enter = "; ".join(f"echo $$ > {c}/cgroup.procs" for c in cgroups)
     log = (tmp / "console.log").open("wb")
     nspawn = subprocess.Popen(["/bin/sh", "-c", f"{enter}; exec {shlex.join(argv)}"], stdin=subprocess.DEVNULL,
                               stdout=log, stderr=subprocess.STDOUT)
     try:
-        pid1 = _pid1(nspawn.pid)
+        try:
+            pid1 = _pid1(nspawn.pid)
+        except AssertionError as e:
+            raise AssertionError(f"{e}; nspawn said: {(tmp / 'console.log').read_text()[-2000:]}") from None
         box = Container(pid1)
         box.wait_for("test -S /run/systemd/private", timeout=30)
         box.run("systemctl is-system-running --wait", check=False, timeout=60)
