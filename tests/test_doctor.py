@@ -23,6 +23,7 @@ def test_a_working_box_is_all_ok(tmp_path: Path) -> None:
     m = manifest()
     setup_home(tmp_path, m["llama_server"]["bin"], m["models"]["tiny-chat"])
     with serving(tmp_path) as s:
+        s.load("primary", (tmp_path / "etc/admin.token").read_text().strip())  # loaded, whatever autostart is at
         code, found = doctor(tmp_path, HAL0_URL=s.url)
         assert s.stop() == 0
     by_name = {c["name"]: c for c in found}
@@ -30,6 +31,7 @@ def test_a_working_box_is_all_ok(tmp_path: Path) -> None:
     assert by_name["engine llama-server"]["message"].startswith(m["llama_server"]["bin"])
     assert by_name["slot primary"]["message"].startswith(m["models"]["tiny-chat"] + " (on disk")
     assert by_name["server"]["message"] == f"answering at {s.url}"
+    assert by_name["last load"]["message"].startswith("primary loaded its model ")
 
 
 def test_each_problem_has_its_fix(tmp_path: Path) -> None:

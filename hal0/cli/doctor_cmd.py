@@ -14,6 +14,7 @@ import pwd
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -155,7 +156,21 @@ def _server(paths: Paths) -> list[Check]:
     for s in slots:
         if s["state"] == "error":
             out.append(Check(f"slot {s['name']} now", "fail", s["message"][:200], f"hal0 slot restart {s['name']}"))
+    loads = [(s["loaded_at"], s["name"]) for s in slots if s.get("loaded_at")]
+    if loads:
+        when, name = max(loads)
+        out.append(Check("last load", "ok", f"{name} loaded its model {_ago(time.time() - when)} ago"))
+    elif any(s["enabled"] for s in slots):
+        out.append(Check("last load", "warn", "no slot has loaded a model since hal0 started",
+                         "hal0 slot load primary (or send it a request)"))
     return out
+
+
+def _ago(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f} {unit}"
+    return f"{seconds:.0f} s"
 
 
 def checks(paths: Paths, root: Path = Path("/"), service_user: str = SERVICE_USER) -> list[Check]:

@@ -150,6 +150,7 @@ class Slot(Owner):
         self._policy = RestartPolicy(deps.supervision)
         self._starts = 0  # backends spawned since hal0 started
         self._pull: PullJob | None = None  # the pull in progress while ``pulling``
+        self._loaded_at: float | None = None
         self._tg: asyncio.TaskGroup | None = None
         self._timers: dict[type[Command], asyncio.TimerHandle] = {}
         self._writer = StateWriter(deps.paths.slot_state_dir(config.name) / "state.json", self._state_json)
@@ -168,7 +169,7 @@ class Slot(Owner):
             configured=self.configured_model(), pid=self._proc.pid if self._proc else None,
             message=self._message, last_error=self._last_error, inflight=self._gate.active,
             queued=self._gate.queued, updated_at=self._updated_at, starts=self._starts,
-            pull=self._pull.to_json() if self._pull is not None else None)
+            pull=self._pull.to_json() if self._pull is not None else None, loaded_at=self._loaded_at)
 
     def counters(self) -> tuple[SlotState, int, int]:
         """State, active and queued requests: the per-request part of a snapshot, cheaply."""
@@ -560,6 +561,7 @@ class Slot(Owner):
             await self._discard_process(self._grace())
             self._after_failure(e.message, retry=retry)
             raise SlotStartFailed(e.message, slot=self.name, model=ref) from None
+        self._loaded_at = time.time()
         self._transition(S.READY, "")
         self._last_used = time.monotonic()
         assert self._tg is not None
