@@ -21,6 +21,7 @@ from hal0.errors import (
     ModelChecksumMismatch,
     ModelNoSpace,
     ModelNotFound,
+    ModelPullFailed,
     PullCancelled,
     RequestInvalid,
     SlotStartFailed,
@@ -344,3 +345,17 @@ async def test_a_failed_pull_leaves_the_slot_in_error_with_the_command_to_retry(
         assert snap.state is SlotState.ERROR and snap.last_error == e.value.message and snap.pid is None
         hub.faults.clear()  # the next try gets the right bytes
         assert (await slot.load()).state is SlotState.READY
+
+
+async def test_a_disk_error_fails_that_pull_and_not_the_service(pulls: Pulls, hub: FakeHub, paths: Paths) -> None:
+    """Regression: an OSError that is no hal0 error (a file where the model's folder goes) used to
+    escape into the pulls' TaskGroup and end every pull with it."""
+    hub.add("acme/tiny-GGUF", "tiny-chat.gguf", model("tiny-chat"))
+    hub.add("acme/embed-GGUF", "tiny-embed.gguf", model("tiny-embed"))
+    paths.models_dir.mkdir(parents=True)
+    (paths.models_dir / "tiny-chat").write_text("in the way")
+    async with asyncio.timeout(60):  # the old failure: the job's task group broke and the pull never answered
+        with pytest.raises(ModelPullFailed):
+            await pulls.pull("hf://acme/tiny-GGUF/tiny-chat.gguf")
+        assert pulls.jobs()[0].state == "failed"
+        assert (await pulls.pull("hf://acme/embed-GGUF/tiny-embed.gguf")).verified  # the service goes on

@@ -21,7 +21,15 @@ from urllib.parse import unquote, urlsplit
 
 import aiohttp
 
-from hal0.errors import Hal0Error, ModelInvalid, ModelNotFound, PullCancelled, PullNotFound, RequestInvalid
+from hal0.errors import (
+    Hal0Error,
+    ModelInvalid,
+    ModelNotFound,
+    ModelPullFailed,
+    PullCancelled,
+    PullNotFound,
+    RequestInvalid,
+)
 from hal0.events import EventBus
 from hal0.models.catalog import CatalogEntry, catalog_entry
 from hal0.models.download import Fetched, Source, download
@@ -230,7 +238,10 @@ class Pulls:
             job.result.exception()  # retrieved: nobody need be waiting
             self._publish(job)
             raise
-        except Hal0Error as e:  # kept in the job, never raised into the TaskGroup
+        except Exception as e:  # kept in the job, never raised into the TaskGroup
+            if not isinstance(e, Hal0Error):
+                log.exception("pull of %s failed", job.ref)
+                e = ModelPullFailed(f"the pull of {job.ref} failed: {e}", pull=job.id)
             job.state, job.error = "failed", {"code": e.code, "message": e.message, "details": e.details}
             job.result.set_exception(e)
             job.result.exception()
@@ -264,6 +275,9 @@ class Pulls:
             return await download(self._session, src, dest, progress)
         except Hal0Error as e:  # returned to every waiting job, never raised into the TaskGroup
             return e
+        except Exception as e:  # a disk that refuses a write, say: the pull fails, the service does not
+            log.exception("download of %s failed", src.url)
+            return ModelPullFailed(f"writing {dest} failed: {e}", url=src.url)
         finally:
             self._files.pop(dest, None)
 
