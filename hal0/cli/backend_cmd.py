@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from hal0.backends import ENGINES, RUNTIME_DEPS, install, installed
+from hal0.backends import ENGINES, RUNNER_DEPS, install, installed
 from hal0.cli.output import print_json, table
 from hal0.paths import Paths
 
@@ -34,7 +34,7 @@ def run(args: argparse.Namespace, paths: Paths) -> int:
             print_json(found)
         else:
             table([(k, "yes" if k in found else "no", found.get(k, {}).get("installed_at"),
-                    " ".join(p for p in found[k]["packages"] if p not in RUNTIME_DEPS)  # type: ignore[attr-defined]
+                    " ".join(p for p in found[k]["packages"] if p not in RUNNER_DEPS)  # type: ignore[attr-defined]
                     if k in found else None)
                    for k in ENGINES], ["ENGINE", "INSTALLED", "WHEN", "PACKAGES"])
         return 0

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from hal0 import __version__
 from hal0.config import BUILTIN_SLOTS
+from hal0.server.access import public
 from hal0.server.keys import CAPABILITIES, CONFIG, EVENTS, PATHS, SLOTS, STARTED_AT
 from hal0.server.sse import HEARTBEAT_S, format_event, open_sse
 from hal0.slots import Slot
@@ -21,6 +22,7 @@ routes = web.RouteTableDef()
 
 
 @routes.get("/health")
+@public
 async def health(request: web.Request) -> web.Response:
     return json_response({"status": "ok", "version": __version__})
 

@@ -8,12 +8,10 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.typedefs import Handler
 
 from hal0.errors import AuthForbidden, AuthMissing
+from hal0.server.access import access_of
 from hal0.server.keys import CONFIG, REQUEST_ID, REQUEST_TOKEN, TOKENS
 
 __all__ = ["AccessLogger", "auth_middleware"]
-
-OPEN_ROUTES = {("GET", "/health"), ("GET", "/v1/models")}
-OPEN_PREFIX = "/v1/images/files/"  # unguessable names are the capability (hal0.images.cache)
 
 
 def _bearer(request: web.Request) -> str | None:
@@ -26,15 +24,15 @@ def _bearer(request: web.Request) -> str | None:
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.app[CONFIG].api.auth == "off" or (request.method, request.path) in OPEN_ROUTES or \
-            (request.method == "GET" and request.path.startswith(OPEN_PREFIX)):
+    access = access_of(request)
+    if request.app[CONFIG].api.auth == "off" or access == "public":
         return await handler(request)
     token = _bearer(request)
     if token is None:
         raise AuthMissing("an API token is required: send `Authorization: Bearer <token>`")
     record = request.app[TOKENS].verify(token)
-    if record.scope != "admin" and not request.path.startswith("/v1/"):
-        raise AuthForbidden(f"a {record.scope!r} token may only call /v1; {request.path} needs admin")
+    if access == "admin" and record.scope != "admin":
+        raise AuthForbidden(f"{request.method} {request.path} needs an admin token; this one is {record.scope!r}")
     request[REQUEST_TOKEN] = record
     return await handler(request)
 

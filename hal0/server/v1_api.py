@@ -11,6 +11,7 @@ from hal0.dispatch.multipart import form_fields
 from hal0.errors import ModelNotFound, RequestInvalid, RouteNotFound
 from hal0.images.request import parse_image_request
 from hal0.images.service import FILES_PREFIX
+from hal0.server.access import public
 from hal0.server.keys import DISPATCHER, IMAGES, SLOTS, STARTED_WALL
 from hal0.web.http import json_response, parse_json
 
@@ -43,6 +44,7 @@ def _model_list(app: web.Application) -> list[dict[str, Any]]:
 
 
 @routes.get("/v1/models")
+@public
 async def list_models(request: web.Request) -> web.Response:
     return json_response({"object": "list", "data": _model_list(request.app)})
 
@@ -128,6 +130,7 @@ async def images_generations(request: web.Request) -> web.StreamResponse:
 
 
 @routes.get(FILES_PREFIX + "{name}")
+@public  # unguessable names are the capability (hal0.images.cache)
 async def image_file(request: web.Request) -> web.StreamResponse:
     """An image of an earlier ``response_format: url`` answer (no token needed: the name is the key)."""
     path = request.app[IMAGES].cache.path(request.match_info["name"])

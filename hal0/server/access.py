@@ -1,0 +1,38 @@
+"""Who may call a route: each handler declares its access, the auth middleware enforces it.
+
+A handler marked ``@public`` needs no token; ``@inference`` accepts an inference token as well
+as an admin one; anything unmarked needs admin, except under ``/v1/`` where inference is the
+default. A module that adds routes marks its own handlers, so no central table grows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal, TypeVar
+
+from aiohttp import web
+
+__all__ = ["Access", "access_of", "inference", "public"]
+
+Access = Literal["public", "inference", "admin"]
+H = TypeVar("H", bound=Callable[..., object])
+_ATTR = "hal0_access"
+
+
+def _mark(access: Access) -> Callable[[H], H]:
+    def mark(handler: H) -> H:
+        setattr(handler, _ATTR, access)
+        return handler
+    return mark
+
+
+public = _mark("public")
+inference = _mark("inference")
+
+
+def access_of(request: web.Request) -> Access:
+    """The access the matched handler declared (or the default for its path)."""
+    declared: Access | None = getattr(request.match_info.handler, _ATTR, None)
+    if declared is not None:
+        return declared
+    return "inference" if request.path.startswith("/v1/") else "admin"
