@@ -27,8 +27,8 @@ from pathlib import Path
 from hal0.atomic import atomic_write
 from hal0.paths import Paths
 
-__all__ = ["COMFYUI", "ENGINES", "RUNNER_DEPS", "RUNTIME_DEPS", "comfyui_constraints", "engine_settings", "install", "install_into",
-           "installed", "torch_pins"]
+__all__ = ["COMFYUI", "ENGINES", "RUNNER_DEPS", "RUNTIME_DEPS", "comfyui_constraints", "engine_settings", "install",
+           "install_into", "installed", "torch_pins"]
 
 # Pinned like the rest of hal0; tests keep RUNTIME_DEPS equal to pyproject's dependencies.
 # A backend's virtualenv runs `hal0 runner`, which needs only RUNNER_DEPS; the server's
