@@ -324,22 +324,28 @@ def done_reason(finish: Any) -> str:
     return _FINISH.get(finish, "stop") if isinstance(finish, str) else "stop"
 
 
-def _arguments(raw: Any) -> Any:
-    """OpenAI's JSON-string arguments as Ollama's object (kept as given if not JSON)."""
-    if not isinstance(raw, str):
-        return raw if raw is not None else {}
-    try:
-        return json.loads(raw) if raw.strip() else {}
-    except json.JSONDecodeError:
-        return raw
+def _arguments(raw: Any) -> dict[str, Any] | None:
+    """OpenAI's JSON-string arguments as Ollama's object; None when they are no JSON object (a call
+    cut off by ``num_predict``)."""
+    if raw is None or raw == "":
+        return {}
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except json.JSONDecodeError:
+            return None
+    return raw if isinstance(raw, dict) else None
 
 
 def _ollama_calls(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """OpenAI tool calls as Ollama's; a call whose arguments are not a whole JSON object is dropped."""
     out = []
-    for i, c in enumerate(calls):
+    for c in calls:
         fn = c.get("function") or {}
-        out.append({"id": c.get("id") or f"call_{i}",
-                    "function": {"index": i, "name": fn.get("name", ""), "arguments": _arguments(fn.get("arguments"))}})
+        args = _arguments(fn.get("arguments"))
+        if args is not None:
+            out.append({"id": c.get("id") or f"call_{len(out)}",
+                        "function": {"index": len(out), "name": fn.get("name", ""), "arguments": args}})
     return out
 
 
@@ -347,8 +353,8 @@ def _message(msg: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"role": "assistant", "content": msg.get("content") or ""}
     if msg.get("reasoning_content"):
         out["thinking"] = msg["reasoning_content"]
-    if msg.get("tool_calls"):
-        out["tool_calls"] = _ollama_calls(msg["tool_calls"])
+    if calls := _ollama_calls(msg.get("tool_calls") or []):
+        out["tool_calls"] = calls
     return out
 
 
@@ -451,9 +457,10 @@ class ChatStream:
             if choice.get("finish_reason"):
                 self._finish = choice["finish_reason"]
                 if self._calls and not self.generate:
-                    calls = [self._calls[i] for i in sorted(self._calls)]
+                    calls = _ollama_calls([self._calls[i] for i in sorted(self._calls)])
                     self._calls = {}
-                    yield self._line(calls=_ollama_calls(calls))
+                    if calls:
+                        yield self._line(calls=calls)
 
     def final(self) -> dict[str, Any]:
         out = self._line()
