@@ -339,7 +339,7 @@ def _arguments(raw: Any) -> dict[str, Any] | None:
 
 def _ollama_calls(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """OpenAI tool calls as Ollama's; a call whose arguments are not a whole JSON object is dropped."""
-    out = []
+    out: list[dict[str, Any]] = []
     for c in calls:
         fn = c.get("function") or {}
         args = _arguments(fn.get("arguments"))
