@@ -159,6 +159,8 @@ class TestOllamaLibrary:
         assert shown.capabilities is not None and "completion" in shown.capabilities
         assert shown.modelinfo is not None and shown.modelinfo["gemma3.context_length"] == 32768
         assert shown.parameters == "num_ctx 2048"
+        assert shown.template == ""  # this GGUF carries no chat template (llama-server falls back to ChatML)
+        assert "<|im_start|>" in (hal0.ai.show("cold").template or "")  # tiny-chat's own
         assert hal0.ai.show("embed").capabilities == ["embedding"]
         with pytest.raises(ollama.ResponseError) as e:
             hal0.ai.show("no-such-model")
@@ -282,6 +284,9 @@ class TestOllamaLibrary:
         with pytest.raises(ollama.ResponseError) as e:
             hal0.ai.chat(model="cold:other-model", messages=[{"role": "user", "content": "hi"}])
         assert e.value.status_code == 409 and isinstance(e.value.error, str) and "hal0 slot swap" in e.value.error
+        with pytest.raises(ollama.ResponseError) as e:  # a stream refused before it began: the same answer
+            list(hal0.ai.chat(model="cold:other-model", messages=[{"role": "user", "content": "hi"}], stream=True))
+        assert e.value.status_code == 409 and "hal0 slot swap" in e.value.error
         with pytest.raises(ollama.ResponseError) as e:
             hal0.ai.chat(model="embed", messages=[{"role": "user", "content": "hi"}], stream=False)
         assert e.value.status_code == 400 and "serves embeddings" in e.value.error

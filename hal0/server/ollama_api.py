@@ -18,7 +18,7 @@ from aiohttp import web
 from hal0 import __version__
 from hal0.dialects import ollama as ol
 from hal0.dispatch.proxy import RELAYED_ERRORS, Answer
-from hal0.errors import Hal0Error, ModelNotFound, RequestInvalid
+from hal0.errors import Hal0Error, ModelNotFound, RequestInvalid, SlotBackendError
 from hal0.models.gguf import GgufInfo, read_gguf
 from hal0.models.registry import ModelEntry
 from hal0.roles import Modality
@@ -83,7 +83,12 @@ class _Exchange:
             return
         sse = any(k.lower() == "content-type" and v.startswith("text/event-stream") for k, v in answer.headers)
         if not sse:
-            self.response = self._single(json.loads(await answer.read()))
+            data = await answer.read()
+            try:
+                self.response = self._single(json.loads(data))
+            except (ValueError, AttributeError, TypeError):
+                raise SlotBackendError(f"slot {slot.name if slot else 'upstream'} answered with something that is "
+                                       f"not an OpenAI answer: {data[:200]!r}") from None
             return
         resp = web.StreamResponse(headers={"Content-Type": NDJSON})
         await resp.prepare(self.request)
@@ -94,6 +99,9 @@ class _Exchange:
         except RELAYED_ERRORS as e:
             answer.close()
             await self._error_line(f"the backend broke off its answer: {e}")
+        except (ValueError, AttributeError, TypeError) as e:  # a line that is no OpenAI chunk
+            answer.close()
+            await self._error_line(f"the backend sent something that is not an OpenAI stream chunk: {e}")
         except ConnectionError:
             answer.close()  # the client left: the backend stops generating
             self._ended = True
