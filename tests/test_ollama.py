@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import struct
 import subprocess
 import urllib.error
 import urllib.request
+import zlib
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -128,6 +130,14 @@ def _get(url: str, token: str | None = None) -> tuple[int, Any]:
     except urllib.error.HTTPError as e:
         with e:
             return e.code, json.loads(e.read())
+
+
+def _png() -> bytes:
+    """A 1x1 PNG."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00\xff\x00\x00")) + chunk(b"IEND", b""))
 
 
 def _cos(a: list[float], b: list[float]) -> float:
@@ -255,6 +265,16 @@ class TestOllamaLibrary:
         assert r.prompt_eval_count is not None and r.prompt_eval_count > 10
         old = hal0.ai.embeddings(model="embed", prompt=texts[0])
         assert _cos(list(old.embedding), vecs[0]) > 0.999
+
+    def test_images_reach_the_backend_as_image_parts(self, hal0: Hal0) -> None:
+        """No vision model is provisioned: llama-server's refusal, which names the image input it
+        recognised, comes back in Ollama's shape with the backend's status."""
+        for call in (lambda: hal0.ai.chat(model="cold", messages=[{"role": "user", "content": "what is this?",
+                                                                   "images": [_png()]}]),
+                     lambda: hal0.ai.generate(model="cold", prompt="what is this?", images=[_png()])):
+            with pytest.raises(ollama.ResponseError) as e:
+                call()
+            assert e.value.status_code == 500 and e.value.error.startswith("image input is not supported")
 
     def test_keep_alive_zero_unloads_after_the_answer(self, hal0: Hal0) -> None:
         r = hal0.ai.chat(model="cold", messages=[{"role": "user", "content": "hi"}], keep_alive=0,
@@ -458,6 +478,8 @@ def test_sse_is_split_at_any_byte() -> None:
     stream = b'data: {"a": 1}\n\ndata: [DONE]\n\n'
     got = [p for i in range(len(stream)) for p in d.feed(stream[i:i + 1])]
     assert got == ['{"a": 1}', "[DONE]"]
+    failed = d.feed(b'error: {"error": {"code": 500, "message": "boom"}}\n\n')
+    assert [json.loads(p) for p in failed] == [{"error": {"code": 500, "message": "boom"}}]
 
 
 def test_pull_names() -> None:

@@ -390,7 +390,8 @@ def embed_response(answer: dict[str, Any], model: str, timing: Timing, *, legacy
 
 
 class SSEDecoder:
-    """The ``data:`` payloads of an SSE byte stream, fed in arbitrary pieces."""
+    """The ``data:`` payloads of an SSE byte stream, fed in arbitrary pieces. llama-server reports
+    a failure mid-stream as an ``error:`` line; it comes out as ``{"error": ...}``."""
 
     def __init__(self) -> None:
         self._buf = b""
@@ -403,6 +404,13 @@ class SSEDecoder:
             line = line.rstrip(b"\r")
             if line.startswith(b"data:"):
                 out.append(line[5:].strip().decode("utf-8", "replace"))
+            elif line.startswith(b"error:"):
+                text = line[6:].strip().decode("utf-8", "replace")
+                try:
+                    error: Any = json.loads(text)
+                except json.JSONDecodeError:
+                    error = text
+                out.append(json.dumps({"error": error.get("error", error) if isinstance(error, dict) else error}))
         return out
 
 

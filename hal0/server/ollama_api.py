@@ -37,6 +37,7 @@ OLLAMA_VERSION = "0.12.0"  # the Ollama API level these routes follow (clients g
 NDJSON = "application/x-ndjson"
 _NEVER = 32503680000.0  # 3000-01-01: Ollama's "expires_at" of a model that never unloads
 _TEXT_KINDS = {Modality.CHAT, Modality.EMBEDDINGS}
+_OLLAMA_CAPS = frozenset({"chat", "embed", "vision"})  # registry capabilities the Ollama routes can use
 
 
 def _render(err: Hal0Error) -> web.Response:
@@ -273,7 +274,7 @@ def _text_slots(request: web.Request) -> list[SlotSnapshot]:
 @inference
 async def tags(request: web.Request) -> web.Response:
     """Slot names (chat and embedding slots, each with what it runs or would load), then the
-    registry's models."""
+    registry's chat and embedding models (speech and image models are not Ollama's)."""
     registry = request.app[REGISTRY]
     entries = registry.entries()
     slots = _text_slots(request)
@@ -284,7 +285,8 @@ async def tags(request: web.Request) -> web.Response:
             ref = s.model_ref or s.configured
             if ref:
                 out.append(_listed(s.name, _describe(ref, entries.get(ref)), slot=s.name))
-        out += [_listed(e.id, _describe(e.id, e)) for e in entries.values()]
+        out += [_listed(e.id, _describe(e.id, e)) for e in entries.values()
+                if not e.capabilities or _OLLAMA_CAPS.intersection(e.capabilities)]
         return out
     return json_response({"models": await asyncio.to_thread(listing)})
 
