@@ -313,6 +313,12 @@ class TestOllamaLibrary:
         with pytest.raises(ollama.ResponseError) as e:
             hal0.ai.chat(model="primary", messages=[{"role": "user", "content": "hi"}], keep_alive="soon")
         assert e.value.status_code == 400 and "keep_alive" in e.value.error
+        req = urllib.request.Request(hal0.served.url + "/api/chat", b"{not json", method="POST",
+                                     headers={"Authorization": f"Bearer {hal0.token}"})
+        with pytest.raises(urllib.error.HTTPError) as raw:
+            urllib.request.urlopen(req, timeout=30)
+        with raw.value as r:
+            assert r.code == 400 and json.loads(r.read())["error"].startswith("request body is not valid JSON")
 
 
 @pytest.mark.backends

@@ -68,24 +68,23 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    shape: ErrorRenderer = getattr(request.match_info.handler, _RENDERER, render)
     try:
         return await handler(request)
     except Hal0Error as e:
-        renderer: ErrorRenderer = getattr(request.match_info.handler, _RENDERER, render)
-        return renderer(e)
+        return shape(e)
     except web.HTTPNotFound:
-        return render(RouteNotFound(f"no route for {request.method} {request.path}"))
+        return shape(RouteNotFound(f"no route for {request.method} {request.path}"))
     except web.HTTPMethodNotAllowed as e:
-        return render(MethodNotAllowed(f"{request.method} is not allowed on {request.path}",
-                                       allowed=sorted(e.allowed_methods)))
+        return shape(MethodNotAllowed(f"{request.method} is not allowed on {request.path}",
+                                      allowed=sorted(e.allowed_methods)))
     except web.HTTPRequestEntityTooLarge:
         limit = request.client_max_size
-        return render(RequestTooLarge(f"request body is larger than the {limit} byte limit",
-                                      max_bytes=limit))
+        return shape(RequestTooLarge(f"request body is larger than the {limit} byte limit", max_bytes=limit))
     except web.HTTPException:
         raise
     except Exception:
         log.exception("unhandled error in %s %s (request %s)", request.method, request.path,
                       request.get(REQUEST_ID))
-        return render(InternalError("internal error; the hal0 log has the details",
-                                    request_id=request.get(REQUEST_ID)))
+        return shape(InternalError("internal error; the hal0 log has the details",
+                                   request_id=request.get(REQUEST_ID)))
