@@ -244,7 +244,7 @@ def _gguf(path: Path) -> GgufInfo | None:
 def _describe(ref: str, entry: ModelEntry | None) -> dict[str, Any]:
     """A model's file facts as Ollama lists them (blocks: reads a GGUF header)."""
     path = Path(entry.path if entry else ref)
-    exists = path.exists()
+    exists = (entry is not None or ref.startswith("/")) and path.exists()  # a catalogue id not pulled yet: no file
     stat = path.stat() if exists else None
     size = entry.size if entry and entry.size else (stat.st_size if stat and path.is_file() else 0)
     info = _gguf(path) if exists else None
@@ -252,7 +252,7 @@ def _describe(ref: str, entry: ModelEntry | None) -> dict[str, Any]:
         digest = entry.files[0].sha256
     else:
         digest = hashlib.sha256(f"{path}:{size}:{stat.st_mtime_ns if stat else 0}".encode()).hexdigest()
-    details = {"parent_model": "", "format": "gguf" if info else path.suffix.lstrip(".") or "dir",
+    details = {"parent_model": "", "format": "gguf" if info else (path.suffix.lstrip(".") or "dir") if exists else "",
                "family": info.architecture if info else "", "families": [info.architecture] if info else None,
                "parameter_size": _size_label(info.parameters) if info else "",
                "quantization_level": info.quantization or "" if info else ""}
