@@ -196,6 +196,17 @@ class TestOllamaLibrary:
         assert last.done and last.done_reason == "length" and last.eval_count == 12
         assert "".join(p.message.content or "" for p in parts) == plain.message.content
 
+    def test_without_stream_in_the_body_ollama_streams(self, hal0: Hal0) -> None:
+        """Ollama's default is to stream; the library always says which it wants, curl does not."""
+        body = {"model": "primary", "messages": [{"role": "user", "content": "hi"}], "options": {"num_predict": 4}}
+        req = urllib.request.Request(hal0.served.url + "/api/chat", json.dumps(body).encode(), method="POST",
+                                     headers={"Authorization": f"Bearer {hal0.token}"})
+        with urllib.request.urlopen(req, timeout=120) as r:
+            assert r.headers["Content-Type"].startswith("application/x-ndjson")
+            lines = [json.loads(line) for line in r.read().splitlines()]
+        assert len(lines) >= 2 and [x["done"] for x in lines] == [False] * (len(lines) - 1) + [True]
+        assert lines[-1]["eval_count"] == 4 and lines[-1]["model"] == "primary"
+
     def test_a_stop_sequence_ends_the_answer(self, hal0: Hal0) -> None:
         r = hal0.ai.chat(model="primary", messages=[{"role": "user", "content": "Count: 1, 2, 3, 4, 5, 6"}],
                          options={**GREEDY, "num_predict": 40})
