@@ -109,10 +109,12 @@ class _Exchange:
 
     async def _relay(self, answer: Answer, resp: web.StreamResponse, stream: ol.ChatStream) -> None:
         decoder = ol.SSEDecoder()
-        async for chunk in answer.chunks():
-            for payload in decoder.feed(chunk):
+        finished = False
+        async for chunk in answer.chunks():  # read to the end, so the connection can be reused
+            for payload in [] if finished else decoder.feed(chunk):
                 if payload == "[DONE]":
-                    return
+                    finished = True
+                    break
                 data = json.loads(payload)
                 if "error" in data:
                     await self._error_line(_backend_error(payload.encode()))
