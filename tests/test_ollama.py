@@ -504,3 +504,40 @@ def test_pull_names() -> None:
     assert ol.pull_ref("hf.co/acme/x-GGUF") == "hf://acme/x-GGUF:Q4_K_M"
     assert ol.pull_ref("gemma3-270m:latest") == "gemma3-270m"
     assert ol.pull_ref("hf://acme/x/y.gguf") == "hf://acme/x/y.gguf"
+
+
+def test_an_answer_with_thinking_and_tool_calls_becomes_ollamas() -> None:
+    answer = {"choices": [{"finish_reason": "tool_calls", "message": {
+        "role": "assistant", "content": None, "reasoning_content": "the user wants weather",
+        "tool_calls": [{"id": "x", "type": "function", "function": {"name": "w", "arguments": "{\"city\": \"Oslo\"}"}},
+                       {"id": "y", "type": "function", "function": {"name": "w", "arguments": "[1, 2]"}}]}}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 9}}
+    out = ol.chat_response(answer, "primary:latest", ol.Timing())
+    assert out["model"] == "primary:latest" and out["done"] and out["done_reason"] == "stop"
+    assert out["message"] == {"role": "assistant", "content": "", "thinking": "the user wants weather",
+                              "tool_calls": [{"id": "x", "function": {"index": 0, "name": "w",
+                                                                      "arguments": {"city": "Oslo"}}}]}
+    assert (out["prompt_eval_count"], out["eval_count"]) == (3, 9) and "eval_duration" not in out
+    streamed = ol.ChatStream("m", ol.Timing())
+    lines = list(streamed.feed({"choices": [{"delta": {"reasoning_content": "hmm"}}]}))
+    assert lines[0]["message"] == {"role": "assistant", "content": "", "thinking": "hmm"}
+
+
+def test_generate_picks_chat_or_plain_completions() -> None:
+    path, body = ol.generate_request({"model": "m", "prompt": "p", "system": "s", "images": ["/9j/4AAQ"],
+                                      "think": "high", "stream": False})
+    assert path == "/v1/chat/completions" and body["stream"] is False and "stream_options" not in body
+    image = {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,/9j/4AAQ"}}
+    assert body["messages"] == [{"role": "system", "content": "s"},
+                                {"role": "user", "content": [{"type": "text", "text": "p"}, image]}]
+    assert body["reasoning_effort"] == "high" and body["chat_template_kwargs"] == {"enable_thinking": True}
+    path, body = ol.generate_request({"model": "m", "prompt": "def f(", "suffix": "return x",
+                                      "format": {"type": "object"}})
+    assert path == "/v1/completions" and body["prompt"] == "def f(" and body["suffix"] == "return x"
+    assert body["response_format"]["json_schema"]["schema"] == {"type": "object"}
+    with pytest.raises(RequestInvalid):
+        ol.generate_request({"model": "m", "prompt": "x", "raw": True, "images": ["abc"]})
+    with pytest.raises(RequestInvalid):
+        ol.chat_request({"model": "m", "messages": [], "format": "yaml"})
+    with pytest.raises(RequestInvalid):
+        ol.chat_request({"model": "", "messages": []})
