@@ -8,6 +8,7 @@ import json
 import math
 import struct
 import subprocess
+import tomllib
 import urllib.error
 import urllib.request
 import zlib
@@ -374,14 +375,22 @@ async def hub() -> AsyncIterator[FakeHub]:
 @pytest.mark.slow
 async def test_pull_streams_progress_then_delete_removes_it(hub: FakeHub, tmp_path: Path) -> None:
     """A pull through hal0's pulls (hf.co/OWNER/REPO:QUANT, Ollama's Hugging Face form), with
-    Ollama's NDJSON progress, then delete."""
+    Ollama's NDJSON progress, then delete; on an Ollama listener with `auth = "on"`."""
     tiny = Path(manifest()["models"]["tiny-chat"])
     hub.add("acme/tiny-GGUF", "tiny-chat-Q8_0.gguf", tiny)
     setup_home(tmp_path, manifest()["llama_server"]["bin"], str(tiny))
+    cfg = tmp_path / "etc/hal0.toml"
+    listener = free_port()
+    data = tomllib.loads(cfg.read_text())
+    data["ollama"] = {"enabled": True, "host": "127.0.0.1", "port": listener, "auth": "on"}
+    cfg.write_text(tomli_w.dumps(data))
     env = hal0_env(tmp_path, HF_ENDPOINT=hub.hub_url)
     with serving(tmp_path, env=env) as s:
         admin = (tmp_path / "etc/admin.token").read_text().strip()
-        client = ollama.AsyncClient(host=s.url, headers={"Authorization": f"Bearer {admin}"}, timeout=180)
+        local = f"http://127.0.0.1:{listener}"  # auth = "on": tokens count there too
+        assert (await asyncio.to_thread(_get, local + "/api/tags"))[0] == 401
+        assert (await asyncio.to_thread(_get, local + "/api/tags", admin))[0] == 200
+        client = ollama.AsyncClient(host=local, headers={"Authorization": f"Bearer {admin}"}, timeout=180)
         try:
             await _pull_and_delete(client, tmp_path, await asyncio.to_thread(lambda: tiny.stat().st_size))
         finally:
