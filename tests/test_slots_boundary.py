@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,3 +84,34 @@ async def test_idle_unload_then_one_wake_for_many_requests(paths: Paths, tmp_pat
         woken.set()
         assert await asyncio.gather(*tasks) == [S.SERVING] * 10
         assert len(starts.read_text().split()) == 2 and slot.snapshot().starts == 2
+
+
+async def test_keep_alive_replaces_the_idle_timers_until_the_backend_stops(paths: Paths, tmp_path: Path,
+                                                                           fake_gguf: str) -> None:
+    """KeepAlive (Ollama's keep_alive): 0 waits for the request in flight, then unloads; a duration
+    unloads that long after the last request with no idle step; a negative one never; a new start
+    is back on the configured timers."""
+    cfg = slot_config("f", fake_gguf, idle_timeout_s=3600, unload_after_s=0)
+    async with slot_manager(paths, [cfg], fake_bin(tmp_path)) as (mgr, _):
+        slot = mgr.get("f")
+        await slot.ensure_ready()
+        assert slot.snapshot().expires_at is None  # unload_after_s = 0: never
+        async with slot.admit():
+            snap = await slot.keep_alive(0)
+            assert snap.state is S.SERVING  # the request in flight is not cut off
+        assert await slot.wait_state(S.OFFLINE, timeout=30) is S.OFFLINE
+        assert slot.snapshot().expires_at is None
+        await slot.ensure_ready()
+        snap = await slot.keep_alive(-1)
+        assert snap.state is S.READY and snap.expires_at is None
+        snap = await slot.keep_alive(3600)
+        assert snap.expires_at is not None and time.time() + 3500 < snap.expires_at < time.time() + 3700
+        moves: list[SlotState] = []
+        unsubscribe = mgr.changes.subscribe(lambda c: moves.append(c.snapshot.state) if c.snapshot else None)
+        await slot.keep_alive(0.2)
+        assert await slot.wait_state(S.OFFLINE, timeout=30) is S.OFFLINE
+        unsubscribe()
+        assert S.IDLE not in moves
+        assert (await slot.keep_alive(5)).state is S.OFFLINE  # nothing runs: nothing to keep
+        await slot.ensure_ready()
+        assert slot.snapshot().expires_at is None  # the new backend is on the configured timers

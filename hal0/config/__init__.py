@@ -1,7 +1,7 @@
 """Configuration: schema, loading/validation and built-in defaults."""
 
 from hal0.config.defaults import builtin_slot, render_slot_toml
-from hal0.config.load import SLOT_NAME_RE, load_config, load_slot, load_slots, to_dict
+from hal0.config.load import SLOT_NAME_RE, is_loopback, load_config, load_slot, load_slots, to_dict
 from hal0.config.schema import BUILTIN_SLOTS, PROVIDER_NAMES, RERANK_SLOT, Hal0Config, SlotConfig
 
 __all__ = [
@@ -12,6 +12,7 @@ __all__ = [
     "Hal0Config",
     "SlotConfig",
     "builtin_slot",
+    "is_loopback",
     "load_config",
     "load_slot",
     "load_slots",

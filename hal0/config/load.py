@@ -7,6 +7,7 @@ here ever writes or "repairs" a user's file.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import re
 import tomllib
 import typing
@@ -18,7 +19,7 @@ from hal0.config.schema import BUILTIN_SLOTS, PROVIDER_NAMES, Hal0Config, SlotCo
 from hal0.errors import ConfigInvalid
 from hal0.paths import Paths
 
-__all__ = ["SLOT_NAME_RE", "load_config", "load_slot", "load_slots", "parse_section", "to_dict"]
+__all__ = ["SLOT_NAME_RE", "is_loopback", "load_config", "load_slot", "load_slots", "parse_section", "to_dict"]
 
 SLOT_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 T = TypeVar("T")
@@ -139,7 +140,31 @@ def load_config(paths: Paths) -> Hal0Config:
     for root in cfg.models.roots:
         if not root.startswith("/") or ".." in root.split("/"):
             raise ConfigInvalid(str(file), "models.roots", f"{root!r} must be an absolute path without '..'")
+    _check_ollama(str(file), cfg)
     return cfg
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address) is this machine's loopback."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_ollama(file: str, cfg: Hal0Config) -> None:
+    ollama = cfg.ollama
+    _check_port(file, "ollama.port", ollama.port)
+    if not ollama.enabled:
+        return
+    if ollama.port == cfg.api.port:
+        raise ConfigInvalid(file, "ollama.port", f"{ollama.port} is [api].port; the Ollama listener needs its own")
+    if ollama.auth == "off" and not is_loopback(ollama.host):
+        raise ConfigInvalid(file, "ollama.host", f"{ollama.host!r} is not a loopback address: a listener without "
+                            "tokens (auth = \"off\") may only bind 127.0.0.1 or ::1; set [ollama] auth = \"on\" to "
+                            "serve other hosts with hal0 tokens")
 
 
 def load_slot(file: Path) -> SlotConfig:

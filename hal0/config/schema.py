@@ -21,6 +21,7 @@ __all__ = [
     "ImagesConfig",
     "ModelSection",
     "ModelsConfig",
+    "OllamaConfig",
     "ProviderConfig",
     "ServerSection",
     "SlotConfig",
@@ -100,6 +101,18 @@ class ModelsConfig:
 
 
 @dataclass(frozen=True)
+class OllamaConfig:
+    """``[ollama]``: a second listener on Ollama's port serving only the Ollama routes (and ``/``),
+    for clients that cannot set a base path or a token. ``auth = "off"`` (no token there) is
+    allowed on a loopback host only."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 11434
+    auth: Literal["on", "off"] = "off"
+
+
+@dataclass(frozen=True)
 class Hal0Config:
     """``hal0.toml``."""
 
@@ -110,6 +123,7 @@ class Hal0Config:
     providers: dict[str, ProviderConfig] = field(default_factory=dict)
     images: ImagesConfig = field(default_factory=ImagesConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
+    ollama: OllamaConfig = field(default_factory=OllamaConfig)
 
 
 @dataclass(frozen=True)

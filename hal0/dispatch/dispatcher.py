@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 from aiohttp import web
 
 from hal0.config import Hal0Config
 from hal0.dispatch.h1 import H1Pool
-from hal0.dispatch.proxy import AiohttpAnswer, forward, request_headers
+from hal0.dispatch.proxy import AiohttpAnswer, Answer, forward, request_headers, send
 from hal0.dispatch.resolve import DispatchView, Route, SlotView, resolve
 from hal0.dispatch.upstreams import Upstreams
 from hal0.errors import ModelNotFound, SlotUnreachable, UpstreamUnavailable
@@ -22,6 +22,8 @@ from hal0.slots import Slot, SlotChanged, SlotManager, SlotSnapshot
 __all__ = ["BACKEND_PATHS", "Dispatcher"]
 
 Serve = Callable[[Slot], Awaitable[web.StreamResponse]]
+T = TypeVar("T")
+Translate = Callable[[Answer, "Slot | None"], Awaitable[T]]
 
 # Where each /v1 path lives on a llama-server backend.
 BACKEND_PATHS = {"/v1/rerankings": "/v1/rerank"}
@@ -103,6 +105,38 @@ class Dispatcher:
         model = body.get("model")
         return await self._handle(request, path, model if isinstance(model, str) else None, lambda _: raw,
                                   "application/json", serve)
+
+    async def exchange(self, request: web.Request, path: str, body: dict[str, Any], translate: Translate[T]) -> T:
+        """A request hal0 translates from another dialect: ``body``, an OpenAI request for ``path``, goes
+        where its ``model`` resolves, through the same admission (wake, wait, queue) as a /v1 request;
+        ``translate(answer, slot)`` reads the backend's answer while the slot is still admitted (``slot``
+        is None for a remote upstream). Raises what resolution and admission raise, SlotUnreachable,
+        UpstreamUnavailable or SlotTimeout when no answer comes back."""
+        model = body.get("model")
+        route = await self.route(model if isinstance(model, str) else None, path)
+        if route.upstream is not None:
+            up = self.upstreams.by_name[route.upstream]
+            data = json.dumps(body).encode()
+            up_headers = request_headers(request, {"Content-Type": "application/json", **up.headers()})
+
+            async def remote() -> Answer:
+                return AiohttpAnswer(await self._session.post(up.url + path, data=data, headers=up_headers))
+            answer = await send(remote, UpstreamUnavailable, f"upstream {up.name}")
+            try:
+                return await translate(answer, None)
+            finally:
+                answer.release()
+        assert route.slot is not None
+        slot = self._slots.get(route.slot)
+        async with slot.admit():
+            data = json.dumps({**body, "model": slot.model_id or model}).encode()
+            headers = request_headers(request, {"Content-Type": "application/json"})
+            answer = await send(lambda: self._pool.request(slot.config.port, "POST", BACKEND_PATHS.get(path, path),
+                                                           headers, data), SlotUnreachable, f"slot {slot.name}")
+            try:
+                return await translate(answer, slot)
+            finally:
+                answer.release()
 
     async def _handle(self, request: web.Request, path: str, model: str | None,
                       render: Callable[[str | None], bytes | None], content_type: str,

@@ -22,7 +22,8 @@ from hal0.dispatch.h1 import BackendError, BackendTimeout
 from hal0.errors import Hal0Error, SlotBackendError, SlotTimeout, envelope
 from hal0.web.http import REQUEST_ID
 
-__all__ = ["HOP_BY_HOP", "MAX_BUFFERED", "AiohttpAnswer", "Answer", "forward", "request_headers"]
+__all__ = ["HOP_BY_HOP", "MAX_BUFFERED", "RELAYED_ERRORS", "AiohttpAnswer", "Answer", "forward", "request_headers",
+           "send"]
 
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
                         "trailer", "trailers", "transfer-encoding", "upgrade", "host", "content-length"})
@@ -30,7 +31,7 @@ _CLIENT_ONLY = frozenset({"authorization", "x-api-key", "cookie", "x-request-id"
 _BACKEND_ONLY = frozenset({"server", "date", "access-control-allow-origin"})  # hal0 speaks for itself
 _DROP_REQUEST = HOP_BY_HOP | _CLIENT_ONLY
 _DROP_RESPONSE = HOP_BY_HOP | _BACKEND_ONLY
-_RELAYED_ERRORS = (BackendError, aiohttp.ClientError, OSError)
+RELAYED_ERRORS = (BackendError, aiohttp.ClientError, OSError)  # what a broken exchange raises
 
 
 class Answer(Protocol):
@@ -122,21 +123,27 @@ async def _abort(request: web.Request, resp: web.StreamResponse, sse: bool, erro
         request.transport.close()
 
 
-async def forward(request: web.Request, send: Callable[[], Awaitable[Answer]],
+async def send(sender: Callable[[], Awaitable[Answer]], unreachable: type[Hal0Error], target: str) -> Answer:
+    """The backend's answer (its head); raises ``unreachable`` (a Hal0Error class) if none comes
+    back, SlotTimeout when it does not start in time."""
+    try:
+        return await sender()
+    except BackendTimeout as e:
+        raise SlotTimeout(f"{target} did not start its answer: {e}", target=target) from None
+    except RELAYED_ERRORS as e:
+        raise unreachable(f"{target} did not answer: {e}", target=target) from None
+
+
+async def forward(request: web.Request, sender: Callable[[], Awaitable[Answer]],
                   unreachable: type[Hal0Error], target: str, slot: str | None = None) -> web.StreamResponse:
-    """Send the request (``send``) and relay the answer as it arrives.
+    """Send the request (``sender``) and relay the answer as it arrives.
 
     Raises ``unreachable`` (a Hal0Error class) if no answer comes back, or if the backend breaks
     off before anything was relayed; SlotTimeout when the answer does not start in time;
     SlotBackendError for an error answer that is not JSON (hal0's envelope carries its text).
     A backend that breaks off after the head went out ends in an aborted stream.
     """
-    try:
-        answer = await send()
-    except BackendTimeout as e:
-        raise SlotTimeout(f"{target} did not start its answer: {e}", target=target) from None
-    except _RELAYED_ERRORS as e:
-        raise unreachable(f"{target} did not answer: {e}", target=target) from None
+    answer = await send(sender, unreachable, target)
     resp: web.StreamResponse | None = None
     sse = False
     try:
@@ -169,7 +176,7 @@ async def forward(request: web.Request, send: Callable[[], Awaitable[Answer]],
         except ConnectionError:
             answer.close()  # the client left: drop the backend connection so it stops working
         return resp
-    except _RELAYED_ERRORS as e:
+    except RELAYED_ERRORS as e:
         answer.close()
         error = unreachable(f"{target} broke off its answer: {e}", target=target)
         if resp is None:

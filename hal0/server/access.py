@@ -3,6 +3,9 @@
 A handler marked ``@public`` needs no token; ``@inference`` accepts an inference token as well
 as an admin one; anything unmarked needs admin, except under ``/v1/`` where inference is the
 default. A module that adds routes marks its own handlers, so no central table grows.
+
+``@ollama_route`` marks what the optional Ollama listener (``[ollama]``) serves; every other
+route answers 404 there, and with ``[ollama] auth = "off"`` (loopback only) it needs no token.
 """
 
 from __future__ import annotations
@@ -12,11 +15,13 @@ from typing import Literal, TypeVar
 
 from aiohttp import web
 
-__all__ = ["Access", "access_of", "inference", "public"]
+__all__ = ["Access", "access_of", "inference", "ollama_route", "ollama_serves", "on_ollama_listener", "public"]
 
 Access = Literal["public", "inference", "admin"]
 H = TypeVar("H", bound=Callable[..., object])
 _ATTR = "hal0_access"
+_OLLAMA = "hal0_ollama"
+OLLAMA_EXTRA_PATHS = frozenset({"/"})  # "Ollama is running": served by the discovery route
 
 
 def _mark(access: Access) -> Callable[[H], H]:
@@ -36,3 +41,20 @@ def access_of(request: web.Request) -> Access:
     if declared is not None:
         return declared
     return "inference" if request.path.startswith("/v1/") else "admin"
+
+
+def ollama_route(handler: H) -> H:
+    """Serve this handler on the Ollama listener too."""
+    setattr(handler, _OLLAMA, True)
+    return handler
+
+
+def on_ollama_listener(request: web.Request, port: int) -> bool:
+    """Whether the request came in on the Ollama listener (its local port is ``port``)."""
+    sock = request.transport.get_extra_info("sockname") if request.transport is not None else None
+    return isinstance(sock, tuple) and len(sock) >= 2 and sock[1] == port
+
+
+def ollama_serves(request: web.Request) -> bool:
+    """Whether the Ollama listener serves the matched route."""
+    return bool(getattr(request.match_info.handler, _OLLAMA, False)) or request.path in OLLAMA_EXTRA_PATHS

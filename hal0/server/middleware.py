@@ -7,8 +7,8 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.typedefs import Handler
 
-from hal0.errors import AuthForbidden, AuthMissing
-from hal0.server.access import access_of
+from hal0.errors import AuthForbidden, AuthMissing, RouteNotFound
+from hal0.server.access import access_of, ollama_serves, on_ollama_listener
 from hal0.server.keys import CONFIG, REQUEST_ID, REQUEST_TOKEN, TOKENS
 
 __all__ = ["AccessLogger", "auth_middleware"]
@@ -24,8 +24,15 @@ def _bearer(request: web.Request) -> str | None:
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    config = request.app[CONFIG]
     access = access_of(request)
-    if request.app[CONFIG].api.auth == "off" or access == "public":
+    auth = config.api.auth
+    if config.ollama.enabled and on_ollama_listener(request, config.ollama.port):
+        if not ollama_serves(request):
+            raise RouteNotFound(f"the Ollama listener serves only the Ollama API, not {request.path}; "
+                                "hal0's own API is on its main port")
+        auth = config.ollama.auth
+    if auth == "off" or access == "public":
         return await handler(request)
     token = _bearer(request)
     if token is None:

@@ -10,10 +10,11 @@ from aiohttp import web
 
 from hal0.errors import Hal0Error, ModelInUse, ModelNotFound, RequestInvalid
 from hal0.models.gguf import read_gguf
+from hal0.models.registry import ModelEntry
 from hal0.server.keys import PULLS, REGISTRY, SLOTS
 from hal0.web.http import json_response, read_json
 
-__all__ = ["routes"]
+__all__ = ["remove_model_entry", "routes"]
 
 routes = web.RouteTableDef()
 
@@ -70,13 +71,18 @@ async def show_model(request: web.Request) -> web.Response:
 @routes.delete("/api/models/{id}")
 async def remove_model(request: web.Request) -> web.Response:
     """Refused while a slot runs the model; removes the entry and the files hal0 pulled for it."""
-    mid = request.match_info["id"]
-    using = [s.name for s in request.app[SLOTS].snapshots() if mid in s.served]
+    entry = await remove_model_entry(request.app, request.match_info["id"])
+    return json_response({"removed": entry.id, "path": entry.path})
+
+
+async def remove_model_entry(app: web.Application, mid: str) -> ModelEntry:
+    """Remove ``mid`` from the registry with its pulled files. Raises ModelInUse while a slot runs
+    it, ModelNotFound when it is not registered."""
+    using = [s.name for s in app[SLOTS].snapshots() if mid in s.served]
     if using:
         raise ModelInUse(f"{mid} is running in {', '.join(using)}: unload it (`hal0 slot unload {using[0]}`) or "
                          "swap it out first", model=mid, slots=using)
-    entry = await asyncio.to_thread(request.app[REGISTRY].remove, mid)
-    return json_response({"removed": entry.id, "path": entry.path})
+    return await asyncio.to_thread(app[REGISTRY].remove, mid)
 
 
 def _header(path: Path) -> dict[str, Any]:

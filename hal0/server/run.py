@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import ipaddress
 import logging
 import os
 import signal
@@ -14,7 +13,7 @@ from aiohttp import web
 
 from hal0.atomic import atomic_write
 from hal0.auth import list_tokens
-from hal0.config import load_config, load_slots
+from hal0.config import is_loopback, load_config, load_slots
 from hal0.errors import ConfigInvalid
 from hal0.paths import Paths
 from hal0.server.app import build_app
@@ -28,17 +27,8 @@ __all__ = ["serve"]
 log = logging.getLogger("hal0")
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _warn_auth(host: str, auth: str, paths: Paths) -> None:
-    if auth == "off" and not _is_loopback(host):
+    if auth == "off" and not is_loopback(host):
         bar = "!" * 72
         log.warning("\n%s\n!! AUTHENTICATION IS OFF and hal0 listens on %s: anyone who can reach\n"
                     "!! this port can use every model and change every slot.\n"
@@ -80,6 +70,8 @@ async def _run(paths: Paths, host: str | None, port: int | None) -> int:
             else:
                 log.error("cannot listen on %s:%d: %s", host, port, e.strerror or e)
             return 1
+        if config.ollama.enabled and not await _ollama_site(runner, config.ollama.host, config.ollama.port, paths):
+            return 1
         local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
         atomic_write(paths.pid_file, f"{os.getpid()}\nhttp://{local}:{port}\n")  # where CLI clients find it
         log.info("hal0 listening on http://%s:%d (config %s, %s mode)", host, port,
@@ -98,6 +90,19 @@ async def _run(paths: Paths, host: str | None, port: int | None) -> int:
         watchdog.cancel()
     log.info("stopped")
     return 0
+
+
+async def _ollama_site(runner: web.AppRunner, host: str, port: int, paths: Paths) -> bool:
+    """The optional second listener on Ollama's port (``[ollama]``): the same application, which
+    serves only the Ollama routes there (hal0.server.access)."""
+    try:
+        await web.TCPSite(runner, host, port, reuse_address=True).start()
+    except OSError as e:
+        log.error("cannot listen for Ollama clients on %s:%d: %s (is Ollama itself running? change "
+                  "[ollama].port in %s or stop it)", host, port, e.strerror or e, paths.hal0_toml)
+        return False
+    log.info("Ollama API listening on http://%s:%d", host, port)
+    return True
 
 
 def _summary(snaps: list[SlotSnapshot]) -> str:

@@ -13,8 +13,8 @@ from typing import ClassVar
 from hal0.slots.process import BackendProcess
 
 __all__ = [
-    "Autorestart", "Autostart", "BackendLost", "Command", "Disable", "Enable", "EnsureReady", "IdleCheck", "Load",
-    "Restart", "SetBackend", "Shutdown", "Swap", "Unload", "UnloadIdle",
+    "Autorestart", "Autostart", "BackendLost", "Command", "Disable", "Enable", "EnsureReady", "IdleCheck", "KeepAlive",
+    "Load", "Restart", "SetBackend", "Shutdown", "Swap", "Unload", "UnloadIdle",
 ]
 
 
@@ -71,6 +71,15 @@ class Disable(Command):
 @dataclass(frozen=True)
 class SetBackend(Command):
     backend: str
+
+
+@dataclass(frozen=True)
+class KeepAlive(Command):
+    """Keep the running model loaded ``seconds`` after its last request, then unload it (Ollama's
+    ``keep_alive``): 0 unloads once no request is in flight, a negative value never unloads. It
+    replaces ``idle_timeout_s``/``unload_after_s`` until the backend stops."""
+
+    seconds: float
 
 
 @dataclass(frozen=True)

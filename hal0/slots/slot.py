@@ -56,6 +56,7 @@ from hal0.slots.commands import (
     Enable,
     EnsureReady,
     IdleCheck,
+    KeepAlive,
     Load,
     Restart,
     SetBackend,
@@ -147,6 +148,7 @@ class Slot(Owner):
         self._gate = Gate(config.name, config.max_inflight, config.max_queue)
         self._kind: str = slot_kind(config.name, config.provider, config.server.extra_args)
         self._last_used = time.monotonic()
+        self._keep_alive: float | None = None  # KeepAlive's seconds while the backend runs, else None
         self._policy = RestartPolicy(deps.supervision)
         self._starts = 0  # backends spawned since hal0 started
         self._pull: PullJob | None = None  # the pull in progress while ``pulling``
@@ -169,7 +171,23 @@ class Slot(Owner):
             configured=self.configured_model(), pid=self._proc.pid if self._proc else None,
             message=self._message, last_error=self._last_error, inflight=self._gate.active,
             queued=self._gate.queued, updated_at=self._updated_at, starts=self._starts,
-            pull=self._pull.to_json() if self._pull is not None else None, loaded_at=self._loaded_at)
+            pull=self._pull.to_json() if self._pull is not None else None, loaded_at=self._loaded_at,
+            expires_at=self._expires_at())
+
+    def _expires_at(self) -> float | None:
+        """Wall time the running backend will be unloaded if no request comes (None: never)."""
+        if self._proc is None:
+            return None
+        if self._keep_alive is not None:
+            if self._keep_alive < 0:
+                return None
+            after = self._keep_alive
+        elif self.config.idle_timeout_s > 0 and self.config.unload_after_s > 0:
+            after = self.config.idle_timeout_s + self.config.unload_after_s
+        else:
+            return None
+        base = time.time() if self._gate.active else time.time() - (time.monotonic() - self._last_used)
+        return base + after
 
     def counters(self) -> tuple[SlotState, int, int]:
         """State, active and queued requests: the per-request part of a snapshot, cheaply."""
@@ -248,6 +266,11 @@ class Slot(Owner):
         """Stop the slot and make ``backend`` its backend (written to its TOML)."""
         return await self.send(SetBackend(backend), SlotSnapshot)
 
+    async def keep_alive(self, seconds: float) -> SlotSnapshot:
+        """Unload the running model ``seconds`` after its last request (0: now, once idle; negative:
+        never), until the backend stops. Nothing happens to a slot that runs nothing."""
+        return await self.send(KeepAlive(seconds), SlotSnapshot)
+
     async def shutdown(self) -> None:
         """Stop the backend and end the owner task."""
         await self.send(Shutdown(), type(None))
@@ -304,8 +327,10 @@ class Slot(Owner):
         self._last_used = time.monotonic()
         if self._gate.end() and self._state is S.SERVING:
             self._transition(S.READY)
-            if IdleCheck not in self._timers:  # a pending one re-checks the quiet time when it fires
-                self._arm(IdleCheck, self.config.idle_timeout_s)
+            if self._keep_alive == 0:
+                self.send_nowait(IdleCheck())
+            elif IdleCheck not in self._timers:  # a pending one re-checks the quiet time when it fires
+                self._arm(IdleCheck, self._idle_after())
 
     # --- the owner ---------------------------------------------------------------
 
@@ -353,7 +378,9 @@ class Slot(Owner):
             case Autorestart():
                 await self._handle_autorestart()
             case IdleCheck():
-                self._handle_idle_check()
+                await self._handle_idle_check()
+            case KeepAlive(seconds=seconds):
+                return await self._handle_keep_alive(seconds)
             case UnloadIdle():
                 await self._handle_unload_idle()
             case _:
@@ -460,7 +487,7 @@ class Slot(Owner):
     async def _handle_lost(self, proc: BackendProcess, reason: str) -> None:
         if proc is not self._proc:
             return  # a process we already replaced or stopped
-        self._proc = None
+        self._proc, self._keep_alive = None, None
         self._disarm()
         self._after_failure(reason, log_lines=True, retry=True)  # out of the dispatchable set first
         await proc.stop(0)  # it exited, or hangs: nothing to wait for (SIGKILL also ends a SIGSTOP)
@@ -471,8 +498,33 @@ class Slot(Owner):
         with contextlib.suppress(Hal0Error):  # _start recorded it and, within the limit, scheduled a retry
             await self._start(self._require_model(None), retry=True)
 
-    def _handle_idle_check(self) -> None:
+    def _idle_after(self) -> float:
+        """Seconds without a request before the idle check acts (0: never)."""
+        if self._keep_alive is None:
+            return self.config.idle_timeout_s
+        return 0.0 if self._keep_alive < 0 else max(self._keep_alive, 0.001)
+
+    async def _handle_keep_alive(self, seconds: float) -> SlotSnapshot:
+        if self._proc is None:
+            return self.snapshot()
+        self._keep_alive = seconds
+        self._arm(UnloadIdle, 0)
+        self._arm(IdleCheck, 0)
+        if self._gate.active == 0:
+            await self._handle_idle_check()
+        self._publish()
+        return self.snapshot()
+
+    async def _handle_idle_check(self) -> None:
         quiet = time.monotonic() - self._last_used
+        if self._keep_alive is not None:  # Ollama's keep_alive: unload after it, no idle step
+            if self._keep_alive < 0 or self._gate.active or self._state not in (S.READY, S.IDLE):
+                return
+            if quiet + 0.001 >= self._keep_alive:
+                await self._stop_backend()
+            else:
+                self._arm(IdleCheck, self._keep_alive - quiet)
+            return
         if self._state is S.READY and self._gate.active == 0:
             if quiet + 0.001 >= self.config.idle_timeout_s:
                 self._transition(S.IDLE)
@@ -606,7 +658,7 @@ class Slot(Owner):
 
     async def _discard_process(self, grace: float) -> None:
         if self._proc is not None:
-            proc, self._proc = self._proc, None
+            proc, self._proc, self._keep_alive = self._proc, None, None
             await proc.stop(grace)
 
     async def _stop_backend(self) -> None:
