@@ -7,6 +7,8 @@ import itertools
 import logging
 import re
 import secrets
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -21,7 +23,11 @@ from hal0.errors import (
 )
 from hal0.web.http import REQUEST_ID, json_response
 
-__all__ = ["error_middleware", "render", "request_id_middleware"]
+__all__ = ["ErrorShape", "error_middleware", "error_shape", "render", "request_id_middleware"]
+
+ErrorShape = Callable[[Hal0Error], dict[str, Any]]
+H = TypeVar("H", bound=Callable[..., object])
+_SHAPE_ATTR = "hal0_error_shape"
 
 log = logging.getLogger("hal0.server")
 _RID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -29,11 +35,25 @@ _RID_PREFIX = secrets.token_hex(4)  # per process; ids are prefix + counter (no 
 _RID_COUNTER = itertools.count(1)
 
 
-def render(err: Hal0Error) -> web.Response:
+def error_shape(shape: ErrorShape) -> Callable[[H], H]:
+    """Mark a handler whose clients read another dialect's error body (Anthropic's, say): every
+    error on its route, authentication included, is rendered with ``shape``."""
+    def mark(handler: H) -> H:
+        setattr(handler, _SHAPE_ATTR, shape)
+        return handler
+    return mark
+
+
+def render(err: Hal0Error, shape: ErrorShape = envelope) -> web.Response:
     """The one place an error becomes an HTTP response."""
-    resp = json_response(envelope(err), status=err.status)
+    resp = json_response(shape(err), status=err.status)
     resp.headers.update(err.headers())
     return resp
+
+
+def _shape_of(request: web.Request) -> ErrorShape:
+    shape: ErrorShape = getattr(request.match_info.handler, _SHAPE_ATTR, envelope)
+    return shape
 
 
 @web.middleware
@@ -57,7 +77,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except Hal0Error as e:
-        return render(e)
+        return render(e, _shape_of(request))
     except web.HTTPNotFound:
         return render(RouteNotFound(f"no route for {request.method} {request.path}"))
     except web.HTTPMethodNotAllowed as e:
@@ -66,11 +86,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except web.HTTPRequestEntityTooLarge:
         limit = request.client_max_size
         return render(RequestTooLarge(f"request body is larger than the {limit} byte limit",
-                                      max_bytes=limit))
+                                      max_bytes=limit), _shape_of(request))
     except web.HTTPException:
         raise
     except Exception:
         log.exception("unhandled error in %s %s (request %s)", request.method, request.path,
                       request.get(REQUEST_ID))
         return render(InternalError("internal error; the hal0 log has the details",
-                                    request_id=request.get(REQUEST_ID)))
+                                    request_id=request.get(REQUEST_ID)), _shape_of(request))
