@@ -6,12 +6,14 @@ as they happen, with download progress while a slot pulls its model)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from typing import Any
 
 from aiohttp import web
 
-from hal0.errors import ModelNotFound, RequestInvalid
+from hal0.errors import Hal0Error, ModelNotFound, RequestInvalid
+from hal0.providers import get_provider
 from hal0.server.access import inference
 from hal0.server.keys import EVENTS, REGISTRY, SLOTS, STARTED_WALL
 from hal0.server.model_list import slot_entry
@@ -49,10 +51,20 @@ def _progress(pull: dict[str, Any]) -> dict[str, Any]:
     return {"stages": ["download"], "current": "download", "value": round(done / total, 4) if total else 0.0}
 
 
+def _names(request: web.Request, slot: Slot) -> set[str]:
+    """What the slot answers to: what it runs, and the id and reference of what it would load."""
+    snap = slot.snapshot()
+    names = set(snap.served) | {m for m in (snap.model, snap.configured) if m}
+    if snap.configured:
+        with contextlib.suppress(Hal0Error):
+            names.add(get_provider(snap.provider).resolve(snap.configured, request.app[REGISTRY]).id)
+    return names
+
+
 def _entry(request: web.Request, slot: Slot) -> dict[str, Any]:
     snap = slot.snapshot()
     caps = {mid: e.capabilities for mid, e in request.app[REGISTRY].entries().items()}
-    aliases = sorted(snap.served | ({snap.configured} if snap.configured else set()))
+    aliases = sorted(_names(request, slot))
     return {"id": slot.name, "aliases": aliases, "tags": [], "object": "model", "owned_by": "hal0",
             "created": int(request.app[STARTED_WALL]), "status": _status(snap), **slot_entry(slot, caps)}
 
@@ -69,8 +81,8 @@ async def list_models(request: web.Request) -> web.Response:
 
 
 async def _target(request: web.Request) -> tuple[Slot, str | None]:
-    """The slot ``model`` names (a slot, ``slot:ref``, a model a slot runs or is set to load, or a
-    registered model: then the slot of its kind and that model)."""
+    """The slot ``model`` names (a slot, ``slot:ref``, a model a slot runs, ran last or is set to
+    load, or a registered model: then the slot of its kind and that model)."""
     body = await read_json(request)
     model = body.get("model")
     if not isinstance(model, str) or not model:
@@ -80,8 +92,7 @@ async def _target(request: web.Request) -> tuple[Slot, str | None]:
     if sep and name in {s.name for s in slots}:
         return slots.get(name), ref
     for slot in slots:
-        snap = slot.snapshot()
-        if model == slot.name or model in snap.served or model == snap.configured:
+        if model == slot.name or model in _names(request, slot):
             return slot, None
     entry = request.app[REGISTRY].entries().get(model)
     if entry is not None:
