@@ -104,6 +104,8 @@ async def transcriptions(request: web.Request) -> web.StreamResponse:
         raise RequestInvalid("`file` is required", param="file")
     if not fields["file"]:
         raise RequestInvalid("the uploaded file is empty", param="file")
+    if fields.get("stream", b"").strip().lower() in (b"true", b"1"):
+        raise RequestInvalid("hal0 answers a transcription whole: send it without `stream=true`", param="stream")
     model = fields.get("model", b"").decode(errors="replace").strip() or None
     return await request.app[DISPATCHER].handle_raw(request, "/v1/audio/transcriptions", model, raw, content_type)
 
