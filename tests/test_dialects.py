@@ -193,9 +193,9 @@ def test_anthropic_create_stream_and_count(claude: anthropic.Anthropic) -> None:
 
 def test_anthropic_errors_map_to_sdk_exceptions(hal0: tuple[Served, str, str], claude: anthropic.Anthropic) -> None:
     s, _, _ = hal0
-    with anthropic.Anthropic(base_url=s.url, api_key="hal0_nope_nope", max_retries=0) as bad:
-        with pytest.raises(anthropic.AuthenticationError) as auth:
-            bad.messages.create(model="primary", max_tokens=4, messages=[{"role": "user", "content": "hi"}])
+    bad = anthropic.Anthropic(base_url=s.url, api_key="hal0_nope_nope", max_retries=0)
+    with bad, pytest.raises(anthropic.AuthenticationError) as auth:
+        bad.messages.create(model="primary", max_tokens=4, messages=[{"role": "user", "content": "hi"}])
     assert auth.value.body == {"type": "error", "error": {
         "type": "authentication_error", "message": auth.value.body["error"]["message"],  # type: ignore[index]
         "code": "auth.invalid", "details": {}}}
