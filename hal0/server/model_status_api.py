@@ -21,7 +21,7 @@ from hal0.server.sse import HEARTBEAT_S, open_sse
 from hal0.slots import Slot, SlotSnapshot, SlotState
 from hal0.web.http import json_response, read_json
 
-__all__ = ["routes", "status_value"]
+__all__ = ["router_event", "routes", "status_value"]
 
 routes = web.RouteTableDef()
 S = SlotState
@@ -117,18 +117,28 @@ async def unload(request: web.Request) -> web.Response:
     return json_response({"success": True, **_entry(request, slot)})
 
 
-def _sse_data(data: dict[str, Any]) -> bytes | None:
-    """A slot.state event as the router's ``status_change``."""
-    try:
-        value = status_value(data["state"])
-    except (KeyError, ValueError):
+def router_event(kind: str, data: dict[str, Any], pulling: dict[str, str]) -> bytes | None:
+    """An /api/events event as the router's ``status_change`` line, or None: a slot's move
+    (``slot.state``), or the progress of a pull a slot waits on (``model.pull``; ``pulling``
+    maps pull ids to the slots pulling them)."""
+    if kind == "model.pull":
+        slot = pulling.get(str(data.get("id")))
+        if slot is None or data.get("state") != "running":
+            return None
+        model, out = slot, {"status": "downloading", "progress": _progress(data)}
+    elif kind == "slot.state":
+        try:
+            out = {"status": status_value(data["state"])}
+        except (KeyError, ValueError):
+            return None
+        model = data.get("slot")
+        if data.get("pull"):
+            out["progress"] = _progress(data["pull"])
+        if data["state"] == "error":
+            out.update(failed=True, message=data.get("message", ""))
+    else:
         return None
-    out: dict[str, Any] = {"status": value}
-    if data.get("pull"):
-        out["progress"] = _progress(data["pull"])
-    if data["state"] == "error":
-        out.update(failed=True, message=data.get("message", ""))
-    return b"data: " + json.dumps({"model": data.get("slot"), "event": "status_change", "data": out}).encode() + b"\n\n"
+    return b"data: " + json.dumps({"model": model, "event": "status_change", "data": out}).encode() + b"\n\n"
 
 
 @routes.get("/models/sse")
@@ -146,7 +156,9 @@ async def events(request: web.Request) -> web.StreamResponse:
                     continue
                 if event is None:
                     break
-                if event.kind == "slot.state" and (line := _sse_data(event.data)) is not None:
+                pulling = {} if event.kind != "model.pull" else {
+                    str(snap.pull.get("id")): snap.name for snap in request.app[SLOTS].snapshots() if snap.pull}
+                if (line := router_event(event.kind, event.data, pulling)) is not None:
                     await resp.write(line)
         except ConnectionError:
             pass
