@@ -121,6 +121,8 @@ def router_event(kind: str, data: dict[str, Any], pulling: dict[str, str]) -> by
     """An /api/events event as the router's ``status_change`` line, or None: a slot's move
     (``slot.state``), or the progress of a pull a slot waits on (``model.pull``; ``pulling``
     maps pull ids to the slots pulling them)."""
+    out: dict[str, Any]
+    model: Any
     if kind == "model.pull":
         slot = pulling.get(str(data.get("id")))
         if slot is None or data.get("state") != "running":
