@@ -35,7 +35,7 @@ FIM_TOKENS = "tokenizer.ggml.fim_pre_token_id=int:7,tokenizer.ggml.fim_suf_token
 
 
 def _slot(name: str, model: str, **kw: Any) -> str:
-    server = ServerSection(threads=1, extra_args=kw.pop("extra", ()))
+    server = ServerSection(threads=1, extra_args=kw.pop("extra", ()), accept_token_ids=kw.pop("ids", False))
     return render_slot_toml(SlotConfig(name=name, backend="cpu", port=free_port(), server=server,
                                        model=ModelSection(default=model, context_size=kw.pop("ctx", 2048)), **kw))
 
@@ -102,6 +102,7 @@ def hal0(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Served, str
     slots = {
         "primary": _slot("primary", models["gemma3-270m"], extra=("--override-kv", FIM_TOKENS)),
         "embed": _slot("embed", models["tiny-embed"], ctx=512),
+        "ids": _slot("ids", models["tiny-embed"], ctx=512, extra=("--embedding",), ids=True),
         "cold": _slot("cold", models["tiny-chat"]),
         "off": _slot("off", models["tiny-chat"], enabled=False),
     }
@@ -319,10 +320,13 @@ def test_every_stream_that_asks_ends_with_a_usage_chunk(hal0: tuple[Served, str,
 # --- OpenAI details ----------------------------------------------------------------------
 
 def test_embeddings_refuse_token_ids(oai: openai.OpenAI) -> None:
+    """LangChain sends OpenAI-tokenizer ids by default: refused unless the slot opts in."""
     for ids in ([[9906, 1917]], [9906, 1917]):
         with pytest.raises(openai.BadRequestError) as e:
             oai.embeddings.create(model="embed", input=ids)
         assert "token ids" in e.value.message and "check_embedding_ctx_length=False" in e.value.message
+    out = oai.embeddings.create(model="ids", input=[[5, 6, 7]], encoding_format="float")
+    assert len(out.data) == 1 and len(out.data[0].embedding) == 64
 
 
 def test_disabled_slot_says_do_not_retry(hal0: tuple[Served, str, str]) -> None:
@@ -373,7 +377,7 @@ def test_router_models_status_follows_load_and_unload(hal0: tuple[Served, str, s
                     seen.append(event["data"]["status"])
     assert seen[seen.index("unloaded"):] == ["unloaded", "loading", "loading", "loaded"]
     _, _, body = _request(s, "GET", "/models?capability=embed", headers=auth)
-    assert [e["id"] for e in body["data"]] == ["embed"]
+    assert [e["id"] for e in body["data"]] == ["embed", "ids"]
     assert _request(s, "POST", "/models/load", {"model": "nope"}, auth)[0] == 404
 
 

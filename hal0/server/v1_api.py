@@ -15,7 +15,7 @@ from hal0.errors import ModelNotFound, RequestInvalid, RouteNotFound
 from hal0.images.request import parse_image_request
 from hal0.images.service import FILES_PREFIX
 from hal0.server.access import inference, public
-from hal0.server.keys import DISPATCHER, IMAGES
+from hal0.server.keys import DISPATCHER, IMAGES, SLOTS
 from hal0.server.model_list import model_list
 from hal0.web.http import json_response, parse_json
 
@@ -68,7 +68,6 @@ def _validate(path: str, body: dict[str, Any]) -> None:
         _require(body, "prompt", (str, list), "a string or a list")
     elif path == "/v1/embeddings":
         _require(body, "input", (str, list), "a non-empty string or list")
-        _refuse_token_ids(body["input"])
     elif path == "/v1/audio/speech":
         _require(body, "input", (str,), "a non-empty string")
     else:
@@ -76,21 +75,34 @@ def _validate(path: str, body: dict[str, Any]) -> None:
         _require(body, "documents", (list,), "a non-empty list of strings")
 
 
-def _refuse_token_ids(value: Any) -> None:
-    """Token ids are the client's tokenizer's (LangChain sends OpenAI's), which mean nothing to the
-    slot's model: embedding them would give meaningless vectors, so they are refused."""
+def _token_ids(value: Any) -> bool:
     items = value if isinstance(value, list) else [value]
-    if any(isinstance(i, int) or (isinstance(i, list) and i and all(isinstance(t, int) for t in i)) for i in items):
+    return any(isinstance(i, int) or (isinstance(i, list) and i and all(isinstance(t, int) for t in i))
+               for i in items)
+
+
+async def _refuse_token_ids(request: web.Request, body: dict[str, Any]) -> None:
+    """Token ids are the client's tokenizer's (LangChain sends OpenAI's), which mean nothing to the
+    slot's model: embedding them would give meaningless vectors, so they are refused before any
+    slot wakes, unless the slot's ``[server] accept_token_ids`` says its clients send its own."""
+    if not _token_ids(body["input"]):
+        return
+    model = body.get("model")
+    route = await request.app[DISPATCHER].route(model if isinstance(model, str) else None, "/v1/embeddings")
+    if route.slot is None or not request.app[SLOTS].get(route.slot).config.server.accept_token_ids:
         raise RequestInvalid(
             "`input` holds token ids; hal0's embedding models use their own tokenizers, so send the text "
             "itself (LangChain: OpenAIEmbeddings(check_embedding_ctx_length=False); LiteLLM and the "
-            "OpenAI SDK send strings unless given ids)", param="input")
+            "OpenAI SDK send strings unless given ids); if your clients do send this model's own token ids, "
+            "set `accept_token_ids = true` under [server] in the slot's TOML", param="input")
 
 
 async def _dispatch(request: web.Request, path: str) -> web.StreamResponse:
     raw = await request.read()
     body = parse_json(raw)
     _validate(path, body)
+    if path == "/v1/embeddings":
+        await _refuse_token_ids(request, body)
     return await request.app[DISPATCHER].handle(request, path, body, raw)
 
 
