@@ -131,3 +131,15 @@ def test_error_headers_and_anthropic_shape() -> None:
     assert SlotDisabled("off", slot="x").headers() == {"x-should-retry": "false"}
     assert SlotLoading("wait", retry_after=5).headers() == {"Retry-After": "5"}
     assert anthropic_envelope(SlotLoading("wait"))["error"]["type"] == "overloaded_error"
+
+
+def test_anthropic_errors_from_backend_and_in_a_cut_stream() -> None:
+    from hal0.dialects.anthropic import ANTHROPIC, from_backend
+
+    assert from_backend(400, {"error": {"code": 400, "message": "bad", "type": "invalid_request_error"}}) == {
+        "type": "error", "error": {"type": "invalid_request_error", "message": "bad"}}
+    already = {"type": "error", "error": {"type": "api_error", "message": "x"}}
+    assert from_backend(500, already) == already
+    assert from_backend(503, "text")["error"] == {"type": "overloaded_error", "message": "text"}
+    event = SseParser().feed(ANTHROPIC.sse(SlotLoading("primary is still warming")))[0]
+    assert event.event == "error" and json.loads(event.data)["error"]["type"] == "overloaded_error"
