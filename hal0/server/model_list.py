@@ -7,7 +7,8 @@ Each local entry carries what UIs look for: ``slot``, ``state``, ``modality``, `
 
 from __future__ import annotations
 
-from functools import lru_cache
+import asyncio
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -19,26 +20,42 @@ from hal0.roles import CAPABILITIES, Modality
 from hal0.server.keys import DISPATCHER, REGISTRY, SLOTS, STARTED_WALL
 from hal0.slots import Slot
 
-__all__ = ["model_list", "slot_entry"]
+__all__ = ["learn_contexts", "model_list", "slot_entry"]
 
 
-@lru_cache(maxsize=64)
-def _trained_context(path: str, mtime_ns: int) -> int | None:
+_TRAINED: dict[tuple[str, int], int | None] = {}  # (GGUF path, mtime) -> context it was trained for
+_TRAINED_MAX = 256
+
+
+def _gguf_key(slot: Slot) -> tuple[str, int] | None:
+    model = slot.model
+    if model is None or model.path.suffix != ".gguf":
+        return None
+    try:
+        return str(model.path), model.path.stat().st_mtime_ns
+    except OSError:
+        return None
+
+
+def _read_trained(path: str) -> int | None:
     try:
         return read_gguf(Path(path)).context_length
     except (Hal0Error, OSError):
         return None
 
 
+async def learn_contexts(slots: Iterable[Slot]) -> None:
+    """Read the headers of GGUFs not seen yet, in a thread (a large vocabulary takes ~0.2 s)."""
+    for key in {k for k in map(_gguf_key, slots) if k is not None and k not in _TRAINED}:
+        if len(_TRAINED) >= _TRAINED_MAX:
+            _TRAINED.clear()
+        _TRAINED[key] = await asyncio.to_thread(_read_trained, key[0])
+
+
 def _context_length(slot: Slot) -> int | None:
     size = slot.config.model.context_size or None
-    model = slot.model
-    if model is None or model.path.suffix != ".gguf":
-        return size
-    try:
-        trained = _trained_context(str(model.path), model.path.stat().st_mtime_ns)
-    except OSError:
-        return size
+    key = _gguf_key(slot)
+    trained = _TRAINED.get(key) if key else None
     if trained is None:
         return size
     return min(size, trained) if size else trained
@@ -60,11 +77,12 @@ def slot_entry(slot: Slot, registry_caps: dict[str, tuple[str, ...]]) -> dict[st
             "capabilities": _capabilities(slot, registry_caps), "context_length": _context_length(slot)}
 
 
-def model_list(app: web.Application) -> list[dict[str, Any]]:
+async def model_list(app: web.Application) -> list[dict[str, Any]]:
     """Every entry, never asking a backend (a GGUF header is read once per file and kept)."""
     created = int(app[STARTED_WALL])
     registry_caps = {mid: e.capabilities for mid, e in app[REGISTRY].entries().items()}
     slots = {s.name: s for s in app[SLOTS]}
+    await learn_contexts(slots.values())
     snaps = app[SLOTS].snapshots()
     entries: list[dict[str, Any]] = []
     seen: set[str] = set()

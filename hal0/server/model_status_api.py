@@ -16,7 +16,7 @@ from hal0.errors import Hal0Error, ModelNotFound, RequestInvalid
 from hal0.providers import get_provider
 from hal0.server.access import inference
 from hal0.server.keys import EVENTS, REGISTRY, SLOTS, STARTED_WALL
-from hal0.server.model_list import slot_entry
+from hal0.server.model_list import learn_contexts, slot_entry
 from hal0.server.sse import HEARTBEAT_S, open_sse
 from hal0.slots import Slot, SlotSnapshot, SlotState
 from hal0.web.http import json_response, read_json
@@ -73,7 +73,9 @@ def _entry(request: web.Request, slot: Slot) -> dict[str, Any]:
 @inference
 async def list_models(request: web.Request) -> web.Response:
     """``?capability=chat`` keeps the slots that can do it."""
-    entries = [_entry(request, s) for s in request.app[SLOTS]]
+    slots = request.app[SLOTS]
+    await learn_contexts(slots)
+    entries = [_entry(request, s) for s in slots]
     wanted = request.query.get("capability")
     if wanted:
         entries = [e for e in entries if wanted in e["capabilities"]]

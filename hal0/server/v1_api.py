@@ -27,7 +27,7 @@ routes = web.RouteTableDef()
 @public
 async def list_models(request: web.Request) -> web.Response:
     """Every slot and model; ``?capability=chat`` keeps the entries that can do it."""
-    entries = model_list(request.app)
+    entries = await model_list(request.app)
     wanted = request.query.get("capability")
     if wanted:
         entries = [e for e in entries if wanted in e.get("capabilities", ())]
@@ -37,7 +37,7 @@ async def list_models(request: web.Request) -> web.Response:
 @routes.get("/v1/models/{id:.+}")
 async def get_model(request: web.Request) -> web.Response:
     mid = request.match_info["id"]
-    for entry in model_list(request.app):
+    for entry in await model_list(request.app):
         if entry["id"] == mid:
             return json_response(entry)
     raise ModelNotFound(f"the model {mid!r} does not exist", model=mid, param="model")
@@ -136,7 +136,7 @@ async def voices(request: web.Request) -> web.StreamResponse:
 async def audio_models(request: web.Request) -> web.Response:
     """The speech slots and models, in the shape Open WebUI reads (``models`` [{id, name}]) and
     OpenAI's list shape (``data``)."""
-    entries = [e for e in model_list(request.app) if {"tts", "stt"} & set(e.get("capabilities", ()))]
+    entries = [e for e in await model_list(request.app) if {"tts", "stt"} & set(e.get("capabilities", ()))]
     return json_response({"object": "list", "data": entries,
                           "models": [{"id": e["id"], "name": e["id"]} for e in entries]})
 
