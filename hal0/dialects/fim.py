@@ -10,10 +10,15 @@ import secrets
 import time
 from typing import Any
 
+from aiohttp import web
+
+from hal0.dialects.relay import answer_json, json_answer, passthrough, relay_sse
 from hal0.dialects.sse import SseEvent, sse
+from hal0.dispatch.dispatcher import Target
 from hal0.errors import RequestInvalid
 
-__all__ = ["InfillStream", "completion_from_infill", "infill_request", "split_usage", "wants_usage"]
+__all__ = ["InfillStream", "completion_from_infill", "infill_request", "serve_infill", "serve_usage_split",
+           "split_usage", "wants_usage"]
 
 # Sampling fields that mean the same on /infill as on /v1/completions.
 _PASSED = ("temperature", "top_p", "top_k", "min_p", "stop", "seed", "stream", "presence_penalty",
@@ -91,3 +96,25 @@ def split_usage(event: SseEvent) -> list[bytes]:
         return [sse(event.data, event.event)]
     usage = data.pop("usage")
     return [sse(data, event.event), sse({**data, "choices": [], "usage": usage}, event.event)]
+
+
+async def serve_infill(request: web.Request, target: Target, body: dict[str, Any], raw: bytes,
+                       infill: dict[str, Any]) -> web.StreamResponse:
+    """A completions request with ``suffix`` on ``target``: a slot's /infill, answered as a
+    completion; a remote box gets the request as it came (it does its own fill-in-the-middle)."""
+    if target.slot is None:
+        return await target.forward(request, "/v1/completions", raw, "application/json")
+    answer = await target.call(request, "/infill", infill)
+    if answer.status >= 400:
+        return await passthrough(request, answer, target)
+    if not body.get("stream"):
+        return json_answer(request, target, completion_from_infill(await answer_json(answer, target), target.model))
+    return await relay_sse(request, answer, target, rewrite=InfillStream(target.model, wants_usage(body)).feed)
+
+
+async def serve_usage_split(request: web.Request, target: Target, body: dict[str, Any]) -> web.StreamResponse:
+    """A completions stream that asked for usage, with the usage moved to a chunk of its own."""
+    answer = await target.call(request, "/v1/completions", {**body, "model": target.model or body.get("model")})
+    if answer.status >= 400:
+        return await passthrough(request, answer, target)
+    return await relay_sse(request, answer, target, rewrite=split_usage)

@@ -163,8 +163,9 @@ class Target:
                              self.unreachable, self.label, slot=self.slot, dialect=dialect)
 
     async def call(self, request: web.Request, path: str, body: dict[str, Any]) -> Answer:
-        """One JSON POST hal0 makes itself (a translation); raises ``unreachable`` or SlotTimeout."""
-        headers = request_headers(request, {"Content-Type": "application/json"})
+        """One JSON POST hal0 makes itself (a translation); raises ``unreachable`` or SlotTimeout.
+        The answer is never compressed: hal0 reads it."""
+        headers = request_headers(request, {"Content-Type": "application/json", "Accept-Encoding": "identity"})
         try:
             return await self.send("POST", path, json.dumps(body).encode(), headers)
         except BackendTimeout as e:

@@ -7,8 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from hal0.dialects.fim import InfillStream, completion_from_infill, infill_request, split_usage, wants_usage
-from hal0.dialects.relay import answer_json, json_answer, passthrough, relay_sse
+from hal0.dialects.fim import infill_request, serve_infill, serve_usage_split, wants_usage
 from hal0.dispatch.dispatcher import Target
 from hal0.dispatch.multipart import form_fields
 from hal0.errors import ModelNotFound, RequestInvalid, RouteNotFound
@@ -180,24 +179,13 @@ async def completions(request: web.Request) -> web.StreamResponse:
         infill = infill_request(body)
 
         async def fim(target: Target) -> web.StreamResponse:
-            if target.slot is None:  # a remote box does its own fill-in-the-middle
-                return await target.forward(request, "/v1/completions", raw, "application/json")
-            answer = await target.call(request, "/infill", infill)
-            if answer.status >= 400:
-                return await passthrough(request, answer, target)
-            if not body.get("stream"):
-                return json_answer(request, target, completion_from_infill(await answer_json(answer, target),
-                                                                           target.model))
-            return await relay_sse(request, answer, target, rewrite=InfillStream(target.model, wants_usage(body)).feed)
+            return await serve_infill(request, target, body, raw, infill)
         return await request.app[DISPATCHER].handle_via(request, "/v1/completions", model, fim)
     if not wants_usage(body):
         return await request.app[DISPATCHER].handle(request, "/v1/completions", body, raw)
 
     async def usage(target: Target) -> web.StreamResponse:
-        answer = await target.call(request, "/v1/completions", {**body, "model": target.model or model})
-        if answer.status >= 400:
-            return await passthrough(request, answer, target)
-        return await relay_sse(request, answer, target, rewrite=split_usage)
+        return await serve_usage_split(request, target, body)
     return await request.app[DISPATCHER].handle_via(request, "/v1/completions", model, usage)
 
 
