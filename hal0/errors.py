@@ -38,6 +38,7 @@ __all__ = [
     "RequestInvalidSize",
     "RequestMalformed",
     "RequestTooLarge",
+    "ResponseNotFound",
     "RouteNotFound",
     "RunnerNotReady",
     "SlotBackendError",
@@ -61,6 +62,8 @@ __all__ = [
     "SlotTimeout",
     "SlotUnreachable",
     "UpstreamUnavailable",
+    "anthropic_envelope",
+    "anthropic_error_type",
     "envelope",
 ]
 
@@ -71,6 +74,8 @@ class Hal0Error(Exception):
     status: ClassVar[int] = 500
     code: ClassVar[str] = "system.internal"
     type: ClassVar[str] = "server_error"
+    # False: asking again cannot help until an operator acts (the SDKs' ``x-should-retry``).
+    retryable: ClassVar[bool] = True
 
     def __init__(self, message: str, *, param: str | None = None,
                  retry_after: float | None = None, **details: Any) -> None:
@@ -81,16 +86,35 @@ class Hal0Error(Exception):
         self.details = details
 
     def headers(self) -> dict[str, str]:
-        """Extra response headers, such as ``Retry-After``."""
-        if self.retry_after is None:
-            return {}
-        return {"Retry-After": str(max(1, round(self.retry_after)))}
+        """Extra response headers: ``Retry-After``, and ``x-should-retry: false`` where retrying
+        cannot help (the OpenAI and Anthropic SDKs otherwise retry every 5xx with backoff)."""
+        out = {} if self.retry_after is None else {"Retry-After": str(max(1, round(self.retry_after)))}
+        if not self.retryable:
+            out["x-should-retry"] = "false"
+        return out
 
 
 def envelope(err: Hal0Error) -> dict[str, Any]:
     """The OpenAI-shaped error body for ``err``."""
     return {"error": {"message": err.message, "type": err.type, "code": err.code,
                       "param": err.param, "details": err.details}}
+
+
+_ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                    404: "not_found_error", 409: "invalid_request_error", 413: "request_too_large",
+                    415: "invalid_request_error", 429: "rate_limit_error", 503: "overloaded_error",
+                    529: "overloaded_error"}
+
+
+def anthropic_error_type(status: int) -> str:
+    """Anthropic's error ``type`` for an HTTP status (what its SDK's exception classes follow)."""
+    return _ANTHROPIC_TYPES.get(status, "invalid_request_error" if status < 500 else "api_error")
+
+
+def anthropic_envelope(err: Hal0Error) -> dict[str, Any]:
+    """``err`` in Anthropic's error shape; hal0's dotted ``code`` and ``details`` ride along."""
+    return {"type": "error", "error": {"type": anthropic_error_type(err.status), "message": err.message,
+                                       "code": err.code, "details": err.details}}
 
 
 class InternalError(Hal0Error):
@@ -197,11 +221,13 @@ class SlotNoModel(Hal0Error):
     status = 409
     code = "slot.no_model"
     type = "invalid_request_error"
+    retryable = False
 
 
 class SlotDisabled(Hal0Error):
     status = 503
     code = "slot.disabled"
+    retryable = False
 
 
 class SlotStateError(Hal0Error):
@@ -209,6 +235,7 @@ class SlotStateError(Hal0Error):
 
     status = 503
     code = "slot.error"
+    retryable = False
 
 
 class SlotLoading(Hal0Error):
@@ -234,6 +261,7 @@ class SlotCancelled(Hal0Error):
 class ProviderUnavailable(Hal0Error):
     status = 501
     code = "slot.provider_unavailable"
+    retryable = False
 
 
 class ModelNotFound(Hal0Error):
@@ -264,12 +292,14 @@ class ModelNotLoaded(Hal0Error):
     status = 409
     code = "model.not_loaded"
     type = "invalid_request_error"
+    retryable = False
 
 
 class CapabilityDisabled(Hal0Error):
     status = 409
     code = "capability.disabled"
     type = "invalid_request_error"
+    retryable = False
 
 
 class UpstreamUnavailable(Hal0Error):
@@ -394,4 +424,12 @@ class ModelInUse(Hal0Error):
 
     status = 409
     code = "model.in_use"
+    type = "invalid_request_error"
+
+
+class ResponseNotFound(Hal0Error):
+    """No stored response of that id for this token (expired, deleted, or another token's)."""
+
+    status = 404
+    code = "response.not_found"
     type = "invalid_request_error"

@@ -80,6 +80,11 @@ class Paths:
         return self.state_dir / "images"
 
     @property
+    def responses_dir(self) -> Path:
+        """Stored OpenAI Responses, one folder per token id (``previous_response_id``)."""
+        return self.state_dir / "responses"
+
+    @property
     def pid_file(self) -> Path:
         return self.state_dir / "hal0.pid"
 

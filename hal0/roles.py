@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from enum import StrEnum
 
-__all__ = ["BUILTIN_KINDS", "ROUTES", "Modality", "default_slot", "route_kind", "slot_kind"]
+__all__ = ["BUILTIN_KINDS", "CAPABILITIES", "ROUTES", "Modality", "default_slot", "route_kind", "slot_kind"]
 
 
 class Modality(StrEnum):
@@ -28,6 +28,10 @@ M = Modality
 ROUTES: dict[str, tuple[Modality, str]] = {
     "/v1/chat/completions": (M.CHAT, "primary"),
     "/v1/completions": (M.CHAT, "primary"),
+    "/v1/messages": (M.CHAT, "primary"),  # Anthropic Messages
+    "/v1/messages/count_tokens": (M.CHAT, "primary"),
+    "/v1/responses": (M.CHAT, "primary"),  # OpenAI Responses
+    "/infill": (M.CHAT, "primary"),  # llama.cpp's fill-in-the-middle
     "/v1/embeddings": (M.EMBEDDINGS, "embed"),
     "/v1/rerankings": (M.RERANK, "embed-rerank"),
     "/v1/rerank": (M.RERANK, "embed-rerank"),
@@ -35,6 +39,12 @@ ROUTES: dict[str, tuple[Modality, str]] = {
     "/v1/audio/speech": (M.SPEECH, "tts"),
     "/v1/audio/voices": (M.SPEECH, "tts"),
     "/v1/images/generations": (M.IMAGES, "img"),
+}
+# What a slot of each kind can do, in the words clients filter on (``/v1/models`` ``capabilities``);
+# a registered model's own capabilities (vision, say) are added to these.
+CAPABILITIES: dict[Modality, tuple[str, ...]] = {
+    M.CHAT: ("chat", "completion", "tools"), M.EMBEDDINGS: ("embed",), M.RERANK: ("rerank",),
+    M.TRANSCRIPTION: ("stt",), M.SPEECH: ("tts",), M.IMAGES: ("image",),
 }
 BUILTIN_KINDS: dict[str, Modality] = {
     "primary": M.CHAT, "embed": M.EMBEDDINGS, "embed-rerank": M.RERANK, "stt": M.TRANSCRIPTION,

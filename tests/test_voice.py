@@ -186,10 +186,16 @@ def test_bad_speech_requests(client: openai.OpenAI, body: dict[str, Any], param:
     assert client.audio.speech.create(model="tts-1", voice="alloy", input="ok", response_format="pcm").content
 
 
-def test_voices_are_listed(client: openai.OpenAI) -> None:
+def test_voices_are_listed(client: openai.OpenAI, hal0: tuple[Served, str]) -> None:
     voices = client.get("/audio/voices", cast_to=object)
     assert [v["id"] for v in voices["data"]] == ["jf_alpha", "jf_gongitsune", "jf_nezumi", "jf_tebukuro",  # type: ignore[index]
                                                  "jm_kumo"]
+    status, public = hal0[0].get("/v1/audio/voices")  # as Open WebUI asks: no token, {"voices": [{id, name}]}
+    assert status == 200 and public["voices"][0] == {"id": "jf_alpha", "name": "jf_alpha"}
+    assert [v["id"] for v in public["voices"]] == [v["id"] for v in voices["data"]]  # type: ignore[index]
+    status, audio = hal0[0].get("/v1/audio/models")
+    assert status == 200 and [m["id"] for m in audio["models"]] == ["stt", "tts", "models-whisper-base-1.0.0",
+                                                                 "kokoro-v1.0.int8"]
 
 
 def test_moonshine_without_weights_says_what_is_missing(hal0: tuple[Served, str], tmp_path: Path) -> None:
@@ -211,3 +217,19 @@ def test_moonshine_without_weights_says_what_is_missing(hal0: tuple[Served, str]
     assert err["details"]["missing"] == ["decoder_model_merged.onnx"]
     assert "not on PyPI" in err["message"] and "hal0 model register" in err["message"]
     assert s.get("/api/slots/moon", admin)[1]["state"] == "offline"  # untouched
+
+
+def test_word_timestamps_and_a_refused_stream(client: openai.OpenAI, hello: Path) -> None:
+    """`timestamp_granularities[]=word` gives faster-whisper's word timings; `stream=true` is a 400,
+    never an empty answer."""
+    with hello.open("rb") as f:
+        out = client.audio.transcriptions.create(model="whisper-1", file=f, response_format="verbose_json",
+                                                 timestamp_granularities=["word", "segment"])
+    assert out.words is not None and words(" ".join(w.word for w in out.words)) == ["hello", "world"]
+    assert 0 <= out.words[0].start < out.words[0].end <= out.words[1].start < out.words[1].end <= out.duration + 0.1
+    with hello.open("rb") as f, pytest.raises(openai.BadRequestError) as e:
+        client.audio.transcriptions.create(model="whisper-1", file=f, stream=True)
+    assert e.value.code == "request.invalid" and e.value.param == "stream"
+    with hello.open("rb") as f, pytest.raises(openai.BadRequestError):
+        client.audio.transcriptions.create(model="whisper-1", file=f, response_format="verbose_json",
+                                           timestamp_granularities=["sentence"])  # type: ignore[list-item]

@@ -42,7 +42,8 @@ def render_slot_toml(slot: SlotConfig, note: str = "") -> str:
         "max_inflight": slot.max_inflight,
         "model": {"default": slot.model.default, "context_size": slot.model.context_size,
                   "gpu_layers": slot.model.gpu_layers},
-        "server": {"extra_args": list(slot.server.extra_args), "threads": slot.server.threads},
+        "server": {"extra_args": list(slot.server.extra_args), "threads": slot.server.threads,
+                   **({"accept_token_ids": True} if slot.server.accept_token_ids else {})},
         "env": dict(slot.env),
     }
     header = (f"# hal0 slot {slot.name!r}. [model].default is the install-time seed only:\n"

@@ -137,6 +137,9 @@ class ModelSection:
 class ServerSection:
     extra_args: tuple[str, ...] = ()
     threads: int = 0  # 0: let the backend decide
+    # /v1/embeddings with token ids: refused (they are the client's tokenizer's) unless the operator
+    # knows the clients send this model's own ids
+    accept_token_ids: bool = False
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import aiohttp
@@ -12,14 +13,14 @@ from aiohttp import web
 
 from hal0.config import Hal0Config
 from hal0.dispatch.h1 import H1Pool
-from hal0.dispatch.proxy import AiohttpAnswer, Answer, forward, request_headers, send
+from hal0.dispatch.proxy import OPENAI, AiohttpAnswer, Answer, Dialect, forward, request_headers, send
 from hal0.dispatch.resolve import DispatchView, Route, SlotView, resolve
 from hal0.dispatch.upstreams import Upstreams
-from hal0.errors import ModelNotFound, SlotUnreachable, UpstreamUnavailable
+from hal0.errors import Hal0Error, ModelNotFound, SlotUnreachable, UpstreamUnavailable
 from hal0.models.registry import ModelEntry, Registry
 from hal0.slots import Slot, SlotChanged, SlotManager, SlotSnapshot
 
-__all__ = ["BACKEND_PATHS", "Dispatcher"]
+__all__ = ["BACKEND_PATHS", "Dispatcher", "Target"]
 
 Serve = Callable[[Slot], Awaitable[web.StreamResponse]]
 T = TypeVar("T")
@@ -80,7 +81,8 @@ class Dispatcher:
                 return resolve(model, path, self.view())
             raise
 
-    async def handle(self, request: web.Request, path: str, body: dict[str, Any], raw: bytes) -> web.StreamResponse:
+    async def handle(self, request: web.Request, path: str, body: dict[str, Any], raw: bytes,
+                     dialect: Dialect = OPENAI) -> web.StreamResponse:
         """A JSON request (``raw`` is its text): ``model`` is rewritten to the id the slot's backend
         serves; the body is re-encoded only when that changes it."""
         model = body.get("model")
@@ -90,21 +92,28 @@ class Dispatcher:
                 return raw
             return json.dumps({**body, "model": backend_model}).encode()
 
-        return await self._handle(request, path, model if isinstance(model, str) else None, render,
-                                  "application/json")
+        async def serve(target: Target) -> web.StreamResponse:
+            return await target.forward(request, path, render(target.model), "application/json", dialect)
+        return await self.handle_via(request, path, model if isinstance(model, str) else None, serve)
 
     async def handle_raw(self, request: web.Request, path: str, model: str | None, data: bytes | None,
                          content_type: str) -> web.StreamResponse:
         """A request forwarded byte for byte (multipart uploads are never re-encoded); None: a GET."""
-        return await self._handle(request, path, model, lambda _: data, content_type)
+        async def serve(target: Target) -> web.StreamResponse:
+            return await target.forward(request, path, data, content_type)
+        return await self.handle_via(request, path, model, serve)
 
     async def handle_with(self, request: web.Request, path: str, body: dict[str, Any], raw: bytes,
                           serve: Serve) -> web.StreamResponse:
         """A request hal0 translates for its slot: ``serve`` talks to the backend once the slot is
         admitted and ready. A remote upstream gets the JSON body (``raw``) as it came."""
         model = body.get("model")
-        return await self._handle(request, path, model if isinstance(model, str) else None, lambda _: raw,
-                                  "application/json", serve)
+
+        async def either(target: Target) -> web.StreamResponse:
+            if target.slot is None:
+                return await target.forward(request, path, raw, "application/json")
+            return await serve(self._slots.get(target.slot))
+        return await self.handle_via(request, path, model if isinstance(model, str) else None, either)
 
     async def exchange(self, request: web.Request, path: str, body: dict[str, Any], translate: Translate[T]) -> T:
         """A request hal0 translates from another dialect: ``body``, an OpenAI request for ``path``, goes
@@ -113,54 +122,68 @@ class Dispatcher:
         is None for a remote upstream). Raises what resolution and admission raise, SlotUnreachable,
         UpstreamUnavailable or SlotTimeout when no answer comes back."""
         model = body.get("model")
-        route = await self.route(model if isinstance(model, str) else None, path)
-        if route.upstream is not None:
-            up = self.upstreams.by_name[route.upstream]
-            data = json.dumps(body).encode()
-            up_headers = request_headers(request, {"Content-Type": "application/json", **up.headers()})
 
-            async def remote() -> Answer:
-                return AiohttpAnswer(await self._session.post(up.url + path, data=data, headers=up_headers))
-            answer = await send(remote, UpstreamUnavailable, f"upstream {up.name}")
+        async def serve(target: Target) -> T:
+            answer = await target.call(request, path, {**body, "model": target.model or model} if target.slot
+                                       else body)
             try:
-                return await translate(answer, None)
+                return await translate(answer, self._slots.get(target.slot) if target.slot else None)
             finally:
                 answer.release()
-        assert route.slot is not None
-        slot = self._slots.get(route.slot)
-        async with slot.admit():
-            data = json.dumps({**body, "model": slot.model_id or model}).encode()
-            headers = request_headers(request, {"Content-Type": "application/json"})
-            answer = await send(lambda: self._pool.request(slot.config.port, "POST", BACKEND_PATHS.get(path, path),
-                                                           headers, data), SlotUnreachable, f"slot {slot.name}")
-            try:
-                return await translate(answer, slot)
-            finally:
-                answer.release()
+        return await self.handle_via(request, path, model if isinstance(model, str) else None, serve)
 
-    async def _handle(self, request: web.Request, path: str, model: str | None,
-                      render: Callable[[str | None], bytes | None], content_type: str,
-                      translate: Serve | None = None) -> web.StreamResponse:
+    async def handle_via(self, request: web.Request, path: str, model: str | None,
+                         serve: Callable[[Target], Awaitable[T]]) -> T:
+        """Resolve ``model`` for ``path``, admit (a slot wakes, or the request waits or is refused),
+        then let ``serve`` talk to the target: a slot's backend or a remote upstream."""
         route = await self.route(model, path)
         if route.upstream is not None:
-            up = self.upstreams.by_name[route.upstream]
-            data = render(None)
-            headers = request_headers(request, {"Content-Type": content_type, **up.headers()})
-
-            async def remote() -> AiohttpAnswer:
-                url = up.url + path
-                r = await (self._session.get(url, headers=headers) if data is None
-                           else self._session.post(url, data=data, headers=headers))
-                return AiohttpAnswer(r)
-            return await forward(request, remote, UpstreamUnavailable, f"upstream {up.name}")
+            return await serve(self._upstream_target(route.upstream, request))
         assert route.slot is not None
         slot = self._slots.get(route.slot)
         async with slot.admit():
-            if translate is not None:
-                return await translate(slot)
-            data = render(slot.model_id)
-            headers = request_headers(request, {"Content-Type": content_type})
-            return await forward(
-                request, lambda: self._pool.request(slot.config.port, "GET" if data is None else "POST",
-                                                    BACKEND_PATHS.get(path, path), headers, data),
-                SlotUnreachable, f"slot {slot.name}", slot=slot.name)
+            return await serve(self._slot_target(slot))
+
+    def _slot_target(self, slot: Slot) -> Target:
+        port = slot.config.port
+
+        async def send(method: str, path: str, data: bytes | None, headers: list[tuple[str, str]]) -> Answer:
+            return await self._pool.request(port, method, BACKEND_PATHS.get(path, path), headers, data)
+        return Target(f"slot {slot.name}", send, SlotUnreachable, slot=slot.name, model=slot.model_id)
+
+    def _upstream_target(self, name: str, request: web.Request) -> Target:
+        up = self.upstreams.by_name[name]
+        session = self._session
+
+        async def send(method: str, path: str, data: bytes | None, headers: list[tuple[str, str]]) -> Answer:
+            extra = up.headers()
+            hdrs = [(k, v) for k, v in headers if k.lower() not in {h.lower() for h in extra}] + list(extra.items())
+            r = await session.request(method, up.url + path, data=data, headers=hdrs)
+            return AiohttpAnswer(r)
+        return Target(f"upstream {up.name}", send, UpstreamUnavailable)
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where an admitted request goes: a slot's backend (``slot``, ``model`` the id it serves) or a
+    remote upstream (both None). ``send`` makes one HTTP request there."""
+
+    label: str
+    send: Callable[[str, str, bytes | None, list[tuple[str, str]]], Awaitable[Answer]]
+    unreachable: type[Hal0Error]
+    slot: str | None = None
+    model: str | None = None
+
+    async def forward(self, request: web.Request, path: str, data: bytes | None, content_type: str,
+                      dialect: Dialect = OPENAI) -> web.StreamResponse:
+        """Send the client's request on and relay the answer unchanged (``hal0.dispatch.proxy``)."""
+        headers = request_headers(request, {"Content-Type": content_type})
+        return await forward(request, lambda: self.send("GET" if data is None else "POST", path, data, headers),
+                             self.unreachable, self.label, slot=self.slot, dialect=dialect)
+
+    async def call(self, request: web.Request, path: str, body: dict[str, Any]) -> Answer:
+        """One JSON POST hal0 makes itself (a translation); raises ``unreachable`` or SlotTimeout.
+        The answer is never compressed: hal0 reads it."""
+        headers = request_headers(request, {"Content-Type": "application/json", "Accept-Encoding": "identity"})
+        data = json.dumps(body).encode()
+        return await send(lambda: self.send("POST", path, data, headers), self.unreachable, self.label)

@@ -12,7 +12,8 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import aiohttp
 from aiohttp import web
@@ -22,8 +23,8 @@ from hal0.dispatch.h1 import BackendError, BackendTimeout
 from hal0.errors import Hal0Error, SlotBackendError, SlotTimeout, envelope
 from hal0.web.http import REQUEST_ID
 
-__all__ = ["HOP_BY_HOP", "MAX_BUFFERED", "RELAYED_ERRORS", "AiohttpAnswer", "Answer", "forward", "request_headers",
-           "send"]
+__all__ = ["HOP_BY_HOP", "MAX_BUFFERED", "OPENAI", "RELAYED_ERRORS", "AiohttpAnswer", "Answer", "Dialect", "abort",
+           "forward", "request_headers", "send"]
 
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
                         "trailer", "trailers", "transfer-encoding", "upgrade", "host", "content-length"})
@@ -32,6 +33,24 @@ _BACKEND_ONLY = frozenset({"server", "date", "access-control-allow-origin"})  # 
 _DROP_REQUEST = HOP_BY_HOP | _CLIENT_ONLY
 _DROP_RESPONSE = HOP_BY_HOP | _BACKEND_ONLY
 RELAYED_ERRORS = (BackendError, aiohttp.ClientError, OSError)  # what a broken exchange raises
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """How a route's clients read errors: hal0's own (``error``), a backend's JSON error rewritten
+    (``backend_error``, None: passed through), and the last event of a cut stream (``sse_event``
+    names it, None: a bare ``data:`` line)."""
+
+    error: Callable[[Hal0Error], dict[str, Any]] = envelope
+    backend_error: Callable[[int, Any], Any] | None = None
+    sse_event: str | None = None
+
+    def sse(self, err: Hal0Error) -> bytes:
+        head = f"event: {self.sse_event}\n".encode() if self.sse_event else b""
+        return head + b"data: " + json.dumps(self.error(err)).encode() + b"\n\n"
+
+
+OPENAI = Dialect()
 
 
 class Answer(Protocol):
@@ -112,13 +131,14 @@ async def _error_text(answer: Answer) -> str:
     return b"".join(parts)[:_ERROR_TEXT_MAX].decode("utf-8", "replace").strip()
 
 
-async def _abort(request: web.Request, resp: web.StreamResponse, sse: bool, error: Hal0Error) -> None:
+async def abort(request: web.Request, resp: web.StreamResponse, sse: bool, error: Hal0Error,
+                dialect: Dialect = OPENAI) -> None:
     """The head is out, so no error response can follow: end an SSE stream with an error event,
     then drop the connection without the final chunk, so the client sees a broken stream and
     never a second response inside the body."""
     if sse:
         with contextlib.suppress(ConnectionError):
-            await resp.write(b"data: " + json.dumps(envelope(error)).encode() + b"\n\n")
+            await resp.write(dialect.sse(error))
     if request.transport is not None:
         request.transport.close()
 
@@ -134,8 +154,19 @@ async def send(sender: Callable[[], Awaitable[Answer]], unreachable: type[Hal0Er
         raise unreachable(f"{target} did not answer: {e}", target=target) from None
 
 
+async def _rewritten_error(answer: Answer, dialect: Dialect, out: CIMultiDict[str]) -> web.Response:
+    """A backend's JSON error in the route's dialect (a body that does not parse stays as it is)."""
+    assert dialect.backend_error is not None
+    body = await answer.read()
+    with contextlib.suppress(ValueError):
+        body = json.dumps(dialect.backend_error(answer.status, json.loads(body))).encode()
+    out.popall("Content-Length", None)
+    return web.Response(status=answer.status, body=body, headers=out)
+
+
 async def forward(request: web.Request, sender: Callable[[], Awaitable[Answer]],
-                  unreachable: type[Hal0Error], target: str, slot: str | None = None) -> web.StreamResponse:
+                  unreachable: type[Hal0Error], target: str, slot: str | None = None,
+                  dialect: Dialect = OPENAI) -> web.StreamResponse:
     """Send the request (``sender``) and relay the answer as it arrives.
 
     Raises ``unreachable`` (a Hal0Error class) if no answer comes back, or if the backend breaks
@@ -156,6 +187,9 @@ async def forward(request: web.Request, sender: Callable[[], Awaitable[Answer]],
         out["X-Request-Id"] = request[REQUEST_ID]
         if slot:
             out["X-Hal0-Slot"] = slot
+        rewrite = dialect.backend_error is not None and (answer.content_length or 0) <= MAX_BUFFERED
+        if answer.status >= 400 and rewrite:
+            return await _rewritten_error(answer, dialect, out)
         length = answer.content_length
         sse = content_type.startswith("text/event-stream")
         if not sse and length is not None and length <= MAX_BUFFERED:
@@ -181,7 +215,7 @@ async def forward(request: web.Request, sender: Callable[[], Awaitable[Answer]],
         error = unreachable(f"{target} broke off its answer: {e}", target=target)
         if resp is None:
             raise error from None
-        await _abort(request, resp, sse, error)
+        await abort(request, resp, sse, error, dialect)
         return resp
     finally:
         answer.release()

@@ -17,8 +17,9 @@ __all__ = ["SttEngine", "transcriptions"]
 
 class SttEngine(Protocol):
     def transcribe(self, audio: bytes, language: str | None, prompt: str | None,
-                   temperature: float) -> dict[str, Any]:
-        """A verbose_json-shaped transcript; raises AudioUnsupportedFormat for undecodable audio."""
+                   temperature: float, words: bool = False) -> dict[str, Any]:
+        """A verbose_json-shaped transcript (with ``words``, each word's start and end, where the
+        engine can: else RequestInvalid); raises AudioUnsupportedFormat for undecodable audio."""
         ...
 
 
@@ -31,6 +32,8 @@ async def _form(request: web.Request) -> dict[str, Any]:
             continue  # nested multiparts are not part of the API
         if part.name == "file":
             fields["file"] = await part.read()
+        elif part.name in ("timestamp_granularities[]", "timestamp_granularities"):
+            fields.setdefault("timestamp_granularities", []).append((await part.text()).strip())
         elif part.name:
             fields[part.name] = (await part.text()).strip()
     return fields
@@ -49,10 +52,13 @@ async def transcriptions(request: web.Request) -> web.Response:
         temperature = float(fields.get("temperature") or 0)
     except ValueError:
         raise RequestInvalid("`temperature` must be a number", param="temperature") from None
+    granularities = fields.get("timestamp_granularities", [])
+    if not set(granularities) <= {"word", "segment"}:
+        raise RequestInvalid("`timestamp_granularities[]` takes `word` and `segment`", param="timestamp_granularities")
     runner = request.app[ENGINE]
     engine: SttEngine = runner.engine  # type: ignore[assignment]
     result = await runner.run_blocking(engine.transcribe, fields["file"], fields.get("language") or None,
-                                       fields.get("prompt") or None, temperature)
+                                       fields.get("prompt") or None, temperature, "word" in granularities)
     body, content_type = render_transcript(result, fmt)
     if content_type == "application/json":
         return web.Response(text=json.dumps(body), content_type=content_type)

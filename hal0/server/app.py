@@ -20,6 +20,8 @@ from aiohttp import web
 from hal0.auth import TokenStore
 from hal0.capabilities import CapabilityService
 from hal0.config import Hal0Config, SlotConfig
+from hal0.dialects.responses import Responses
+from hal0.dialects.responses_store import ResponseStore
 from hal0.dispatch.dispatcher import Dispatcher
 from hal0.dispatch.upstreams import Upstreams
 from hal0.events import EventBus
@@ -27,7 +29,18 @@ from hal0.images.service import ImageService
 from hal0.models.pulls import Pulls
 from hal0.models.registry import Registry
 from hal0.paths import Paths
-from hal0.server import api, capabilities_api, hardware_api, models_api, ollama_api, slots_api, v1_api
+from hal0.server import (
+    anthropic_api,
+    api,
+    capabilities_api,
+    hardware_api,
+    model_status_api,
+    models_api,
+    ollama_api,
+    responses_api,
+    slots_api,
+    v1_api,
+)
 from hal0.server.keys import (
     CAPABILITIES,
     CONFIG,
@@ -38,6 +51,7 @@ from hal0.server.keys import (
     PATHS,
     PULLS,
     REGISTRY,
+    RESPONSES,
     SLOT_CONFIGS,
     SLOTS,
     STARTED_AT,
@@ -101,10 +115,14 @@ def build_app(paths: Paths, config: Hal0Config, slots: dict[str, SlotConfig], *,
     app[REGISTRY] = Registry(paths, tuple(Path(r) for r in config.models.roots))
     app[STARTED_AT] = time.monotonic()
     app[STARTED_WALL] = time.time()
+    app[RESPONSES] = Responses(ResponseStore(paths.responses_dir))
     app.add_routes(api.routes)
     app.add_routes(slots_api.routes)
     app.add_routes(models_api.routes)
     app.add_routes(v1_api.routes)
+    app.add_routes(anthropic_api.routes)
+    app.add_routes(responses_api.routes)
+    app.add_routes(model_status_api.routes)
     app.add_routes(hardware_api.routes)
     app.add_routes(capabilities_api.routes)
     app.add_routes(ollama_api.routes)

@@ -8,6 +8,7 @@ from aiohttp import web
 from hal0.auth import TokenRecord, TokenStore
 from hal0.capabilities import CapabilityService
 from hal0.config import Hal0Config, SlotConfig
+from hal0.dialects.responses import Responses
 from hal0.dispatch.dispatcher import Dispatcher
 from hal0.events import EventBus
 from hal0.images.service import ImageService
@@ -29,6 +30,7 @@ __all__ = [
     "REGISTRY",
     "REQUEST_ID",
     "REQUEST_TOKEN",
+    "RESPONSES",
     "SLOTS",
     "SLOT_CONFIGS",
     "STARTED_AT",
@@ -50,5 +52,6 @@ DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 IMAGES = web.AppKey("images", ImageService)
 CAPABILITIES = web.AppKey("capabilities", CapabilityService)
 PULLS = web.AppKey("pulls", Pulls)
+RESPONSES = web.AppKey("responses", Responses)  # stored OpenAI Responses (previous_response_id)
 
 REQUEST_TOKEN = web.RequestKey("token", TokenRecord)

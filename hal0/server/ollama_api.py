@@ -27,7 +27,7 @@ from hal0.server.keys import DISPATCHER, EVENTS, PULLS, REGISTRY, SLOTS
 from hal0.server.models_api import remove_model_entry
 from hal0.slots import Slot, SlotSnapshot
 from hal0.web.http import json_response, read_json
-from hal0.web.middleware import errors_as
+from hal0.web.middleware import error_shape
 
 __all__ = ["OLLAMA_VERSION", "routes"]
 
@@ -40,15 +40,13 @@ _TEXT_KINDS = {Modality.CHAT, Modality.EMBEDDINGS}
 _OLLAMA_CAPS = frozenset({"chat", "embed", "vision"})  # registry capabilities the Ollama routes can use
 
 
-def _render(err: Hal0Error) -> web.Response:
-    resp = json_response({"error": err.message}, status=err.status)
-    resp.headers.update(err.headers())
-    return resp
+def _shape(err: Hal0Error) -> dict[str, Any]:
+    return {"error": err.message}
 
 
 def _ollama(handler: H) -> H:
     """An Ollama route: served on the Ollama listener too, errors in Ollama's shape."""
-    return ollama_route(errors_as(_render)(handler))
+    return ollama_route(error_shape(_shape)(handler))
 
 
 def _backend_error(data: bytes) -> str:

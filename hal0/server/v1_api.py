@@ -7,52 +7,36 @@ from typing import Any
 
 from aiohttp import web
 
+from hal0.dialects.fim import infill_request, serve_infill, serve_usage_split, wants_usage
+from hal0.dispatch.dispatcher import Target
 from hal0.dispatch.multipart import form_fields
 from hal0.errors import ModelNotFound, RequestInvalid, RouteNotFound
 from hal0.images.request import parse_image_request
 from hal0.images.service import FILES_PREFIX
-from hal0.server.access import public
-from hal0.server.keys import DISPATCHER, IMAGES, SLOTS, STARTED_WALL
+from hal0.server.access import inference, public
+from hal0.server.keys import DISPATCHER, IMAGES, SLOTS
+from hal0.server.model_list import model_list
 from hal0.web.http import json_response, parse_json
 
 __all__ = ["routes"]
 
 routes = web.RouteTableDef()
 
-def _model_list(app: web.Application) -> list[dict[str, Any]]:
-    """Slot names (built-ins first), then the models they run, then remote ids: from the slot
-    directory (kept by the change channel) and the upstream lists, never from a backend."""
-    created = int(app[STARTED_WALL])
-    snaps = app[SLOTS].snapshots()
-    entries: list[dict[str, Any]] = []
-    seen: set[str] = set()
-
-    def add(mid: str, **meta: Any) -> None:
-        if mid not in seen:
-            seen.add(mid)
-            entries.append({"id": mid, "object": "model", "created": created, "owned_by": "hal0", **meta})
-
-    for snap in snaps:
-        add(snap.name, slot=snap.name, state=str(snap.state), modality=snap.kind)
-    for snap in snaps:
-        if snap.model and snap.pid:
-            add(snap.model, slot=snap.name, state=str(snap.state), modality=snap.kind)
-    upstreams = app[DISPATCHER].upstreams
-    for mid, name in upstreams.model_map().items():
-        add(mid, upstream=name, state="remote", modality="remote")
-    return entries
-
-
 @routes.get("/v1/models")
 @public
 async def list_models(request: web.Request) -> web.Response:
-    return json_response({"object": "list", "data": _model_list(request.app)})
+    """Every slot and model; ``?capability=chat`` keeps the entries that can do it."""
+    entries = await model_list(request.app)
+    wanted = request.query.get("capability")
+    if wanted:
+        entries = [e for e in entries if wanted in e.get("capabilities", ())]
+    return json_response({"object": "list", "data": entries})
 
 
 @routes.get("/v1/models/{id:.+}")
 async def get_model(request: web.Request) -> web.Response:
     mid = request.match_info["id"]
-    for entry in _model_list(request.app):
+    for entry in await model_list(request.app):
         if entry["id"] == mid:
             return json_response(entry)
     raise ModelNotFound(f"the model {mid!r} does not exist", model=mid, param="model")
@@ -90,10 +74,34 @@ def _validate(path: str, body: dict[str, Any]) -> None:
         _require(body, "documents", (list,), "a non-empty list of strings")
 
 
+def _token_ids(value: Any) -> bool:
+    items = value if isinstance(value, list) else [value]
+    return any(isinstance(i, int) or (isinstance(i, list) and i and all(isinstance(t, int) for t in i))
+               for i in items)
+
+
+async def _refuse_token_ids(request: web.Request, body: dict[str, Any]) -> None:
+    """Token ids are the client's tokenizer's (LangChain sends OpenAI's), which mean nothing to the
+    slot's model: embedding them would give meaningless vectors, so they are refused before any
+    slot wakes, unless the slot's ``[server] accept_token_ids`` says its clients send its own."""
+    if not _token_ids(body["input"]):
+        return
+    model = body.get("model")
+    route = await request.app[DISPATCHER].route(model if isinstance(model, str) else None, "/v1/embeddings")
+    if route.slot is None or not request.app[SLOTS].get(route.slot).config.server.accept_token_ids:
+        raise RequestInvalid(
+            "`input` holds token ids; hal0's embedding models use their own tokenizers, so send the text "
+            "itself (LangChain: OpenAIEmbeddings(check_embedding_ctx_length=False); LiteLLM and the "
+            "OpenAI SDK send strings unless given ids); if your clients do send this model's own token ids, "
+            "set `accept_token_ids = true` under [server] in the slot's TOML", param="input")
+
+
 async def _dispatch(request: web.Request, path: str) -> web.StreamResponse:
     raw = await request.read()
     body = parse_json(raw)
     _validate(path, body)
+    if path == "/v1/embeddings":
+        await _refuse_token_ids(request, body)
     return await request.app[DISPATCHER].handle(request, path, body, raw)
 
 
@@ -107,15 +115,29 @@ async def transcriptions(request: web.Request) -> web.StreamResponse:
         raise RequestInvalid("`file` is required", param="file")
     if not fields["file"]:
         raise RequestInvalid("the uploaded file is empty", param="file")
+    if fields.get("stream", b"").strip().lower() in (b"true", b"1"):
+        raise RequestInvalid("hal0 answers a transcription whole: send it without `stream=true`", param="stream")
     model = fields.get("model", b"").decode(errors="replace").strip() or None
     return await request.app[DISPATCHER].handle_raw(request, "/v1/audio/transcriptions", model, raw, content_type)
 
 
 @routes.get("/v1/audio/voices")
+@public  # Open WebUI fetches it without a token; voice names reveal nothing and cost no inference
 async def voices(request: web.Request) -> web.StreamResponse:
-    """The voices of the tts slot (or of the slot named by ``?model=``)."""
+    """The voices of the tts slot (or of the slot named by ``?model=``): ``voices`` [{id, name}]
+    (what Open WebUI reads) beside ``data``."""
     model = request.query.get("model") or None
     return await request.app[DISPATCHER].handle_raw(request, "/v1/audio/voices", model, None, "application/json")
+
+
+@routes.get("/v1/audio/models")
+@public  # like /v1/models: names only
+async def audio_models(request: web.Request) -> web.Response:
+    """The speech slots and models, in the shape Open WebUI reads (``models`` [{id, name}]) and
+    OpenAI's list shape (``data``)."""
+    entries = [e for e in await model_list(request.app) if {"tts", "stt"} & set(e.get("capabilities", ()))]
+    return json_response({"object": "list", "data": entries,
+                          "models": [{"id": e["id"], "name": e["id"]} for e in entries]})
 
 
 @routes.post("/v1/images/generations")
@@ -145,8 +167,41 @@ def _proxied(path: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]
     return handler
 
 
+@routes.post("/v1/completions")
+async def completions(request: web.Request) -> web.StreamResponse:
+    """Forwarded; with ``suffix``, fill-in-the-middle through the slot's ``/infill``; a stream that
+    asked for usage gets it as a chunk of its own."""
+    raw = await request.read()
+    body = parse_json(raw)
+    _validate("/v1/completions", body)
+    model = body.get("model")
+    if body.get("suffix") is not None:
+        infill = infill_request(body)
+
+        async def fim(target: Target) -> web.StreamResponse:
+            return await serve_infill(request, target, body, raw, infill)
+        return await request.app[DISPATCHER].handle_via(request, "/v1/completions", model, fim)
+    if not wants_usage(body):
+        return await request.app[DISPATCHER].handle(request, "/v1/completions", body, raw)
+
+    async def usage(target: Target) -> web.StreamResponse:
+        return await serve_usage_split(request, target, body)
+    return await request.app[DISPATCHER].handle_via(request, "/v1/completions", model, usage)
+
+
+@routes.post("/infill")
+@inference
+async def infill(request: web.Request) -> web.StreamResponse:
+    """llama.cpp's own fill-in-the-middle endpoint, forwarded to the chat slot (``model`` picks it)."""
+    raw = await request.read()
+    body = parse_json(raw)
+    if body.get("model") is not None and not isinstance(body["model"], str):
+        raise RequestInvalid("`model` must be a string", param="model")
+    return await request.app[DISPATCHER].handle(request, "/infill", body, raw)
+
+
 # /v1/rerank is an alias of /v1/rerankings (both reach the rerank slot's /v1/rerank).
-for _path, _target in (("/v1/chat/completions", "/v1/chat/completions"), ("/v1/completions", "/v1/completions"),
+for _path, _target in (("/v1/chat/completions", "/v1/chat/completions"),
                        ("/v1/embeddings", "/v1/embeddings"), ("/v1/rerankings", "/v1/rerankings"),
                        ("/v1/rerank", "/v1/rerankings"), ("/v1/audio/speech", "/v1/audio/speech")):
     routes.post(_path)(_proxied(_target))

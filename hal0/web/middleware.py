@@ -8,7 +8,7 @@ import logging
 import re
 import secrets
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -23,31 +23,37 @@ from hal0.errors import (
 )
 from hal0.web.http import REQUEST_ID, json_response
 
-__all__ = ["ErrorRenderer", "error_middleware", "errors_as", "render", "request_id_middleware"]
+__all__ = ["ErrorShape", "error_middleware", "error_shape", "render", "request_id_middleware"]
+
+ErrorShape = Callable[[Hal0Error], dict[str, Any]]
+H = TypeVar("H", bound=Callable[..., object])
+_SHAPE_ATTR = "hal0_error_shape"
 
 log = logging.getLogger("hal0.server")
 _RID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _RID_PREFIX = secrets.token_hex(4)  # per process; ids are prefix + counter (no syscall per request)
 _RID_COUNTER = itertools.count(1)
-_RENDERER = "hal0_render_error"
-ErrorRenderer = Callable[[Hal0Error], web.Response]
-H = TypeVar("H", bound=Callable[..., object])
 
 
-def errors_as(renderer: ErrorRenderer) -> Callable[[H], H]:
-    """Mark a handler whose errors another API's clients read: ``renderer`` shapes them instead of
-    hal0's envelope (Ollama's ``{"error": "..."}``, for one)."""
+def error_shape(shape: ErrorShape) -> Callable[[H], H]:
+    """Mark a handler whose clients read another dialect's error body (Anthropic's, say): every
+    error on its route, authentication included, is rendered with ``shape``."""
     def mark(handler: H) -> H:
-        setattr(handler, _RENDERER, renderer)
+        setattr(handler, _SHAPE_ATTR, shape)
         return handler
     return mark
 
 
-def render(err: Hal0Error) -> web.Response:
+def render(err: Hal0Error, shape: ErrorShape = envelope) -> web.Response:
     """The one place an error becomes an HTTP response."""
-    resp = json_response(envelope(err), status=err.status)
+    resp = json_response(shape(err), status=err.status)
     resp.headers.update(err.headers())
     return resp
+
+
+def _shape_of(request: web.Request) -> ErrorShape:
+    shape: ErrorShape = getattr(request.match_info.handler, _SHAPE_ATTR, envelope)
+    return shape
 
 
 @web.middleware
@@ -68,23 +74,23 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    shape: ErrorRenderer = getattr(request.match_info.handler, _RENDERER, render)
     try:
         return await handler(request)
     except Hal0Error as e:
-        return shape(e)
+        return render(e, _shape_of(request))
     except web.HTTPNotFound:
-        return shape(RouteNotFound(f"no route for {request.method} {request.path}"))
+        return render(RouteNotFound(f"no route for {request.method} {request.path}"))
     except web.HTTPMethodNotAllowed as e:
-        return shape(MethodNotAllowed(f"{request.method} is not allowed on {request.path}",
-                                      allowed=sorted(e.allowed_methods)))
+        return render(MethodNotAllowed(f"{request.method} is not allowed on {request.path}",
+                                       allowed=sorted(e.allowed_methods)))
     except web.HTTPRequestEntityTooLarge:
         limit = request.client_max_size
-        return shape(RequestTooLarge(f"request body is larger than the {limit} byte limit", max_bytes=limit))
+        return render(RequestTooLarge(f"request body is larger than the {limit} byte limit",
+                                      max_bytes=limit), _shape_of(request))
     except web.HTTPException:
         raise
     except Exception:
         log.exception("unhandled error in %s %s (request %s)", request.method, request.path,
                       request.get(REQUEST_ID))
-        return shape(InternalError("internal error; the hal0 log has the details",
-                                   request_id=request.get(REQUEST_ID)))
+        return render(InternalError("internal error; the hal0 log has the details",
+                                    request_id=request.get(REQUEST_ID)), _shape_of(request))

@@ -116,4 +116,5 @@ async def _voices(request: web.Request) -> web.Response:
     request.app[ENGINE].require_loaded()
     return json_response({"object": "list", "default": engine.default_voice,
                           "data": [{"id": v, "object": "voice"} for v in engine.voices],
+                          "voices": [{"id": v, "name": v} for v in engine.voices],  # Open WebUI's shape
                           "aliases": {v: engine.default_voice for v in OPENAI_VOICES}})

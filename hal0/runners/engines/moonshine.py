@@ -14,6 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
+from hal0.errors import RequestInvalid
 from hal0.runners.engines.audio import decode
 from hal0.runners.stt import transcriptions
 
@@ -45,7 +46,10 @@ class MoonshineEngine:
         self._tokenizer = moonshine_onnx.load_tokenizer()
 
     def transcribe(self, audio: bytes, language: str | None, prompt: str | None,
-                   temperature: float) -> dict[str, Any]:
+                   temperature: float, words: bool = False) -> dict[str, Any]:
+        if words:
+            raise RequestInvalid("Moonshine gives no word timestamps: drop `timestamp_granularities[]=word`, "
+                                 "or use a whisper slot", param="timestamp_granularities")
         import librosa
         import numpy as np
 

@@ -33,7 +33,7 @@ class WhisperEngine:
                                    cpu_threads=self.threads)
 
     def transcribe(self, audio: bytes, language: str | None, prompt: str | None,
-                   temperature: float) -> dict[str, Any]:
+                   temperature: float, words: bool = False) -> dict[str, Any]:
         from faster_whisper import decode_audio
 
         try:
@@ -42,13 +42,18 @@ class WhisperEngine:
             raise AudioUnsupportedFormat(f"the uploaded file is not audio hal0 can decode ({type(e).__name__})",
                                          param="file") from None
         segments, info = self._model.transcribe(samples, language=language, initial_prompt=prompt,
-                                                temperature=temperature, beam_size=1)
+                                                temperature=temperature, beam_size=1, word_timestamps=words)
+        segments = list(segments)
         segs = [{"id": i, "seek": s.seek, "start": round(s.start, 3), "end": round(s.end, 3), "text": s.text,
                  "tokens": list(s.tokens), "temperature": s.temperature, "avg_logprob": s.avg_logprob,
                  "compression_ratio": s.compression_ratio, "no_speech_prob": s.no_speech_prob}
                 for i, s in enumerate(segments)]
-        return {"task": "transcribe", "language": info.language, "duration": round(info.duration, 3),
-                "text": "".join(s["text"] for s in segs).strip(), "segments": segs}
+        out = {"task": "transcribe", "language": info.language, "duration": round(info.duration, 3),
+               "text": "".join(s["text"] for s in segs).strip(), "segments": segs}
+        if words:
+            out["words"] = [{"word": w.word.strip(), "start": round(w.start, 3), "end": round(w.end, 3),
+                             "probability": w.probability} for s in segments for w in s.words or ()]
+        return out
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/audio/transcriptions", transcriptions)
