@@ -26,6 +26,7 @@ __all__ = [
     "SlotConfig",
     "SlotsConfig",
     "UpstreamConfig",
+    "WyomingConfig",
 ]
 
 BUILTIN_SLOTS: tuple[str, ...] = ("primary", "embed", "stt", "tts", "img")
@@ -100,6 +101,18 @@ class ModelsConfig:
 
 
 @dataclass(frozen=True)
+class WyomingConfig:
+    """``[wyoming]``: Home Assistant's speech protocol on two TCP ports (it has no authentication,
+    so clients are limited to ``allow``; a non-loopback ``host`` without ``allow`` is refused)."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"  # an IP address; 0.0.0.0 or :: for every interface (needs `allow`)
+    stt_port: int = 10300
+    tts_port: int = 10200
+    allow: tuple[str, ...] = ()  # client networks (CIDR or single addresses); empty: loopback clients only
+
+
+@dataclass(frozen=True)
 class Hal0Config:
     """``hal0.toml``."""
 
@@ -110,6 +123,7 @@ class Hal0Config:
     providers: dict[str, ProviderConfig] = field(default_factory=dict)
     images: ImagesConfig = field(default_factory=ImagesConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
+    wyoming: WyomingConfig = field(default_factory=WyomingConfig)
 
 
 @dataclass(frozen=True)

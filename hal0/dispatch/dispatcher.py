@@ -3,8 +3,9 @@ slot), proxy."""
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -12,10 +13,10 @@ from aiohttp import web
 
 from hal0.config import Hal0Config
 from hal0.dispatch.h1 import H1Pool
-from hal0.dispatch.proxy import AiohttpAnswer, forward, request_headers
+from hal0.dispatch.proxy import AiohttpAnswer, Answer, error_text, forward, open_answer, request_headers
 from hal0.dispatch.resolve import DispatchView, Route, SlotView, resolve
 from hal0.dispatch.upstreams import Upstreams
-from hal0.errors import ModelNotFound, SlotUnreachable, UpstreamUnavailable
+from hal0.errors import ModelNotFound, SlotBackendError, SlotUnreachable, UpstreamUnavailable
 from hal0.models.registry import ModelEntry, Registry
 from hal0.slots import Slot, SlotChanged, SlotManager, SlotSnapshot
 
@@ -130,3 +131,54 @@ class Dispatcher:
                 request, lambda: self._pool.request(slot.config.port, "GET" if data is None else "POST",
                                                     BACKEND_PATHS.get(path, path), headers, data),
                 SlotUnreachable, f"slot {slot.name}", slot=slot.name)
+
+    @contextlib.asynccontextmanager
+    async def exchange(self, path: str, model: str | None, data: bytes | None,
+                       content_type: str) -> AsyncIterator[Answer]:
+        """One /v1 request for a caller that is not an HTTP handler (the Wyoming server), taking the
+        same way as ``handle_raw``: resolved, admitted (woken, waited for, queued, counted as
+        serving until the block ends) and sent; ``data`` None is a GET. Yields a successful answer
+        with its head in. Raises what resolution and admission raise, SlotTimeout,
+        SlotUnreachable or UpstreamUnavailable, and SlotBackendError for an error answer (its
+        ``details`` carry the backend's status and, for hal0's envelope, its code)."""
+        route = await self.route(model, path)
+        headers = [("Content-Type", content_type)]
+        if route.upstream is not None:
+            up = self.upstreams.by_name[route.upstream]
+            url, up_headers = up.url + path, {"Content-Type": content_type, **up.headers()}
+
+            async def remote() -> Answer:
+                r = await (self._session.get(url, headers=up_headers) if data is None
+                           else self._session.post(url, data=data, headers=up_headers))
+                return AiohttpAnswer(r)
+            answer = await open_answer(remote, UpstreamUnavailable, f"upstream {up.name}")
+            async with _checked(answer, f"upstream {up.name}"):
+                yield answer
+            return
+        assert route.slot is not None
+        slot = self._slots.get(route.slot)
+        async with slot.admit():
+            target = f"slot {slot.name}"
+            answer = await open_answer(
+                lambda: self._pool.request(slot.config.port, "GET" if data is None else "POST",
+                                           BACKEND_PATHS.get(path, path), headers, data),
+                SlotUnreachable, target)
+            async with _checked(answer, target):
+                yield answer
+
+
+@contextlib.asynccontextmanager
+async def _checked(answer: Answer, target: str) -> AsyncIterator[None]:
+    """Release ``answer`` at the end; an error answer becomes SlotBackendError with its message."""
+    try:
+        if answer.status >= 400:
+            text = await error_text(answer)
+            message, code = text, None
+            with contextlib.suppress(ValueError, TypeError, KeyError, AttributeError):
+                err = json.loads(text)["error"]
+                message, code = str(err["message"]), err.get("code")
+            raise SlotBackendError(f"{target} answered {answer.status}: {message or '(no body)'}", target=target,
+                                   backend_status=answer.status, backend_code=code)
+        yield
+    finally:
+        answer.release()

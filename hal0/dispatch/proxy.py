@@ -22,7 +22,8 @@ from hal0.dispatch.h1 import BackendError, BackendTimeout
 from hal0.errors import Hal0Error, SlotBackendError, SlotTimeout, envelope
 from hal0.web.http import REQUEST_ID
 
-__all__ = ["HOP_BY_HOP", "MAX_BUFFERED", "AiohttpAnswer", "Answer", "forward", "request_headers"]
+__all__ = ["HOP_BY_HOP", "MAX_BUFFERED", "AiohttpAnswer", "Answer", "error_text", "forward", "open_answer",
+           "request_headers"]
 
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
                         "trailer", "trailers", "transfer-encoding", "upgrade", "host", "content-length"})
@@ -99,7 +100,7 @@ def _is_json(content_type: str) -> bool:
     return mime == "application/json" or mime.endswith("+json")
 
 
-async def _error_text(answer: Answer) -> str:
+async def error_text(answer: Answer) -> str:
     """The start of a non-JSON error body (the rest is dropped with the connection)."""
     parts, size = [], 0
     async for chunk in answer.chunks():
@@ -122,6 +123,17 @@ async def _abort(request: web.Request, resp: web.StreamResponse, sse: bool, erro
         request.transport.close()
 
 
+async def open_answer(send: Callable[[], Awaitable[Answer]], unreachable: type[Hal0Error], target: str) -> Answer:
+    """``send()``, with its failures as hal0 errors: SlotTimeout when the answer does not start in
+    time, ``unreachable`` (a Hal0Error class) when no answer comes back."""
+    try:
+        return await send()
+    except BackendTimeout as e:
+        raise SlotTimeout(f"{target} did not start its answer: {e}", target=target) from None
+    except _RELAYED_ERRORS as e:
+        raise unreachable(f"{target} did not answer: {e}", target=target) from None
+
+
 async def forward(request: web.Request, send: Callable[[], Awaitable[Answer]],
                   unreachable: type[Hal0Error], target: str, slot: str | None = None) -> web.StreamResponse:
     """Send the request (``send``) and relay the answer as it arrives.
@@ -131,19 +143,14 @@ async def forward(request: web.Request, send: Callable[[], Awaitable[Answer]],
     SlotBackendError for an error answer that is not JSON (hal0's envelope carries its text).
     A backend that breaks off after the head went out ends in an aborted stream.
     """
-    try:
-        answer = await send()
-    except BackendTimeout as e:
-        raise SlotTimeout(f"{target} did not start its answer: {e}", target=target) from None
-    except _RELAYED_ERRORS as e:
-        raise unreachable(f"{target} did not answer: {e}", target=target) from None
+    answer = await open_answer(send, unreachable, target)
     resp: web.StreamResponse | None = None
     sse = False
     try:
         out = CIMultiDict((k, v) for k, v in answer.headers if k.lower() not in _DROP_RESPONSE)
         content_type = out.get("Content-Type", "")
         if answer.status >= 400 and not _is_json(content_type):
-            text = await _error_text(answer)
+            text = await error_text(answer)
             raise SlotBackendError(f"{target} answered {answer.status}: {text or '(no body)'}", target=target,
                                    backend_status=answer.status, body=text)
         out["X-Request-Id"] = request[REQUEST_ID]
