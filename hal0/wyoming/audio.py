@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 from wyoming.audio import AudioChunk, AudioChunkConverter, AudioFormat
 
-from hal0.errors import AudioUnsupportedFormat, RequestTooLarge
+from hal0.errors import AudioUnsupportedFormat, RequestMalformed, RequestTooLarge
 
 __all__ = ["MAX_WAV_HEAD", "SAMPLES_PER_CHUNK", "Recording", "WavStream"]
 
@@ -20,11 +20,15 @@ _WIDTHS = (1, 2, 3, 4)
 
 
 def _check_format(fmt: AudioFormat) -> None:
-    for key, value, ok in (("rate", fmt.rate, 1000 <= fmt.rate <= 384000), ("width", fmt.width, fmt.width in _WIDTHS),
-                           ("channels", fmt.channels, 1 <= fmt.channels <= 8)):
-        if isinstance(value, bool) or not isinstance(value, int) or not ok:
-            raise AudioUnsupportedFormat(f"audio {key} {value!r} is not supported (rate 1000-384000 Hz, "
-                                         "width 1-4 bytes, 1-8 channels)", param=key)
+    """Raises RequestMalformed for a rate, width or channel count that is no integer,
+    AudioUnsupportedFormat for one out of range."""
+    for key in ("rate", "width", "channels"):
+        value = getattr(fmt, key)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise RequestMalformed(f"audio {key} {value!r} is not an integer", param=key)
+    if not (1000 <= fmt.rate <= 384000 and fmt.width in _WIDTHS and 1 <= fmt.channels <= 8):
+        raise AudioUnsupportedFormat(f"audio of {fmt.rate} Hz, {fmt.width} bytes and {fmt.channels} channels is not "
+                                     "supported (rate 1000-384000 Hz, width 1-4 bytes, 1-8 channels)")
 
 
 class Recording:

@@ -14,7 +14,7 @@ import contextlib
 import json
 import logging
 import re
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
@@ -48,8 +48,8 @@ class Context:
     """What a connection needs from the service."""
 
     dispatcher: Dispatcher
-    stt_info: Callable[[], Info]
-    tts_info: Callable[[], Info]
+    stt_info: Callable[[], Awaitable[Info]]
+    tts_info: Callable[[], Awaitable[Info]]
     max_audio_bytes: int
 
 
@@ -60,13 +60,16 @@ class _BoundedReader:
     def __init__(self, reader: asyncio.StreamReader) -> None:
         self._reader = reader
         self.refused = ""
+        self.eof = False  # the client closed the connection (else a None event was unparseable)
 
     async def readline(self) -> bytes:
         try:
-            return await self._reader.readline()
+            line = await self._reader.readline()
         except ValueError:
             self.refused = f"an event header line over {MAX_LINE} bytes"
             raise
+        self.eof = not line
+        return line
 
     async def readexactly(self, n: int) -> bytes:
         if isinstance(n, bool) or not isinstance(n, int) or n > MAX_PART:
@@ -118,6 +121,8 @@ class _Connection(AsyncEventHandler):
             self._in.refused = f"a malformed event ({type(e).__name__})"
             event = None
         if event is None:
+            if not self._in.eof:
+                self._in.refused = self._in.refused or "a malformed event"
             if self._in.refused:  # else the client closed the connection
                 log.info("closing a Wyoming connection: it sent %s", self._in.refused)
                 await self.write_event(Error(text=f"hal0 closes this connection: it sent {self._in.refused}",
@@ -140,9 +145,9 @@ class _Connection(AsyncEventHandler):
         program the client selected, else the route's default slot."""
         return name or self._program
 
-    async def _describe_or_select(self, event: Event, info: Callable[[], Info]) -> bool:
+    async def _describe_or_select(self, event: Event, info: Callable[[], Awaitable[Info]]) -> bool:
         if Describe.is_type(event.type):
-            await self.write_event(info().event())
+            await self.write_event((await info()).event())
             return True
         if SelectProgram.is_type(event.type):
             self._program = _parse(SelectProgram, event).name or None

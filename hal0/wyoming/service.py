@@ -12,6 +12,7 @@ Assistant waits one second for it).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import json
 import logging
@@ -31,9 +32,10 @@ from hal0.slots.state import DISPATCHABLE
 from hal0.wyoming.handlers import MAX_LINE, Context, SttConnection, TtsConnection
 from hal0.wyoming.info import Voices, asr_info, tts_info
 
-__all__ = ["MAX_CONNECTIONS", "WyomingService", "allowed"]
+__all__ = ["MAX_CONNECTIONS", "VOICES_WAIT_S", "WyomingService", "allowed"]
 
 log = logging.getLogger("hal0.wyoming")
+VOICES_WAIT_S = 0.5  # Home Assistant gives describe one second
 MAX_CONNECTIONS = 64  # open connections across both ports; beyond it a new one is closed at once
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 _KINDS = {"stt": Modality.TRANSCRIPTION, "tts": Modality.SPEECH}
@@ -148,18 +150,24 @@ class WyomingService:
 
     # --- what describe answers -----------------------------------------------------
 
-    def stt_info(self) -> Info:
+    async def stt_info(self) -> Info:
         return asr_info(self._slots.snapshots())
 
-    def tts_info(self) -> Info:
-        """From memory; a tts slot whose voices are not known yet is asked for them (and woken)
-        in the background, so the next describe lists them."""
-        snaps = self._slots.snapshots()
-        if any(s.kind == Modality.SPEECH and s.enabled and (s.model or s.configured or s.name) not in self._voices
-               for s in snaps):
-            self._wake_for_voices = True
-            self._want_voices.set()
-        return tts_info(snaps, self._voices)
+    async def tts_info(self) -> Info:
+        """From memory. A ready tts slot whose voices are not known yet is asked for them (for
+        up to VOICES_WAIT_S); one that is not running is woken and asked in the background, so a
+        later describe lists them."""
+        for snap in self._slots.snapshots():
+            if snap.kind != Modality.SPEECH or not snap.enabled or (snap.model and snap.model in self._voices):
+                continue
+            if snap.state in DISPATCHABLE:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(VOICES_WAIT_S):
+                        await self._fetch_voices(snap.name)
+            else:
+                self._wake_for_voices = True
+                self._want_voices.set()
+        return tts_info(self._slots.snapshots(), self._voices)
 
     def _on_change(self, change: SlotChanged) -> None:
         snap = change.snapshot
