@@ -35,6 +35,14 @@ pytestmark = [pytest.mark.backends, pytest.mark.slow]
 READ_TIMEOUT = 120.0  # a first request may wake a slot
 
 
+class WyomingError(Exception):
+    """An ``error`` event where the test expected an answer."""
+
+    def __init__(self, error: Error) -> None:
+        super().__init__(f"{error.code}: {error.text}")
+        self.error = error
+
+
 def words(text: str) -> list[str]:
     return "".join(c for c in text.lower() if c.isalnum() or c.isspace()).split()
 
@@ -133,7 +141,7 @@ async def collect_audio(client: AsyncTcpClient, until: str) -> tuple[AudioStart,
         assert event is not None, "the connection closed before the audio ended"
         types.append(event.type)
         if Error.is_type(event.type):
-            raise AssertionError(Error.from_event(event))
+            raise WyomingError(Error.from_event(event))
         if AudioStart.is_type(event.type):
             start = AudioStart.from_event(event)
         elif AudioChunk.is_type(event.type):
@@ -165,7 +173,7 @@ async def transcribe(port: int, fmt: AudioStart, audio: bytes, language: str | N
         event = await client.read_event()
     assert event is not None
     if Error.is_type(event.type):
-        raise AssertionError(Error.from_event(event))
+        raise WyomingError(Error.from_event(event))
     assert Transcript.is_type(event.type), event
     return Transcript.from_event(event)
 
@@ -346,9 +354,13 @@ async def test_a_client_outside_allow_is_refused(tmp_path: Path) -> None:
 
 
 async def test_a_client_inside_allow_is_served(tmp_path: Path) -> None:
+    """... and a disabled slot answers as over HTTP: an error event with its code."""
     with served_with(tmp_path, host=HOST, allow=["192.168.0.0/16", "127.0.0.0/8"]) as (_, port):
         info = await describe(port)
-    assert [p.name for p in info.asr] == ["stt"] and not info.asr[0].installed  # the stt slot is disabled
+        assert [p.name for p in info.asr] == ["stt"] and not info.asr[0].installed  # the stt slot is disabled
+        with pytest.raises(WyomingError) as e:
+            await transcribe(port, AudioStart(16000, 2, 1), bytes(3200))
+        assert e.value.error.code == "slot.disabled" and "stt" in e.value.error.text
 
 
 async def test_a_public_host_without_allow_is_refused_loudly(tmp_path: Path) -> None:

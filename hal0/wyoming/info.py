@@ -92,7 +92,8 @@ def tts_info(snaps: Iterable[SlotSnapshot], voices: Mapping[str, Voices]) -> Inf
             names = (known.default, *(n for n in names if n != known.default))
         languages = list(KOKORO_LANGUAGES) if snap.provider == "kokoro" else ["en"]
         programs.append(TtsProgram(
-            name=snap.name, attribution=program_by, installed=snap.enabled and bool(model), version=__version__,
+            name=snap.name, attribution=program_by, installed=snap.enabled and bool(snap.model or snap.configured),
+            version=__version__,
             description=f"{snap.provider} in hal0's {snap.name} slot ({model})", supports_synthesize_streaming=True,
             voices=[TtsVoice(name=n, attribution=voice_by, installed=True, version=None,
                              description=f"{n} ({model})", languages=languages) for n in names]))
