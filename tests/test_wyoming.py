@@ -334,6 +334,20 @@ async def test_status_card_and_cli_show_the_listeners(voice: tuple[Served, str, 
             f"text-to-speech tcp://{HOST}:{tts_port}") in out.stdout
 
 
+async def test_describe_follows_the_slots(voice: tuple[Served, str, int, int]) -> None:
+    """A disabled slot's program is not installed; it keeps the voices its model had."""
+    served, token, _, tts_port = voice
+    assert len((await describe(tts_port)).tts[0].voices) == 5
+    assert (await asyncio.to_thread(served.post, "/api/slots/tts/disable", token, {}))[0] == 200
+    try:
+        program = (await describe(tts_port)).tts[0]
+        assert not program.installed and len(program.voices) == 5  # the voices its model had
+    finally:
+        assert (await asyncio.to_thread(served.post, "/api/slots/tts/enable", token, {}))[0] == 200
+        await asyncio.to_thread(served.load, "tts", token)
+    assert (await describe(tts_port)).tts[0].installed
+
+
 # --- who may connect, with a hal0 that runs no backend --------------------------------------
 
 
@@ -355,12 +369,15 @@ async def test_a_client_outside_allow_is_refused(tmp_path: Path) -> None:
 
 async def test_a_client_inside_allow_is_served(tmp_path: Path) -> None:
     """... and a disabled slot answers as over HTTP: an error event with its code."""
-    with served_with(tmp_path, host=HOST, allow=["192.168.0.0/16", "127.0.0.0/8"]) as (_, port):
+    with served_with(tmp_path, host=HOST, allow=["192.168.0.0/16", "127.0.0.0/8"]) as (s, port):
         info = await describe(port)
         assert [p.name for p in info.asr] == ["stt"] and not info.asr[0].installed  # the stt slot is disabled
         with pytest.raises(WyomingError) as e:
             await transcribe(port, AudioStart(16000, 2, 1), bytes(3200))
         assert e.value.error.code == "slot.disabled" and "stt" in e.value.error.text
+        async with connect(port) as client:  # hal0 stops while a client is connected: it ends the connection
+            assert await asyncio.to_thread(s.stop) == 0
+            assert await client.read_event() is None
 
 
 async def test_a_public_host_without_allow_is_refused_loudly(tmp_path: Path) -> None:

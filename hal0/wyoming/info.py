@@ -16,7 +16,7 @@ from hal0 import __version__
 from hal0.roles import Modality
 from hal0.slots import SlotSnapshot
 
-__all__ = ["HAL0", "Voices", "asr_info", "tts_info"]
+__all__ = ["HAL0", "Voices", "asr_info", "known_voices", "tts_info"]
 
 HAL0 = Attribution(name="hal0", url="")  # no public home page to point to
 # Who made each engine and its models (the program is hal0's slot, run by the engine).
@@ -44,6 +44,14 @@ class Voices:
 
     names: tuple[str, ...]
     default: str | None
+
+
+def known_voices(snap: SlotSnapshot, voices: Mapping[str, Voices]) -> Voices | None:
+    """The voices of what the slot runs, else of what it will load (by model id or reference)."""
+    for key in (snap.model, snap.model_ref, snap.configured):
+        if key and key in voices:
+            return voices[key]
+    return None
 
 
 def _attribution(provider: str) -> tuple[Attribution, Attribution]:
@@ -86,7 +94,7 @@ def tts_info(snaps: Iterable[SlotSnapshot], voices: Mapping[str, Voices]) -> Inf
     for snap in _of_kind(snaps, Modality.SPEECH):
         program_by, voice_by = _attribution(snap.provider)
         model = _model_name(snap)
-        known = voices.get(model)
+        known = known_voices(snap, voices)
         names = known.names if known else ()
         if known and known.default in names:  # the default voice first: clients pick the first one
             names = (known.default, *(n for n in names if n != known.default))

@@ -30,12 +30,12 @@ from hal0.roles import Modality
 from hal0.slots import SlotChanged, SlotManager
 from hal0.slots.state import DISPATCHABLE
 from hal0.wyoming.handlers import MAX_LINE, Context, SttConnection, TtsConnection
-from hal0.wyoming.info import Voices, asr_info, tts_info
+from hal0.wyoming.info import Voices, asr_info, known_voices, tts_info
 
 __all__ = ["MAX_CONNECTIONS", "VOICES_WAIT_S", "WyomingService", "allowed"]
 
 log = logging.getLogger("hal0.wyoming")
-VOICES_WAIT_S = 0.5  # Home Assistant gives describe one second
+VOICES_WAIT_S = 0.8  # Home Assistant gives describe one second
 MAX_CONNECTIONS = 64  # open connections across both ports; beyond it a new one is closed at once
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 _KINDS = {"stt": Modality.TRANSCRIPTION, "tts": Modality.SPEECH}
@@ -110,10 +110,14 @@ class WyomingService:
         """Stop listening and end every connection (an exchange in progress is cancelled)."""
         if self._unsubscribe is not None:
             self._unsubscribe()
-        await self._close_servers()
+        for server in self._servers.values():
+            server.close()
         for task in self._tasks:
             task.cancel()
-        await self._tg.__aexit__(et, exc, tb)
+        try:
+            await self._tg.__aexit__(et, exc, tb)
+        finally:
+            await self._close_servers()  # after the connections ended: wait_closed may wait for them
 
     async def _close_servers(self) -> None:
         for server in self._servers.values():
@@ -158,7 +162,7 @@ class WyomingService:
         up to VOICES_WAIT_S); one that is not running is woken and asked in the background, so a
         later describe lists them."""
         for snap in self._slots.snapshots():
-            if snap.kind != Modality.SPEECH or not snap.enabled or (snap.model and snap.model in self._voices):
+            if snap.kind != Modality.SPEECH or not snap.enabled or known_voices(snap, self._voices):
                 continue
             if snap.state in DISPATCHABLE:
                 with contextlib.suppress(TimeoutError):
@@ -172,7 +176,7 @@ class WyomingService:
     def _on_change(self, change: SlotChanged) -> None:
         snap = change.snapshot
         if snap is not None and snap.kind == Modality.SPEECH and snap.state in DISPATCHABLE \
-                and snap.model not in self._voices:
+                and not known_voices(snap, self._voices):
             self._want_voices.set()
 
     async def _voices_loop(self) -> None:
@@ -182,7 +186,7 @@ class WyomingService:
             self._want_voices.clear()
             wake, self._wake_for_voices = self._wake_for_voices, False
             for snap in self._slots.snapshots():
-                if snap.kind != Modality.SPEECH or not snap.enabled or (snap.model and snap.model in self._voices):
+                if snap.kind != Modality.SPEECH or not snap.enabled or known_voices(snap, self._voices):
                     continue
                 if snap.state in DISPATCHABLE or wake:
                     await self._fetch_voices(snap.name)
@@ -190,15 +194,16 @@ class WyomingService:
     async def _fetch_voices(self, slot: str) -> None:
         try:
             async with self._ctx.dispatcher.exchange("/v1/audio/voices", slot, None, "application/json") as answer:
-                model = self._slots.get(slot).model_id  # what answers, while it is held
+                snap = self._slots.get(slot).snapshot()  # what answers, while it is held
                 body = json.loads(await answer.read())
             names = tuple(str(v["id"]) for v in body["data"])
             default = body.get("default")
         except (Hal0Error, BackendError, ValueError, KeyError, TypeError) as e:
             log.warning("Wyoming: cannot list the voices of slot %s: %s", slot, e)
             return
-        if model:
-            self._voices[model] = Voices(names, default if isinstance(default, str) else None)
+        for key in (snap.model, snap.model_ref):
+            if key:
+                self._voices[key] = Voices(names, default if isinstance(default, str) else None)
 
     # --- status ----------------------------------------------------------------------
 
