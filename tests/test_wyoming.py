@@ -20,7 +20,7 @@ from wyoming.audio import AudioChunk, AudioChunkConverter, AudioStart, AudioStop
 from wyoming.client import AsyncTcpClient
 from wyoming.error import Error
 from wyoming.event import Event, async_read_event
-from wyoming.info import Describe, Info
+from wyoming.info import Describe, Info, SelectProgram
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeVoice
 
 from hal0.config import load_config
@@ -154,17 +154,21 @@ async def collect_audio(client: AsyncTcpClient, until: str) -> tuple[AudioStart,
             return start, bytes(audio), types
 
 
-async def synthesize(port: int, text: str, voice: str | None = None) -> tuple[AudioStart, bytes]:
+async def synthesize(port: int, text: str, voice: str | None = None,
+                     program: str | None = None) -> tuple[AudioStart, bytes]:
     async with connect(port) as client:
+        if program:
+            await client.write_event(SelectProgram(name=program).event())
         await client.write_event(Synthesize(text=text, voice=SynthesizeVoice(name=voice) if voice else None).event())
         start, audio, types = await collect_audio(client, "audio-stop")
     assert types[0] == "audio-start" and types[-1] == "audio-stop" and len(types) > 3  # streamed in chunks
     return start, audio
 
 
-async def transcribe(port: int, fmt: AudioStart, audio: bytes, language: str | None = "en") -> Transcript:
+async def transcribe(port: int, fmt: AudioStart, audio: bytes, language: str | None = "en",
+                     name: str | None = None) -> Transcript:
     async with connect(port) as client:
-        await client.write_event(Transcribe(language=language).event())
+        await client.write_event(Transcribe(name=name, language=language).event())
         await client.write_event(fmt.event())
         step = 2048 * fmt.width * fmt.channels
         for i in range(0, len(audio), step):
@@ -197,9 +201,10 @@ async def test_describe_lists_each_service_on_its_port(voice: tuple[Served, str,
 
 async def test_speech_round_trips_through_both_services(voice: tuple[Served, str, int, int]) -> None:
     _, _, stt_port, tts_port = voice
-    fmt, audio = await synthesize(tts_port, "Hello world.")
+    fmt, audio = await synthesize(tts_port, "Hello world.", program="tts")
     assert (fmt.rate, fmt.width, fmt.channels) == (24000, 2, 1) and len(audio) > 24000  # over half a second
-    heard = await transcribe(stt_port, fmt, audio)
+    model = (await describe(stt_port)).asr[0].models[0].name  # what Home Assistant sends back
+    heard = await transcribe(stt_port, fmt, audio, name=model)
     assert words(heard.text) == ["hello", "world"] and heard.language == "en"
 
 

@@ -30,6 +30,7 @@ from hal0.dispatch.dispatcher import Dispatcher
 from hal0.dispatch.h1 import BackendError
 from hal0.dispatch.multipart import encode_form
 from hal0.errors import Hal0Error, RequestInvalid, RequestMalformed, RequestTooLarge, SlotUnreachable
+from hal0.roles import Modality
 from hal0.wyoming.audio import Recording, WavStream
 
 __all__ = ["MAX_LINE", "MAX_PART", "Context", "SttConnection", "TtsConnection"]
@@ -51,6 +52,8 @@ class Context:
     stt_info: Callable[[], Awaitable[Info]]
     tts_info: Callable[[], Awaitable[Info]]
     max_audio_bytes: int
+    # The slot of a program or model name ``describe`` listed for a kind (None: not one of them).
+    slot_for: Callable[[str, Modality], str | None]
 
 
 class _BoundedReader:
@@ -140,17 +143,28 @@ class _Connection(AsyncEventHandler):
             await self.write_event(_error_event(e))
             return True
 
-    def _model(self, name: str | None) -> str | None:
+    kind: Modality
+
+    def _model(self, name: object) -> str | None:
         """What to resolve the request with: a model or program named in the request, else the
-        program the client selected, else the route's default slot."""
-        return name or self._program
+        program the client selected, else (None) the route's default slot. A name ``describe``
+        listed becomes its slot, so it works whether or not the slot runs that model now."""
+        name = name or self._program
+        if name is None:
+            return None
+        if not isinstance(name, str):
+            raise RequestMalformed(f"a program or model name must be a string, not {name!r}", param="name")
+        return self._ctx.slot_for(name, self.kind) or name
 
     async def _describe_or_select(self, event: Event, info: Callable[[], Awaitable[Info]]) -> bool:
         if Describe.is_type(event.type):
             await self.write_event((await info()).event())
             return True
         if SelectProgram.is_type(event.type):
-            self._program = _parse(SelectProgram, event).name or None
+            name = _parse(SelectProgram, event).name
+            if not isinstance(name, str):
+                raise RequestMalformed(f"a program name must be a string, not {name!r}", param="name")
+            self._program = name or None
             return True
         return False
 
@@ -167,6 +181,8 @@ def _language(language: str | None) -> str | None:
 
 class SttConnection(_Connection):
     """``transcribe`` + ``audio-start``/``-chunk``/``-stop`` → ``transcript`` (from the stt slot)."""
+
+    kind = Modality.TRANSCRIPTION
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ctx: Context) -> None:
         super().__init__(reader, writer, ctx)
@@ -233,6 +249,8 @@ class TtsConnection(_Connection):
     streaming variant: the text of ``synthesize-chunk``s is spoken sentence by sentence as it comes,
     in one audio stream, then ``synthesize-stopped``."""
 
+    kind = Modality.SPEECH
+
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ctx: Context) -> None:
         super().__init__(reader, writer, ctx)
         self._stream: SynthesizeStart | None = None  # a streamed synthesis in progress
@@ -251,7 +269,10 @@ class TtsConnection(_Connection):
         elif SynthesizeStart.is_type(event.type):
             self._stream, self._text, self._started = _parse(SynthesizeStart, event), "", False
         elif SynthesizeChunk.is_type(event.type) and self._stream is not None:
-            self._text += _parse(SynthesizeChunk, event).text
+            text = _parse(SynthesizeChunk, event).text
+            if not isinstance(text, str):
+                raise RequestMalformed("synthesize-chunk text must be a string", param="text")
+            self._text += text
             if len(self._text) > MAX_STREAM_TEXT:
                 raise RequestTooLarge(f"over {MAX_STREAM_TEXT} characters of text without the end of a sentence")
             *sentences, self._text = _SENTENCE_END.split(self._text)

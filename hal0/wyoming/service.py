@@ -65,7 +65,7 @@ class WyomingService:
                  max_audio_bytes: int) -> None:
         self._config, self._slots = config, slots
         self._networks = tuple(ipaddress.ip_network(n, strict=False) for n in config.allow)
-        self._ctx = Context(dispatcher, self.stt_info, self.tts_info, max_audio_bytes)
+        self._ctx = Context(dispatcher, self.stt_info, self.tts_info, max_audio_bytes, self._slot_for)
         self._servers: dict[str, asyncio.Server] = {}
         self._conns: set[asyncio.Task[None]] = set()
         self._tasks: set[asyncio.Task[None]] = set()  # every task of the group, cancelled at exit
@@ -142,7 +142,11 @@ class WyomingService:
                 log.warning("Wyoming: refused %s: %d connections are open already", host, MAX_CONNECTIONS)
                 writer.close()
                 return
-            task = self._tg.create_task(factory(reader, writer, self._ctx).run(), name=f"wyoming-{name}")
+            try:
+                task = self._tg.create_task(factory(reader, writer, self._ctx).run(), name=f"wyoming-{name}")
+            except RuntimeError:  # the group is shutting down: hal0 is stopping
+                writer.close()
+                return
             self._conns.add(task)
             self._tasks.add(task)
             task.add_done_callback(self._forget)
@@ -172,6 +176,12 @@ class WyomingService:
                 self._wake_for_voices = True
                 self._want_voices.set()
         return tts_info(self._slots.snapshots(), self._voices)
+
+    def _slot_for(self, name: str, kind: Modality) -> str | None:
+        for snap in self._slots.snapshots():
+            if snap.kind == kind and name in (snap.name, snap.model, snap.model_ref, snap.configured):
+                return snap.name
+        return None
 
     def _on_change(self, change: SlotChanged) -> None:
         snap = change.snapshot
