@@ -26,7 +26,7 @@ from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, Synthesize
 from hal0.config import load_config
 from hal0.errors import ConfigInvalid
 from hal0.paths import Paths
-from hal0.wyoming.service import allowed
+from hal0.wyoming.service import MAX_CONNECTIONS, allowed
 from tests.helpers.env import HAL0, free_port, hal0_env, manifest
 from tests.helpers.serve import Served, serving
 
@@ -353,6 +353,25 @@ async def test_describe_follows_the_slots(voice: tuple[Served, str, int, int]) -
     assert (await describe(tts_port)).tts[0].installed
 
 
+async def test_an_engine_that_dies_mid_speech_gives_an_error_event(voice: tuple[Served, str, int, int]) -> None:
+    """The runner is killed after its first audio went out: the client gets an error event, not
+    a hang, and its connection still answers."""
+    served, token, _, tts_port = voice
+    pid = served.get("/api/slots/tts", token)[1]["pid"]
+    async with connect(tts_port) as client:
+        await client.write_event(Synthesize(text="The quick brown fox jumps over the lazy dog. " * 20).event())
+        first = await client.read_event()
+        assert first is not None and AudioStart.is_type(first.type)
+        await asyncio.to_thread(subprocess.run, ["kill", "-9", str(pid)], check=True)
+        while (event := await client.read_event()) is not None and AudioChunk.is_type(event.type):
+            pass
+        assert event is not None and Error.is_type(event.type), event
+        assert Error.from_event(event).code == "slot.unreachable"
+        await client.write_event(Describe().event())
+        assert (event := await client.read_event()) is not None and Info.is_type(event.type)
+    await asyncio.to_thread(served.load, "tts", token)  # restarted (a load waits for it)
+
+
 # --- who may connect, with a hal0 that runs no backend --------------------------------------
 
 
@@ -380,9 +399,18 @@ async def test_a_client_inside_allow_is_served(tmp_path: Path) -> None:
         with pytest.raises(WyomingError) as e:
             await transcribe(port, AudioStart(16000, 2, 1), bytes(3200))
         assert e.value.error.code == "slot.disabled" and "stt" in e.value.error.text
-        async with connect(port) as client:  # hal0 stops while a client is connected: it ends the connection
+        async with contextlib.AsyncExitStack() as stack:  # at most MAX_CONNECTIONS at once
+            clients = []
+            for _ in range(MAX_CONNECTIONS):
+                clients.append(client := await stack.enter_async_context(connect(port)))
+                await client.write_event(Describe().event())  # answered: hal0 counts this connection
+                assert (event := await client.read_event()) is not None and Info.is_type(event.type)
+            assert await raw_exchange(port, b'{"type": "describe"}\n') == []  # closed, unanswered
+            # hal0 stops while clients are connected: it ends their connections and exits cleanly
             assert await asyncio.to_thread(s.stop) == 0
-            assert await client.read_event() is None
+            for client in clients:
+                assert await client.read_event() is None
+    assert any(f"{MAX_CONNECTIONS} connections are open already" in line for line in s.log)
 
 
 async def test_a_public_host_without_allow_is_refused_loudly(tmp_path: Path) -> None:

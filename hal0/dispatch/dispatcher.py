@@ -12,7 +12,7 @@ import aiohttp
 from aiohttp import web
 
 from hal0.config import Hal0Config
-from hal0.dispatch.h1 import H1Pool
+from hal0.dispatch.h1 import BackendError, H1Pool
 from hal0.dispatch.proxy import AiohttpAnswer, Answer, error_text, forward, open_answer, request_headers
 from hal0.dispatch.resolve import DispatchView, Route, SlotView, resolve
 from hal0.dispatch.upstreams import Upstreams
@@ -172,7 +172,9 @@ async def _checked(answer: Answer, target: str) -> AsyncIterator[None]:
     """Release ``answer`` at the end; an error answer becomes SlotBackendError with its message."""
     try:
         if answer.status >= 400:
-            text = await error_text(answer)
+            text = ""
+            with contextlib.suppress(BackendError, aiohttp.ClientError, OSError):  # broke off: no text
+                text = await error_text(answer)
             message, code = text, None
             with contextlib.suppress(ValueError, TypeError, KeyError, AttributeError):
                 err = json.loads(text)["error"]

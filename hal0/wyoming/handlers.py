@@ -18,6 +18,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
+import aiohttp
 from wyoming.asr import Transcribe, Transcript
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.error import Error
@@ -240,7 +241,7 @@ async def _read(pending: Any, what: str) -> Any:
     """Await a read of a backend's body; a break-off is SlotUnreachable."""
     try:
         return await pending
-    except BackendError as e:
+    except (BackendError, aiohttp.ClientError, OSError) as e:
         raise SlotUnreachable(f"the {what} broke off: {e}") from None
 
 
