@@ -368,7 +368,8 @@ async def test_an_engine_that_dies_mid_speech_gives_an_error_event(voice: tuple[
         assert event is not None and Error.is_type(event.type), event
         assert Error.from_event(event).code == "slot.unreachable"
         await client.write_event(Describe().event())
-        assert (event := await client.read_event()) is not None and Info.is_type(event.type)
+        event = await client.read_event()
+        assert event is not None and Info.is_type(event.type)
     await asyncio.to_thread(served.load, "tts", token)  # restarted (a load waits for it)
 
 
@@ -404,7 +405,8 @@ async def test_a_client_inside_allow_is_served(tmp_path: Path) -> None:
             for _ in range(MAX_CONNECTIONS):
                 clients.append(client := await stack.enter_async_context(connect(port)))
                 await client.write_event(Describe().event())  # answered: hal0 counts this connection
-                assert (event := await client.read_event()) is not None and Info.is_type(event.type)
+                event = await client.read_event()
+                assert event is not None and Info.is_type(event.type)
             assert await raw_exchange(port, b'{"type": "describe"}\n') == []  # closed, unanswered
             # hal0 stops while clients are connected: it ends their connections and exits cleanly
             assert await asyncio.to_thread(s.stop) == 0
