@@ -10,6 +10,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from aiohttp.typedefs import LooseHeaders
 
 from hal0.config import Hal0Config
 from hal0.dispatch.h1 import BackendError, H1Pool
@@ -111,26 +112,31 @@ class Dispatcher:
         route = await self.route(model, path)
         if route.upstream is not None:
             up = self.upstreams.by_name[route.upstream]
-            data = render(None)
             headers = request_headers(request, {"Content-Type": content_type, **up.headers()})
-
-            async def remote() -> AiohttpAnswer:
-                url = up.url + path
-                r = await (self._session.get(url, headers=headers) if data is None
-                           else self._session.post(url, data=data, headers=headers))
-                return AiohttpAnswer(r)
-            return await forward(request, remote, UpstreamUnavailable, f"upstream {up.name}")
+            return await forward(request, self._remote(up.url + path, render(None), headers),
+                                 UpstreamUnavailable, f"upstream {up.name}")
         assert route.slot is not None
         slot = self._slots.get(route.slot)
         async with slot.admit():
             if translate is not None:
                 return await translate(slot)
-            data = render(slot.model_id)
             headers = request_headers(request, {"Content-Type": content_type})
-            return await forward(
-                request, lambda: self._pool.request(slot.config.port, "GET" if data is None else "POST",
-                                                    BACKEND_PATHS.get(path, path), headers, data),
-                SlotUnreachable, f"slot {slot.name}", slot=slot.name)
+            return await forward(request, self._local(slot, path, render(slot.model_id), headers),
+                                 SlotUnreachable, f"slot {slot.name}", slot=slot.name)
+
+    def _remote(self, url: str, data: bytes | None, headers: LooseHeaders) -> Callable[[], Awaitable[Answer]]:
+        """The request to a remote upstream (``data`` None: a GET)."""
+        async def send() -> Answer:
+            r = await (self._session.get(url, headers=headers) if data is None
+                       else self._session.post(url, data=data, headers=headers))
+            return AiohttpAnswer(r)
+        return send
+
+    def _local(self, slot: Slot, path: str, data: bytes | None,
+               headers: list[tuple[str, str]]) -> Callable[[], Awaitable[Answer]]:
+        """The request to a slot's backend (``data`` None: a GET)."""
+        return lambda: self._pool.request(slot.config.port, "GET" if data is None else "POST",
+                                          BACKEND_PATHS.get(path, path), headers, data)
 
     @contextlib.asynccontextmanager
     async def exchange(self, path: str, model: str | None, data: bytes | None,
@@ -142,27 +148,20 @@ class Dispatcher:
         SlotUnreachable or UpstreamUnavailable, and SlotBackendError for an error answer (its
         ``details`` carry the backend's status and, for hal0's envelope, its code)."""
         route = await self.route(model, path)
-        headers = [("Content-Type", content_type)]
         if route.upstream is not None:
             up = self.upstreams.by_name[route.upstream]
-            url, up_headers = up.url + path, {"Content-Type": content_type, **up.headers()}
-
-            async def remote() -> Answer:
-                r = await (self._session.get(url, headers=up_headers) if data is None
-                           else self._session.post(url, data=data, headers=up_headers))
-                return AiohttpAnswer(r)
-            answer = await open_answer(remote, UpstreamUnavailable, f"upstream {up.name}")
-            async with _checked(answer, f"upstream {up.name}"):
+            headers = {"Content-Type": content_type, **up.headers()}
+            target = f"upstream {up.name}"
+            answer = await open_answer(self._remote(up.url + path, data, headers), UpstreamUnavailable, target)
+            async with _checked(answer, target):
                 yield answer
             return
         assert route.slot is not None
         slot = self._slots.get(route.slot)
         async with slot.admit():
             target = f"slot {slot.name}"
-            answer = await open_answer(
-                lambda: self._pool.request(slot.config.port, "GET" if data is None else "POST",
-                                           BACKEND_PATHS.get(path, path), headers, data),
-                SlotUnreachable, target)
+            answer = await open_answer(self._local(slot, path, data, [("Content-Type", content_type)]),
+                                       SlotUnreachable, target)
             async with _checked(answer, target):
                 yield answer
 
