@@ -58,6 +58,7 @@ def words(text: str) -> list[str]:
     ({"stt_port": 10300, "tts_port": 10300}, "wyoming.tts_port"),
     ({"allow": "10.0.0.0/8"}, "wyoming.allow"),
     ({"enabled": "yes"}, "wyoming.enabled"),
+    ({"idle_timeout_s": 0}, "wyoming.idle_timeout_s"),
 ])
 def test_an_invalid_wyoming_table_names_the_key(paths: Paths, table: dict[str, Any], key: str) -> None:
     paths.config_dir.mkdir(parents=True)
@@ -70,7 +71,8 @@ def test_an_invalid_wyoming_table_names_the_key(paths: Paths, table: dict[str, A
 
 def test_the_defaults_are_off_on_loopback_on_the_usual_ports(paths: Paths) -> None:
     wy = load_config(paths).wyoming
-    assert (wy.enabled, wy.host, wy.stt_port, wy.tts_port, wy.allow) == (False, "127.0.0.1", 10300, 10200, ())
+    assert (wy.enabled, wy.host, wy.stt_port, wy.tts_port, wy.allow, wy.idle_timeout_s) == (
+        False, "127.0.0.1", 10300, 10200, (), 300.0)
 
 
 def test_who_may_connect() -> None:
@@ -413,6 +415,17 @@ async def test_a_client_inside_allow_is_served(tmp_path: Path) -> None:
             for client in clients:
                 assert await client.read_event() is None
     assert any(f"{MAX_CONNECTIONS} connections are open already" in line for line in s.log)
+
+
+async def test_an_idle_connection_is_closed(tmp_path: Path) -> None:
+    with served_with(tmp_path, host=HOST, idle_timeout_s=0.5) as (s, port):
+        async with connect(port) as client:
+            await client.write_event(Describe().event())
+            event = await client.read_event()
+            assert event is not None and Info.is_type(event.type)
+            assert await client.read_event() is None  # then nothing: hal0 closes it
+        s.stop()
+    assert any("closing a Wyoming connection: no event for 0.5 s" in line for line in s.log)
 
 
 async def test_a_public_host_without_allow_is_refused_loudly(tmp_path: Path) -> None:

@@ -153,6 +153,8 @@ def _check_wyoming(file: str, cfg: Hal0Config) -> None:
                             f"{wy.host!r} must be an IP address (127.0.0.1, 0.0.0.0, ::)") from None
     _check_port(file, "wyoming.stt_port", wy.stt_port)
     _check_port(file, "wyoming.tts_port", wy.tts_port)
+    if wy.idle_timeout_s <= 0:
+        raise ConfigInvalid(file, "wyoming.idle_timeout_s", "must be above 0")
     if wy.stt_port == wy.tts_port:
         raise ConfigInvalid(file, "wyoming.tts_port", f"stt_port and tts_port are both {wy.stt_port}")
     for i, net in enumerate(wy.allow):

@@ -110,6 +110,7 @@ class WyomingConfig:
     stt_port: int = 10300
     tts_port: int = 10200
     allow: tuple[str, ...] = ()  # client networks (CIDR or single addresses); empty: loopback clients only
+    idle_timeout_s: float = 300.0  # a connection that sends no event for this long is closed
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,7 @@ class Context:
     stt_info: Callable[[], Awaitable[Info]]
     tts_info: Callable[[], Awaitable[Info]]
     max_audio_bytes: int
+    idle_timeout_s: float
     # The slot of a program or model name ``describe`` listed for a kind (None: not one of them).
     slot_for: Callable[[str, Modality], str | None]
 
@@ -118,7 +119,11 @@ class _Connection(AsyncEventHandler):
     async def _next(self) -> bool:
         """Read and handle one event; False ends the connection."""
         try:
-            event = await async_read_event(cast(asyncio.StreamReader, self._in))
+            async with asyncio.timeout(self._ctx.idle_timeout_s):
+                event = await async_read_event(cast(asyncio.StreamReader, self._in))
+        except TimeoutError:  # a client that vanished without closing must not hold its place for ever
+            log.info("closing a Wyoming connection: no event for %g s", self._ctx.idle_timeout_s)
+            return False
         except (ConnectionError, asyncio.IncompleteReadError):
             return False
         except Exception as e:  # the library parses without checking shapes (KeyError, AttributeError, ...)

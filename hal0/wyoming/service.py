@@ -65,7 +65,8 @@ class WyomingService:
                  max_audio_bytes: int) -> None:
         self._config, self._slots = config, slots
         self._networks = tuple(ipaddress.ip_network(n, strict=False) for n in config.allow)
-        self._ctx = Context(dispatcher, self.stt_info, self.tts_info, max_audio_bytes, self._slot_for)
+        self._ctx = Context(dispatcher, self.stt_info, self.tts_info, max_audio_bytes, config.idle_timeout_s,
+                            self._slot_for)
         self._servers: dict[str, asyncio.Server] = {}
         self._conns: set[asyncio.Task[None]] = set()
         self._tasks: set[asyncio.Task[None]] = set()  # every task of the group, cancelled at exit
