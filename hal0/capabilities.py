@@ -84,6 +84,13 @@ class CapabilityService:
     def __init__(self, paths: Paths, config: Hal0Config, registry: Registry, slots: SlotManager) -> None:
         self._paths, self._config, self._registry, self._slots = paths, config, registry, slots
         self._lock = asyncio.Lock()
+        self._details: list[Callable[[SlotSnapshot], dict[str, Any]]] = []
+
+    def add_child_detail(self, detail: Callable[[SlotSnapshot], dict[str, Any]]) -> Callable[[], None]:
+        """Show what ``detail`` says of each child's slot in its card (a service beside the slots,
+        such as Wyoming on the voice children); returns the function that stops it."""
+        self._details.append(detail)
+        return lambda: self._details.remove(detail)
 
     def _npu_visible(self) -> bool:
         """The npu card is shown only with an XDNA device (hardware.json) and the FLM runtime installed."""
@@ -102,9 +109,9 @@ class CapabilityService:
         return {card: {child: self._child_json(name, snaps.get(name)) for child, name in children.items()}
                 for card, children in cards.items()}
 
-    @staticmethod
-    def _child_json(name: str, s: SlotSnapshot | None) -> dict[str, Any]:
-        return {"slot": name, "exists": s is not None, "enabled": bool(s and s.enabled),
+    def _child_json(self, name: str, s: SlotSnapshot | None) -> dict[str, Any]:
+        extra = {k: v for detail in self._details if s is not None for k, v in detail(s).items()}
+        return {**extra, "slot": name, "exists": s is not None, "enabled": bool(s and s.enabled),
                 "state": str(s.state) if s else "offline", "provider": s.provider if s else None,
                 "backend": s.backend if s else None, "model": (s.model or s.configured) if s else None}
 

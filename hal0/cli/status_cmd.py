@@ -28,4 +28,10 @@ def run(args: argparse.Namespace, paths: Paths) -> int:
         parts = [f"{child} {c['state'] if c['enabled'] else 'disabled' if c['exists'] else 'off'}"
                  for child, c in children.items()]
         print(f"{card + ':':7} {', '.join(parts) or '-'}")
+    wy = st.get("wyoming")
+    if wy and wy["enabled"]:
+        where = wy["message"]
+        if wy["state"] == "listening":
+            where = f"speech-to-text {wy['stt']}, text-to-speech {wy['tts']}"
+        print(f"wyoming: {wy['state']}: {where}")
     return 0

@@ -141,6 +141,7 @@ def load_config(paths: Paths) -> Hal0Config:
         if not root.startswith("/") or ".." in root.split("/"):
             raise ConfigInvalid(str(file), "models.roots", f"{root!r} must be an absolute path without '..'")
     _check_ollama(str(file), cfg)
+    _check_wyoming(str(file), cfg)
     return cfg
 
 
@@ -165,6 +166,27 @@ def _check_ollama(file: str, cfg: Hal0Config) -> None:
         raise ConfigInvalid(file, "ollama.host", f"{ollama.host!r} is not a loopback address: a listener without "
                             "tokens (auth = \"off\") may only bind 127.0.0.1 or ::1; set [ollama] auth = \"on\" to "
                             "serve other hosts with hal0 tokens")
+
+
+def _check_wyoming(file: str, cfg: Hal0Config) -> None:
+    wy = cfg.wyoming
+    try:
+        ipaddress.ip_address(wy.host)
+    except ValueError:
+        raise ConfigInvalid(file, "wyoming.host",
+                            f"{wy.host!r} must be an IP address (127.0.0.1, 0.0.0.0, ::)") from None
+    _check_port(file, "wyoming.stt_port", wy.stt_port)
+    _check_port(file, "wyoming.tts_port", wy.tts_port)
+    if wy.idle_timeout_s <= 0:
+        raise ConfigInvalid(file, "wyoming.idle_timeout_s", "must be above 0")
+    if wy.stt_port == wy.tts_port:
+        raise ConfigInvalid(file, "wyoming.tts_port", f"stt_port and tts_port are both {wy.stt_port}")
+    for i, net in enumerate(wy.allow):
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            raise ConfigInvalid(file, f"wyoming.allow[{i}]",
+                                f"{net!r} is not a network (192.168.1.0/24) or an address") from None
 
 
 def load_slot(file: Path) -> SlotConfig:

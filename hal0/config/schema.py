@@ -27,6 +27,7 @@ __all__ = [
     "SlotConfig",
     "SlotsConfig",
     "UpstreamConfig",
+    "WyomingConfig",
 ]
 
 BUILTIN_SLOTS: tuple[str, ...] = ("primary", "embed", "stt", "tts", "img")
@@ -113,6 +114,19 @@ class OllamaConfig:
 
 
 @dataclass(frozen=True)
+class WyomingConfig:
+    """``[wyoming]``: Home Assistant's speech protocol on two TCP ports (it has no authentication,
+    so clients are limited to ``allow``; a non-loopback ``host`` without ``allow`` is refused)."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"  # an IP address; 0.0.0.0 or :: for every interface (needs `allow`)
+    stt_port: int = 10300
+    tts_port: int = 10200
+    allow: tuple[str, ...] = ()  # client networks (CIDR or single addresses); empty: loopback clients only
+    idle_timeout_s: float = 300.0  # a connection that sends no event for this long is closed
+
+
+@dataclass(frozen=True)
 class Hal0Config:
     """``hal0.toml``."""
 
@@ -124,6 +138,7 @@ class Hal0Config:
     images: ImagesConfig = field(default_factory=ImagesConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
     ollama: OllamaConfig = field(default_factory=OllamaConfig)
+    wyoming: WyomingConfig = field(default_factory=WyomingConfig)
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,9 @@ slot), proxy."""
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -12,11 +13,11 @@ import aiohttp
 from aiohttp import web
 
 from hal0.config import Hal0Config
-from hal0.dispatch.h1 import H1Pool
-from hal0.dispatch.proxy import OPENAI, AiohttpAnswer, Answer, Dialect, forward, request_headers, send
+from hal0.dispatch.h1 import BackendError, H1Pool
+from hal0.dispatch.proxy import OPENAI, AiohttpAnswer, Answer, Dialect, error_text, forward, request_headers, send
 from hal0.dispatch.resolve import DispatchView, Route, SlotView, resolve
 from hal0.dispatch.upstreams import Upstreams
-from hal0.errors import Hal0Error, ModelNotFound, SlotUnreachable, UpstreamUnavailable
+from hal0.errors import Hal0Error, ModelNotFound, SlotBackendError, SlotUnreachable, UpstreamUnavailable
 from hal0.models.registry import ModelEntry, Registry
 from hal0.slots import Slot, SlotChanged, SlotManager, SlotSnapshot
 
@@ -138,11 +139,38 @@ class Dispatcher:
         then let ``serve`` talk to the target: a slot's backend or a remote upstream."""
         route = await self.route(model, path)
         if route.upstream is not None:
-            return await serve(self._upstream_target(route.upstream, request))
+            return await serve(self._upstream_target(route.upstream))
         assert route.slot is not None
         slot = self._slots.get(route.slot)
         async with slot.admit():
             return await serve(self._slot_target(slot))
+
+    @contextlib.asynccontextmanager
+    async def open(self, path: str, model: str | None, data: bytes | None,
+                   content_type: str) -> AsyncIterator[Answer]:
+        """One /v1 request for a caller that is not an HTTP handler (the Wyoming server), taking the
+        same way as ``handle_raw``: resolved, admitted (woken, waited for, queued, counted as
+        serving until the block ends) and sent; ``data`` None is a GET. Yields a successful answer
+        with its head in. Raises what resolution and admission raise, SlotTimeout,
+        SlotUnreachable or UpstreamUnavailable, and SlotBackendError for an error answer (its
+        ``details`` carry the backend's status and, for hal0's envelope, its code)."""
+        headers = [("Content-Type", content_type)]
+
+        async def opened(target: Target) -> Answer:
+            return await send(lambda: target.send("GET" if data is None else "POST", path, data, headers),
+                              target.unreachable, target.label)
+        route = await self.route(model, path)
+        if route.upstream is not None:
+            target = self._upstream_target(route.upstream)
+            async with _checked(await opened(target), target.label) as answer:
+                yield answer
+            return
+        assert route.slot is not None
+        slot = self._slots.get(route.slot)
+        async with slot.admit():
+            target = self._slot_target(slot)
+            async with _checked(await opened(target), target.label) as answer:
+                yield answer
 
     def _slot_target(self, slot: Slot) -> Target:
         port = slot.config.port
@@ -151,7 +179,7 @@ class Dispatcher:
             return await self._pool.request(port, method, BACKEND_PATHS.get(path, path), headers, data)
         return Target(f"slot {slot.name}", send, SlotUnreachable, slot=slot.name, model=slot.model_id)
 
-    def _upstream_target(self, name: str, request: web.Request) -> Target:
+    def _upstream_target(self, name: str) -> Target:
         up = self.upstreams.by_name[name]
         session = self._session
 
@@ -187,3 +215,22 @@ class Target:
         headers = request_headers(request, {"Content-Type": "application/json", "Accept-Encoding": "identity"})
         data = json.dumps(body).encode()
         return await send(lambda: self.send("POST", path, data, headers), self.unreachable, self.label)
+
+
+@contextlib.asynccontextmanager
+async def _checked(answer: Answer, target: str) -> AsyncIterator[Answer]:
+    """Release ``answer`` at the end; an error answer becomes SlotBackendError with its message."""
+    try:
+        if answer.status >= 400:
+            text = ""
+            with contextlib.suppress(BackendError, aiohttp.ClientError, OSError):  # broke off: no text
+                text = await error_text(answer)
+            message, code = text, None
+            with contextlib.suppress(ValueError, TypeError, KeyError, AttributeError):
+                err = json.loads(text)["error"]
+                message, code = str(err["message"]), err.get("code")
+            raise SlotBackendError(f"{target} answered {answer.status}: {message or '(no body)'}", target=target,
+                                   backend_status=answer.status, backend_code=code)
+        yield answer
+    finally:
+        answer.release()

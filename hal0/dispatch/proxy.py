@@ -24,7 +24,7 @@ from hal0.errors import Hal0Error, SlotBackendError, SlotTimeout, envelope
 from hal0.web.http import REQUEST_ID
 
 __all__ = ["HOP_BY_HOP", "MAX_BUFFERED", "OPENAI", "RELAYED_ERRORS", "AiohttpAnswer", "Answer", "Dialect", "abort",
-           "forward", "request_headers", "send"]
+           "error_text", "forward", "request_headers", "send"]
 
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
                         "trailer", "trailers", "transfer-encoding", "upgrade", "host", "content-length"})
@@ -119,7 +119,7 @@ def _is_json(content_type: str) -> bool:
     return mime == "application/json" or mime.endswith("+json")
 
 
-async def _error_text(answer: Answer) -> str:
+async def error_text(answer: Answer) -> str:
     """The start of a non-JSON error body (the rest is dropped with the connection)."""
     parts, size = [], 0
     async for chunk in answer.chunks():
@@ -181,7 +181,7 @@ async def forward(request: web.Request, sender: Callable[[], Awaitable[Answer]],
         out = CIMultiDict((k, v) for k, v in answer.headers if k.lower() not in _DROP_RESPONSE)
         content_type = out.get("Content-Type", "")
         if answer.status >= 400 and not _is_json(content_type):
-            text = await _error_text(answer)
+            text = await error_text(answer)
             raise SlotBackendError(f"{target} answered {answer.status}: {text or '(no body)'}", target=target,
                                    backend_status=answer.status, body=text)
         out["X-Request-Id"] = request[REQUEST_ID]

@@ -3,7 +3,8 @@
 Shutdown order (aiohttp ``AppRunner.cleanup``): stop accepting connections,
 ``on_shutdown`` (close the event bus so SSE streams end), wait for in-flight
 handlers up to ``api.shutdown_timeout_s``, then the ``cleanup_ctx`` exits in
-reverse order: the slots stop in parallel (bounded), then the HTTP client closes.
+reverse order: the Wyoming listeners close (ending their connections), the slots stop in
+parallel (bounded), then the HTTP client closes.
 """
 
 from __future__ import annotations
@@ -57,10 +58,12 @@ from hal0.server.keys import (
     STARTED_AT,
     STARTED_WALL,
     TOKENS,
+    WYOMING,
 )
 from hal0.server.middleware import auth_middleware
 from hal0.slots import SlotDeps, SlotManager, Supervision
 from hal0.web.middleware import error_middleware, request_id_middleware
+from hal0.wyoming import WyomingService
 
 __all__ = ["build_app"]
 
@@ -100,6 +103,18 @@ def _slots_ctx(autostart: bool, supervision: Supervision):  # type: ignore[no-un
     return ctx
 
 
+async def _wyoming(app: web.Application) -> AsyncIterator[None]:
+    """The Wyoming listeners (when ``[wyoming]`` turns them on), on the dispatcher's path."""
+    cfg = app[CONFIG]
+    async with WyomingService(cfg.wyoming, app[DISPATCHER], app[SLOTS], cfg.api.max_body_mb * 1024 * 1024) as wy:
+        app[WYOMING] = wy
+        stop_showing = app[CAPABILITIES].add_child_detail(lambda snap: wy.card_detail(snap.kind))
+        try:
+            yield
+        finally:
+            stop_showing()
+
+
 def build_app(paths: Paths, config: Hal0Config, slots: dict[str, SlotConfig], *,
               autostart: bool = True, supervision: Supervision | None = None) -> web.Application:
     """The hal0 application for an already validated configuration."""
@@ -129,4 +144,5 @@ def build_app(paths: Paths, config: Hal0Config, slots: dict[str, SlotConfig], *,
     app.on_shutdown.append(_close_events)
     app.cleanup_ctx.append(_http_client)
     app.cleanup_ctx.append(_slots_ctx(autostart, supervision or Supervision()))
+    app.cleanup_ctx.append(_wyoming)
     return app

@@ -17,6 +17,7 @@ from hal0.models.registry import Registry
 from hal0.paths import Paths
 from hal0.slots import SlotManager
 from hal0.web.http import REQUEST_ID
+from hal0.wyoming import WyomingService
 
 __all__ = [
     "CAPABILITIES",
@@ -36,6 +37,7 @@ __all__ = [
     "STARTED_AT",
     "STARTED_WALL",
     "TOKENS",
+    "WYOMING",
 ]
 
 CONFIG = web.AppKey("config", Hal0Config)
@@ -53,5 +55,6 @@ IMAGES = web.AppKey("images", ImageService)
 CAPABILITIES = web.AppKey("capabilities", CapabilityService)
 PULLS = web.AppKey("pulls", Pulls)
 RESPONSES = web.AppKey("responses", Responses)  # stored OpenAI Responses (previous_response_id)
+WYOMING = web.AppKey("wyoming", WyomingService)
 
 REQUEST_TOKEN = web.RequestKey("token", TokenRecord)
