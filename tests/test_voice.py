@@ -133,7 +133,8 @@ def test_killing_the_runner_mid_request_gives_an_error_and_a_restart(
     status, body = result["error"]
     assert status == 502 and body["code"] == "slot.unreachable"
     deadline = 600
-    while (slot := s.get("/api/slots/stt", admin)[1])["state"] != "ready" and deadline:
+    # Until the restarted runner is ready: right after the kill the slot may still read ready (old pid).
+    while ((slot := s.get("/api/slots/stt", admin)[1])["state"] != "ready" or slot["pid"] == pid) and deadline:
         deadline -= 1
         threading.Event().wait(0.1)  # the restart runs in hal0; we watch it from outside
     assert slot["state"] == "ready" and slot["pid"] != pid
