@@ -27,7 +27,7 @@ from hal0.images.service import ImageService
 from hal0.models.pulls import Pulls
 from hal0.models.registry import Registry
 from hal0.paths import Paths
-from hal0.server import api, capabilities_api, hardware_api, models_api, slots_api, v1_api
+from hal0.server import api, capabilities_api, dashboard_api, hardware_api, models_api, slots_api, ui, v1_api
 from hal0.server.keys import (
     CAPABILITIES,
     CONFIG,
@@ -107,6 +107,9 @@ def build_app(paths: Paths, config: Hal0Config, slots: dict[str, SlotConfig], *,
     app.add_routes(v1_api.routes)
     app.add_routes(hardware_api.routes)
     app.add_routes(capabilities_api.routes)
+    app.add_routes(dashboard_api.routes)
+    app[ui.UI_FILES] = ui.load_ui()
+    app.add_routes(ui.routes)
     app.on_shutdown.append(_close_events)
     app.cleanup_ctx.append(_http_client)
     app.cleanup_ctx.append(_slots_ctx(autostart, supervision or Supervision()))

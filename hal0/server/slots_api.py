@@ -96,14 +96,17 @@ async def slot_logs(request: web.Request) -> web.StreamResponse:
         for line in slot.log.tail(lines):
             await resp.write(format_event("log", {"line": line}))
         while True:
+            # Read before waiting: lines that arrived while the last write was in flight are sent
+            # now, not after the next line. Nothing yields between an empty read and the wait.
+            seq, new = slot.log.since(seq)
+            for line in new:
+                await resp.write(format_event("log", {"line": line}))
+            if new:
+                continue
             try:
                 await asyncio.wait_for(slot.log.wait_changed(), HEARTBEAT_S)
             except TimeoutError:
                 await resp.write(b": ping\n\n")
-                continue
-            seq, new = slot.log.since(seq)
-            for line in new:
-                await resp.write(format_event("log", {"line": line}))
     except (ConnectionResetError, ConnectionError):
         pass
     return resp
