@@ -35,8 +35,9 @@ function showView() {
 
 /** Everything the admin views show, read afresh (on sign-in and on every reconnect). */
 async function reload() {
-  const [status, reg, pulls] = await Promise.all([get("/api/status"), get("/api/models"),
-    get("/api/models/pulls")]);
+  const [status, reg, pulls, tier] = await Promise.all([get("/api/status"), get("/api/models"),
+    get("/api/models/pulls"), get("/api/hardware/tier")]);
+  store.tier = tier.tier;
   store.setSlots(status.slots);
   store.caps = status.capabilities;
   store.setModels(reg.models);

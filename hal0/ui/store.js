@@ -8,6 +8,7 @@ export const store = {
   models: [],
   pulls: new Map(), // id -> job
   caps: {},
+  tier: null, // the tier table's row for this box (its reasons for disabled slots)
 
   on(topic, fn) {
     if (!listeners.has(topic)) listeners.set(topic, []);

@@ -16,7 +16,9 @@ function renderCaps() {
       const state = live ? live.state : c.state;
       const enabled = live ? live.enabled : c.enabled;
       const out = h("p", { class: "out", role: "alert" });
-      const why = live && (live.last_error || (state === "error" && live.message));
+      const seeded = !enabled && store.tier && store.tier.disabled[c.slot];
+      const why = (live && (live.last_error || (state === "error" && live.message))) || seeded
+        || (!c.exists && `enabling it sets up the ${c.slot} slot`);
       const box = h("input", { type: "checkbox", checked: enabled, id: `cap-${card}-${child}`,
         onchange: async (e) => {
           const want = e.currentTarget.checked;
@@ -33,7 +35,7 @@ function renderCaps() {
         h("label", { class: "check" }, box, ` ${child}`),
         h("span", { class: "state", dataset: { state } }, state),
         h("span", { class: "muted" }, ` ${c.model || "no model"} · ${c.provider || "?"} on ${c.backend || "?"}`),
-        why ? h("p", { class: "muted" }, `Reason: ${why}`) : null, out);
+        why ? h("p", { class: "muted" }, c.exists ? `Reason: ${why}` : `Not set up yet: ${why}.`) : null, out);
     });
     return h("article", { class: "card", "aria-labelledby": hid },
       h("h3", { id: hid }, CARD_TITLES[card] || card), h("ul", { class: "plain" }, rows));

@@ -1,0 +1,380 @@
+"""The dashboard in a real browser (Debian's Chromium through Playwright) against a real
+``hal0 serve`` with real llama-server slots. Screenshots of every view land in
+``test-artifacts/dashboard/`` (or ``$HAL0_TEST_ARTIFACTS/dashboard``), never in the repo."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import re
+import subprocess
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers.env import HAL0, REPO, free_port, hal0_env, manifest
+from tests.helpers.serve import Served, serving, setup_home
+
+pytestmark = [pytest.mark.slow, pytest.mark.backends]
+
+CHROMIUM = Path("/usr/bin/chromium")
+if not CHROMIUM.exists():
+    pytest.skip("Debian's chromium is not installed at /usr/bin/chromium (scripts/setup-backends installs it)",
+                allow_module_level=True)
+
+from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright  # noqa: E402
+
+BUILTINS = ("primary", "embed", "stt", "tts", "img")
+SETTLE_MS = 120_000  # a backend start on two shared cores; the page shows it as soon as it happens
+expect.set_options(timeout=15_000)  # generous: two shared cores; events themselves take milliseconds
+ARTIFACTS = Path(os.environ.get("HAL0_TEST_ARTIFACTS") or REPO / "test-artifacts") / "dashboard"
+
+
+def call(served: Served, method: str, path: str, token: str, body: Any = None) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(served.url + path, data, method=method,
+                                 headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(req, timeout=180) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        with e:
+            return e.code, json.loads(e.read())
+
+
+def raw(served: Served, path: str, method: str = "GET", **headers: str) -> tuple[int, dict[str, str], bytes]:
+    req = urllib.request.Request(served.url + path, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        with e:
+            return e.code, dict(e.headers), e.read()
+
+
+class Box:
+    """A served hal0 with two registered tiny chat models and a corrupt one, and two tokens."""
+
+    def __init__(self, served: Served, admin: str, inference: str) -> None:
+        self.served, self.admin, self.inference = served, admin, inference
+
+    def api(self, method: str, path: str, body: Any = None) -> Any:
+        status, out = call(self.served, method, path, self.admin, body)
+        assert status < 300, (status, out)
+        return out
+
+
+@pytest.fixture(scope="module")
+def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Box]:
+    home = tmp_path_factory.mktemp("dash")
+    m = manifest()
+    setup_home(home, m["llama_server"]["bin"], m["models"]["tiny-chat"])
+    corrupt = home / "corrupt.gguf"
+    corrupt.write_bytes(b"GGUF" + b"\0" * 64)
+    made = subprocess.run([*HAL0, "token", "create", "phone", "--json"], env=hal0_env(home), check=True,
+                          capture_output=True, text=True)
+    inference = json.loads(made.stdout)["token"]
+    admin = (home / "etc/admin.token").read_text().strip()
+    with serving(home) as s:
+        b = Box(s, admin, inference)
+        for mid, path in (("tiny-chat", m["models"]["tiny-chat"]), ("tiny-chat-b", m["models"]["tiny-chat"]),
+                          ("corrupt", str(corrupt))):
+            b.api("POST", "/api/models", {"id": mid, "path": path, "capabilities": ["chat"],
+                                          "allow_outside_roots": True})
+        b.api("POST", "/api/slots/primary/swap", {"model": "tiny-chat"})  # a registry id from the start
+        yield b
+        assert s.stop() == 0
+        assert admin not in "".join(s.log) and inference not in "".join(s.log)  # never logged
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as p:
+        yield launch(p)
+
+
+def launch(p: Playwright) -> Browser:
+    return p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1100, "height": 800})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    yield page
+    context.close()
+    assert errors == []  # no uncaught script error in any test
+
+
+def sign_in(page: Page, url: str, token: str) -> None:
+    page.goto(url + "/")
+    page.get_by_label("Token", exact=True).fill(token)
+    page.get_by_role("button", name="Sign in", exact=True).click()
+
+
+def slot_card(page: Page, name: str) -> Any:
+    return page.get_by_role("article", name=name, exact=True)
+
+
+def shot(page: Page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+# --- the files ------------------------------------------------------------------------------------
+
+
+def test_root_is_the_page_for_a_browser_and_ollamas_banner_for_anything_else(box: Box) -> None:
+    s = box.served
+    status, headers, body = raw(s, "/", Accept="text/html,application/xhtml+xml")
+    assert status == 200 and headers["Content-Type"].startswith("text/html")
+    assert b'<script type="module" src="/ui/app.js">' in body
+    assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]
+    for method in ("GET", "HEAD"):
+        status, headers, body = raw(s, "/", method)
+        assert (status, headers["Content-Type"]) == (200, "text/plain; charset=utf-8")
+        assert body == (b"Ollama is running" if method == "GET" else b"")
+    status, headers, body = raw(s, "/ui/app.js", **{"Accept-Encoding": "gzip"})
+    assert (status, headers["Content-Encoding"], headers["Content-Type"]) == (200, "gzip", "text/javascript; charset=utf-8")
+    assert b"LiveStream" in gzip.decompress(body) or b"signIn" in gzip.decompress(body)
+    status, _, _ = raw(s, "/ui/app.js", **{"If-None-Match": headers["ETag"]})
+    assert status == 304
+    status, _, body = raw(s, "/ui/%2e%2e%2fhal0.toml")
+    assert status == 404
+    status, _, body = raw(s, "/ui/missing.js")
+    assert status == 404 and json.loads(body)["error"]["code"] == "request.not_found"
+
+
+def test_the_whole_page_is_small() -> None:
+    """Every file the page loads, compressed, stays under the issue's 150 KB budget."""
+    files = [f for f in (REPO / "hal0/ui").iterdir() if f.is_file()]
+    assert {f.name for f in files} >= {"index.html", "app.js", "style.css"}
+    assert sum(len(gzip.compress(f.read_bytes(), 9)) for f in files) < 150 * 1024
+
+
+def test_the_pyz_serves_the_page(pyz: Path, tmp_path: Path) -> None:
+    """The files are package data: the zipapp carries them."""
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "HAL0_HOME": str(tmp_path / "home"),
+           "SHIV_ROOT": str(tmp_path / "shiv")}
+    subprocess.run(["python3", "-I", str(pyz), "init"], env=env, check=True, capture_output=True)
+    for name in BUILTINS:
+        toml = tmp_path / f"home/etc/slots/{name}.toml"
+        toml.write_text(toml.read_text().replace("enabled = true", "enabled = false"))
+    with serving(tmp_path / "home", argv=["python3", "-I", str(pyz)], env=env) as s:
+        for path in ("/ui/app.js", "/ui/style.css", "/ui/slots.js"):
+            status, _, body = raw(s, path)
+            assert status == 200 and body == (REPO / "hal0/ui" / path.removeprefix("/ui/")).read_bytes()
+        assert raw(s, "/", Accept="text/html")[2] == (REPO / "hal0/ui/index.html").read_bytes()
+        assert s.stop() == 0
+
+
+def test_catalogue_and_tier_routes(box: Box) -> None:
+    from hal0.hardware.seeding import box_memory, match_tier
+
+    hw = json.loads((box.served.home / "etc/hardware.json").read_text())
+    tier = box.api("GET", "/api/hardware/tier")
+    assert tier["tier"]["name"] == match_tier(hw)["name"] and tier["memory_bytes"] == box_memory(hw)
+    everything = box.api("GET", "/api/catalog")["models"]
+    fitting = box.api("GET", "/api/catalog?fits=1")["models"]
+    assert everything and all(isinstance(m["fits"], bool) for m in everything)
+    assert [m["id"] for m in fitting] == [m["id"] for m in everything if m["fits"]]
+    assert len(fitting) < len(everything)  # this box cannot hold the 30B model
+    assert call(box.served, "GET", "/api/catalog", box.inference)[0] == 403
+
+
+# --- the browser ----------------------------------------------------------------------------------
+
+
+def test_sign_in_refuses_a_wrong_token_and_shows_nothing(box: Box, page: Page) -> None:
+    sign_in(page, box.served.url, "hal0_nope_nope")
+    expect(page.get_by_role("alert").filter(has_text="not accepted")).to_be_visible()
+    expect(page.locator("article.slot")).to_have_count(0)
+    expect(page.get_by_role("navigation", name="Views")).to_be_hidden()
+    assert page.evaluate("sessionStorage.getItem('hal0.token')") is None
+    page.get_by_label("Token", exact=True).fill(box.admin)
+    page.get_by_role("button", name="Sign in", exact=True).click()
+    expect(page.locator("#conn")).to_have_text("Live")
+    expect(page.locator("article.slot")).to_have_count(len(BUILTINS))
+    assert box.admin not in page.url
+    page.reload()  # the session survives a reload of the tab
+    expect(page.locator("article.slot")).to_have_count(len(BUILTINS))
+    page.get_by_role("button", name="Sign out", exact=True).click()
+    expect(page.get_by_label("Token", exact=True)).to_be_visible()
+    expect(page.locator("article.slot")).to_have_count(0)
+
+
+def test_the_builtin_slots_are_listed_with_their_states_and_none_offers_delete(box: Box, page: Page) -> None:
+    box.served.load("primary", box.admin)
+    sign_in(page, box.served.url, box.admin)
+    for name in BUILTINS:
+        card = slot_card(page, name)
+        expect(card.locator(".state")).to_have_text("ready" if name == "primary" else "offline")
+        expect(card.get_by_role("button", name="Delete", exact=True)).to_have_count(0)
+        expect(card.get_by_role("button", name="Load", exact=True)).to_be_visible()
+    expect(slot_card(page, "primary")).to_contain_text("llama-server on cpu")
+    shot(page, "slots")
+    # a custom slot can be created and deleted
+    page.get_by_text("Create a slot").click()
+    page.get_by_label("Name").fill("scratch")
+    page.get_by_role("button", name="Create", exact=True).click()
+    card = slot_card(page, "scratch")
+    expect(card.locator(".state")).to_have_text("offline")
+    card.get_by_role("button", name="Delete", exact=True).click()
+    card.get_by_role("button", name="Confirm delete", exact=True).click()
+    expect(card).to_have_count(0)
+    assert call(box.served, "GET", "/api/slots/scratch", box.admin)[0] == 404
+
+
+def test_swap_from_the_page_shows_each_state_and_a_rollback_with_its_reason(box: Box, page: Page) -> None:
+    box.served.load("primary", box.admin)
+    sign_in(page, box.served.url, box.admin)
+    card = slot_card(page, "primary")
+    expect(card.locator(".state")).to_have_text("ready")
+    try:
+        card.get_by_label("Swap to").select_option("tiny-chat-b")
+        card.get_by_role("button", name="Swap", exact=True).click()
+        expect(card.get_by_label("primary progress")).to_have_text(
+            "ready → unloading → offline → starting → warming → ready", timeout=SETTLE_MS)
+        expect(card.get_by_role("alert")).to_have_text("Now serving tiny-chat-b.")
+        expect(card).to_contain_text("tiny-chat-b")
+        card.get_by_label("Swap to").select_option("corrupt")
+        card.get_by_role("button", name="Swap", exact=True).click()
+        alert = card.get_by_role("alert")
+        expect(alert).to_contain_text("Swap failed; rolled back to tiny-chat-b. Reason:", timeout=SETTLE_MS)
+        expect(alert).to_contain_text("exited")  # the reason: the backend died on the corrupt file
+        expect(card.locator(".state")).to_have_text("ready")
+        expect(card.get_by_label("primary progress")).to_contain_text("starting → warming → ready")
+        shot(page, "slots-rollback")
+    finally:
+        box.api("POST", "/api/slots/primary/swap", {"model": "tiny-chat"})
+
+
+def test_unload_and_load_follow_on_the_page_within_a_second(box: Box, page: Page) -> None:
+    box.served.load("primary", box.admin)
+    sign_in(page, box.served.url, box.admin)
+    state = slot_card(page, "primary").locator(".state")
+    expect(state).to_have_text("ready")
+    box.api("POST", "/api/slots/primary/unload")  # by another client: the page hears it as an event
+    expect(state).to_have_text("offline", timeout=1_000)
+    box.api("POST", "/api/slots/primary/load")
+    expect(state).to_have_text("ready", timeout=1_000)
+    slot_card(page, "primary").get_by_role("button", name="Unload", exact=True).click()  # and from the page itself
+    expect(state).to_have_text("offline", timeout=SETTLE_MS)
+    slot_card(page, "primary").get_by_role("button", name="Load", exact=True).click()
+    expect(state).to_have_text("ready", timeout=SETTLE_MS)
+    assert box.api("GET", "/api/slots/primary")["state"] == "ready"
+
+
+def test_the_chat_playground_streams_an_answer_from_primary(box: Box, page: Page) -> None:
+    box.served.load("primary", box.admin)
+    sign_in(page, box.served.url, box.admin)
+    page.get_by_role("link", name="Playground").click()
+    page.get_by_label("Model", exact=True).select_option("primary")
+    page.get_by_label("Max reply length").fill("24")
+    page.get_by_label("Message", exact=True).fill("Say hello.")
+    page.get_by_role("button", name="Send", exact=True).click()
+    answer = page.locator("#chat-log li[data-role=assistant]").last
+    expect(answer).to_have_attribute("data-done", "1", timeout=SETTLE_MS)
+    expect(page.locator("#chat-out")).to_be_empty()
+    assert int(answer.get_attribute("data-chunks") or 0) > 1  # it arrived in pieces, as it was generated
+    assert answer.locator(".text").inner_text().strip()
+    shot(page, "playground")
+
+
+def test_the_logs_view_shows_backend_lines_follows_new_ones_and_pauses(box: Box, page: Page) -> None:
+    box.served.load("primary", box.admin)
+    sign_in(page, box.served.url, box.admin)
+    page.get_by_role("link", name="Logs").click()
+    page.get_by_label("Slot", exact=True).select_option("primary")
+    log = page.get_by_role("log", name="Backend output")
+    expect(log).to_contain_text("llama_server")  # llama-server's own output
+    box.api("POST", "/api/slots/primary/unload")
+    pid = box.api("POST", "/api/slots/primary/load")["pid"]
+    expect(log).to_contain_text(f"started pid {pid}:")  # a line written after the page opened
+    shot(page, "logs")
+    page.get_by_role("button", name="Pause", exact=True).click()
+    expect(page.get_by_role("button", name="Resume", exact=True)).to_have_attribute("aria-pressed", "true")
+    box.api("POST", "/api/slots/primary/unload")
+    pid = box.api("POST", "/api/slots/primary/load")["pid"]
+    expect(log).not_to_contain_text(f"started pid {pid}:")
+    page.get_by_role("button", name="Resume", exact=True).click()
+    expect(log).to_contain_text(f"started pid {pid}:")
+
+
+def test_an_inference_token_sees_the_playground_and_no_controls(box: Box, page: Page) -> None:
+    box.served.load("primary", box.admin)
+    sign_in(page, box.served.url, box.inference)
+    expect(page.get_by_role("heading", name="Playground")).to_be_visible()
+    expect(page.locator("#conn")).to_have_text("Playground only")
+    for view in ("Slots", "Capabilities", "Models", "Logs", "Hardware"):
+        expect(page.get_by_role("link", name=view)).to_have_count(0)
+    for control in ("Load", "Unload", "Swap", "Pull", "Probe again"):
+        expect(page.get_by_role("button", name=control, exact=True)).to_have_count(0)
+    page.goto(box.served.url + "/#slots")  # typing an admin view's address shows the playground
+    expect(page.get_by_role("heading", name="Playground")).to_be_visible()
+    expect(page.locator("article.slot")).to_have_count(0)
+    page.get_by_label("Max reply length").fill("4")
+    page.get_by_label("Message", exact=True).fill("Hi")
+    page.get_by_role("button", name="Send", exact=True).click()
+    answer = page.locator("#chat-log li[data-role=assistant]").last
+    expect(answer).to_have_attribute("data-done", "1", timeout=SETTLE_MS)
+    expect(page.locator("#chat-out")).to_be_empty()
+    shot(page, "playground-inference")
+
+
+def test_every_view_renders_light_dark_and_at_360px(box: Box, browser: Browser) -> None:
+    for scheme, width in (("light", 1100), ("dark", 1100), ("light", 360), ("dark", 360)):
+        context = browser.new_context(viewport={"width": width, "height": 800}, color_scheme=scheme)  # type: ignore[arg-type]
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e, errors=errors: errors.append(str(e)))
+        sign_in(page, box.served.url, box.admin)
+        expect(page.locator("article.slot")).to_have_count(len(BUILTINS))
+        for view, ready in (("slots", "article.slot"), ("capabilities", "#cap-list article"),
+                            ("models", "#model-table tbody tr[data-model]"), ("logs", "#log-lines li"),
+                            ("hardware", "#hw-body dl"), ("playground", "#chat-form")):
+            page.get_by_role("link", name=view.capitalize()).click()
+            expect(page.locator(f"#view-{view}")).to_be_visible()
+            expect(page.locator(ready).first).to_be_visible()
+            if width == 360:  # nothing wider than a phone's screen
+                assert page.evaluate("document.documentElement.scrollWidth") <= 360, view
+            shot(page, f"{view}-{scheme}-{width}")
+        bg = page.evaluate("getComputedStyle(document.body).backgroundColor")
+        assert (bg == "rgb(15, 18, 22)") == (scheme == "dark")
+        context.close()
+        assert errors == []
+
+
+def test_the_page_reconnects_after_hal0_restarts(tmp_path: Path, browser: Browser) -> None:
+    m = manifest()
+    setup_home(tmp_path, m["llama_server"]["bin"], m["models"]["tiny-chat"])
+    toml = tmp_path / "etc/slots/primary.toml"
+    toml.write_text(toml.read_text().replace("enabled = true", "enabled = false"))  # no backend needed here
+    token = (tmp_path / "etc/admin.token").read_text().strip()
+    port = free_port()
+    page = browser.new_page()
+    try:
+        with serving(tmp_path, port=port) as s:
+            sign_in(page, s.url, token)
+            conn = page.locator("#conn")
+            expect(conn).to_have_text("Live")
+            toggle = slot_card(page, "embed").get_by_role("button", name=re.compile("^(Enable|Disable)$"))
+            expect(toggle).to_have_text("Enable")
+            assert s.stop() == 0
+            expect(conn).to_have_text("Reconnecting…")
+        with serving(tmp_path, port=port) as s:
+            expect(conn).to_have_text("Live", timeout=30_000)  # the backoff is at most 10 s
+            call(s, "POST", "/api/slots/embed/enable", token)
+            expect(toggle).to_have_text("Disable")  # an event of the new process reached the page
+            call(s, "POST", "/api/slots/embed/disable", token)
+            expect(toggle).to_have_text("Enable")
+            assert s.stop() == 0
+    finally:
+        page.close()
