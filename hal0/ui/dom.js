@@ -56,3 +56,9 @@ export async function act(button, out, fn) {
     button.disabled = false;
   }
 }
+
+/** Text that may be long (a backend's last lines): its start, the rest behind a disclosure. */
+export function longText(text, keep = 140) {
+  if (!text || text.length <= keep) return text || "";
+  return h("details", { class: "long" }, h("summary", {}, `${text.slice(0, keep)}…`), h("div", {}, text));
+}

@@ -1,6 +1,6 @@
 // The slots view: one card per slot, updated in place from events.
 import { post, del } from "./api.js";
-import { $, act, fields, fmtBytes, fmtDuration, h } from "./dom.js";
+import { $, act, fields, fmtBytes, fmtDuration, h, longText } from "./dom.js";
 import { store } from "./store.js";
 
 const LIVE = new Set(["ready", "serving", "idle"]);
@@ -17,9 +17,11 @@ function memoryText(m) {
 
 function swapFailure(e) {
   const d = e.details || {};
-  if (e.code === "slot.swap_failed" && d.rolled_back) return `Swap failed; rolled back to ${d.running}. Reason: ${d.reason}`;
-  if (e.code === "slot.swap_failed") return `Swap failed and was not rolled back. Reason: ${d.reason || e.message}`;
-  return `${e.message} (${e.code})`;
+  if (e.code === "slot.swap_failed" && d.rolled_back) {
+    return [`Swap failed; rolled back to ${d.running}. Reason: `, longText(d.reason)];
+  }
+  if (e.code === "slot.swap_failed") return ["Swap failed and was not rolled back. Reason: ", longText(d.reason || e.message)];
+  return [`${e.message} (${e.code})`];
 }
 
 function makeCard(name) {
@@ -48,6 +50,7 @@ function makeCard(name) {
     update();
     const done = await act(button, out, () => post(`/api/slots/${name}/${action}`));
     if (done) store.slotEvent({ slot: name, ...done });
+    update();
   }
 
   async function swapTo(model) {
@@ -62,10 +65,12 @@ function makeCard(name) {
       store.slotEvent({ slot: name, ...done });
       out.textContent = `Now serving ${done.model}.`;
     } catch (e) {
-      out.textContent = swapFailure(e);
+      out.replaceChildren(...swapFailure(e));
       out.classList.add("err");
     } finally {
       swapBtn.disabled = false;
+      picker.value = "";
+      update(); // the picker shows what runs now
     }
   }
 
@@ -95,13 +100,16 @@ function makeCard(name) {
       ["Uptime", up],
       ["Requests", `${s.inflight ?? 0} in flight, ${s.queued ?? 0} queued`],
       !s.enabled && ["Enabled", "no (disabled)"],
-      s.message && ["Message", s.message],
-      s.last_error && ["Last error", s.last_error],
+      s.message && ["Message", longText(s.message)],
+      s.last_error && ["Last error", longText(s.last_error)],
       s.pull && ["Pulling", `${fmtBytes(s.pull.done)} of ${fmtBytes(s.pull.total)}`],
     ]));
     const t = store.trails.get(name);
     trail.textContent = t && t.length > 1 ? t.join(" → ") : "";
     toggle.textContent = s.enabled ? "Disable" : "Enable";
+    load.disabled = !s.enabled || LIVE.has(s.state); // nothing to do: the slot serves, or may not start
+    unload.disabled = s.state === "offline";
+    restart.disabled = !s.enabled;
     remove.hidden = !!s.builtin;
     if (s.builtin) remove.remove();
     const current = picker.value || s.model_ref || s.model_configured || "";

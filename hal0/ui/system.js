@@ -34,7 +34,7 @@ function renderCaps() {
       return h("li", { class: "cap" },
         h("label", { class: "check" }, box, ` ${child}`),
         h("span", { class: "state", dataset: { state } }, state),
-        h("span", { class: "muted" }, ` ${c.model || "no model"} · ${c.provider || "?"} on ${c.backend || "?"}`),
+        c.exists && h("span", { class: "muted" }, `${c.model || "no model"} · ${c.provider || "?"} on ${c.backend || "?"}`),
         why ? h("p", { class: "muted" }, c.exists ? `Reason: ${why}` : `Not set up yet: ${why}.`) : null, out);
     });
     return h("article", { class: "card", "aria-labelledby": hid },
