@@ -119,6 +119,7 @@ function makeCard(name) {
       picker.replaceChildren(...opts.map((id) => h("option", { value: id }, id)));
       picker.value = current;
     }
+    if (!picker.value) picker.value = current;
   }
   return { el, update };
 }
