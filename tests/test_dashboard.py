@@ -379,3 +379,20 @@ def test_the_page_reconnects_after_hal0_restarts(tmp_path: Path, browser: Browse
             assert s.stop() == 0
     finally:
         page.close()
+
+
+def test_a_log_follower_does_not_hold_up_shutdown(tmp_path: Path) -> None:
+    """Regression: an open ``logs?follow=1`` stream (the dashboard's Logs view) kept its handler
+    waiting for a line that never came, so stopping hal0 waited the whole shutdown timeout."""
+    m = manifest()
+    setup_home(tmp_path, m["llama_server"]["bin"], m["models"]["tiny-chat"], shutdown_timeout_s=3600)
+    toml = tmp_path / "etc/slots/primary.toml"
+    toml.write_text(toml.read_text().replace("enabled = true", "enabled = false"))
+    token = (tmp_path / "etc/admin.token").read_text().strip()
+    with serving(tmp_path) as s:
+        req = urllib.request.Request(s.url + "/api/slots/primary/logs?follow=1",
+                                     headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(req, timeout=120) as stream:
+            assert stream.headers["Content-Type"] == "text/event-stream"
+            assert s.stop() == 0  # within the helper's 60 s, not after the hour-long timeout
+            assert stream.read() == b""  # the stream ended cleanly
