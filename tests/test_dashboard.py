@@ -4,11 +4,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 import os
 import re
 import subprocess
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -18,6 +20,7 @@ from typing import Any
 import pytest
 
 from tests.helpers.env import HAL0, REPO, free_port, hal0_env, manifest
+from tests.helpers.hub import FakeHub, Faults, fake_hub
 from tests.helpers.serve import Served, serving, setup_home
 
 pytestmark = [pytest.mark.slow, pytest.mark.backends]
@@ -69,8 +72,48 @@ class Box:
         return out
 
 
+class Hub:
+    """The local stand-in for the Hugging Face hub, run on its own loop in a thread (the
+    browser tests are synchronous). ``pulled-tiny.gguf`` stalls halfway on its first request
+    until ``release()``."""
+
+    REPO, FILE = "acme/tiny-GGUF", "pulled-tiny.gguf"
+
+    def __init__(self) -> None:
+        self.ready = threading.Event()
+        self.hub: FakeHub
+        self.loop: asyncio.AbstractEventLoop
+        self.stop: asyncio.Event
+        self.resume: asyncio.Event
+        self.thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
+
+    async def _main(self) -> None:
+        async with fake_hub() as hub:
+            self.hub, self.loop = hub, asyncio.get_running_loop()
+            self.stop, self.resume = asyncio.Event(), asyncio.Event()
+            src = Path(manifest()["models"]["tiny-chat"])
+            hub.add(self.REPO, self.FILE, src)
+            hub.faults[self.FILE] = Faults(stall_at=src.stat().st_size // 2, resume=self.resume)
+            self.ready.set()
+            await self.stop.wait()
+
+    def release(self) -> None:
+        self.loop.call_soon_threadsafe(self.resume.set)
+
+
 @pytest.fixture(scope="module")
-def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Box]:
+def hub() -> Iterator[Hub]:
+    h = Hub()
+    h.thread.start()
+    assert h.ready.wait(60)
+    yield h
+    h.release()
+    h.loop.call_soon_threadsafe(h.stop.set)
+    h.thread.join(120)
+
+
+@pytest.fixture(scope="module")
+def box(tmp_path_factory: pytest.TempPathFactory, hub: Hub) -> Iterator[Box]:
     home = tmp_path_factory.mktemp("dash")
     m = manifest()
     setup_home(home, m["llama_server"]["bin"], m["models"]["tiny-chat"])
@@ -80,7 +123,7 @@ def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Box]:
                           capture_output=True, text=True)
     inference = json.loads(made.stdout)["token"]
     admin = (home / "etc/admin.token").read_text().strip()
-    with serving(home) as s:
+    with serving(home, env=hal0_env(home, HF_ENDPOINT=hub.hub.hub_url)) as s:
         b = Box(s, admin, inference)
         for mid, path in (("tiny-chat", m["models"]["tiny-chat"]), ("tiny-chat-b", m["models"]["tiny-chat"]),
                           ("corrupt", str(corrupt))):
@@ -307,6 +350,55 @@ def test_the_logs_view_shows_backend_lines_follows_new_ones_and_pauses(box: Box,
     expect(log).not_to_contain_text(f"started pid {pid}:")
     page.get_by_role("button", name="Resume", exact=True).click()
     expect(log).to_contain_text(f"started pid {pid}:")
+
+
+def test_a_pull_shows_progress_can_be_cancelled_resumed_and_removed(box: Box, hub: Hub, page: Page) -> None:
+    sign_in(page, box.served.url, box.admin)
+    page.get_by_role("link", name="Models").click()
+    ref = f"hf://{Hub.REPO}/{Hub.FILE}"
+    page.get_by_label("Pull a model").fill(ref)
+    page.get_by_role("button", name="Pull", exact=True).click()
+    job = page.locator("#pull-list li").filter(has_text="pulled-tiny").first
+    expect(job).to_have_attribute("data-state", "running")
+    expect(job).to_contain_text(re.compile(r"of 479 KB \(\d+%\)"))  # the hub stalls halfway
+    expect(job.get_by_role("progressbar", name="pulled-tiny progress")).to_be_visible()
+    shot(page, "models-pulling")
+    job.get_by_role("button", name="Cancel", exact=True).click()
+    expect(job).to_have_attribute("data-state", "cancelled")
+    expect(page.locator("#model-table tr[data-model=pulled-tiny]")).to_have_count(0)
+    hub.release()
+    page.get_by_label("Pull a model").fill(ref)  # again: it resumes from the partial file
+    page.get_by_role("button", name="Pull", exact=True).click()
+    row = page.locator("#model-table tr[data-model=pulled-tiny]")
+    expect(row).to_contain_text("479 KB")
+    expect(row.locator("td").nth(1)).to_have_text("yes")  # verified against the hub's sha256
+    assert hub.hub.cdn_requests(Hub.FILE)[-1].headers.get("Range", "").startswith("bytes=")
+    row.get_by_role("button", name="Remove pulled-tiny").click()
+    row.get_by_role("button", name="Remove pulled-tiny").click()  # the second click confirms
+    expect(row).to_have_count(0)
+    assert all(m["id"] != "pulled-tiny" for m in box.api("GET", "/api/models")["models"])
+
+
+def test_a_capability_switch_enables_and_disables_its_slot(box: Box, page: Page) -> None:
+    sign_in(page, box.served.url, box.admin)
+    page.get_by_role("link", name="Capabilities").click()
+    card = page.get_by_role("article", name="Images")
+    switch = card.get_by_role("checkbox", name="img")
+    expect(switch).not_to_be_checked()
+    expect(card).to_contain_text("Reason: ")  # why this box's tier left it off
+    shot(page, "capabilities")
+    try:
+        switch.check()
+        expect(switch).to_be_checked()
+        assert box.api("GET", "/api/slots/img")["enabled"] is True
+        page.get_by_role("link", name="Slots").click()
+        expect(slot_card(page, "img").get_by_role("button", name="Disable", exact=True)).to_be_visible()
+        page.get_by_role("link", name="Capabilities").click()
+        switch.uncheck()
+        expect(switch).not_to_be_checked()
+        assert box.api("GET", "/api/slots/img")["enabled"] is False
+    finally:
+        box.api("POST", "/api/slots/img/disable")
 
 
 def test_an_inference_token_sees_the_playground_and_no_controls(box: Box, page: Page) -> None:

@@ -31,7 +31,7 @@ function renderRegistry() {
 
 function renderPulls() {
   const list = $("#pull-list");
-  const jobs = [...store.pulls.values()].sort((a, b) => (b.id > a.id ? 1 : -1));
+  const jobs = [...store.pulls.values()].sort((a, b) => b.id.localeCompare(a.id, undefined, { numeric: true }));
   list.replaceChildren(...jobs.map((j) => {
     const pct = j.total ? Math.round((100 * j.done) / j.total) : null;
     const bar = h("progress", { max: j.total || 1, value: j.total ? j.done : undefined, "aria-label": `${j.model} progress` });
@@ -73,6 +73,7 @@ export function mount() {
   store.on("slot", renderRegistry);
   store.on("slots", renderRegistry);
   store.on("pulls", renderPulls);
+  store.on("pulled", (job) => job && refreshRegistry().catch(() => {})); // a finished pull: a new entry
   $("#cat-fits").addEventListener("change", renderCatalog);
   $("#pull-form").addEventListener("submit", async (e) => {
     e.preventDefault();

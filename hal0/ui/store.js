@@ -60,9 +60,10 @@ export const store = {
   },
 
   pullEvent(job) {
+    const was = this.pulls.get(job.id);
     this.pulls.set(job.id, job);
     this.changed("pulls");
-    if (job.state === "done") this.changed("registry");
+    if (job.state === "done" && (!was || was.state !== "done")) this.changed("pulled", job);
   },
 
   /** Slots whose live or configured model is ``id``. */
