@@ -81,6 +81,8 @@ class Hub:
 
     def __init__(self) -> None:
         self.ready = threading.Event()
+        self.src = Path(manifest()["models"]["tiny-chat"])
+        self.half = self.src.stat().st_size // 2
         self.hub: FakeHub
         self.loop: asyncio.AbstractEventLoop
         self.stop: asyncio.Event
@@ -88,12 +90,12 @@ class Hub:
         self.thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
 
     async def _main(self) -> None:
+        src, half = self.src, self.half
         async with fake_hub() as hub:
             self.hub, self.loop = hub, asyncio.get_running_loop()
             self.stop, self.resume = asyncio.Event(), asyncio.Event()
-            src = Path(manifest()["models"]["tiny-chat"])
             hub.add(self.REPO, self.FILE, src)
-            hub.faults[self.FILE] = Faults(stall_at=src.stat().st_size // 2, resume=self.resume)
+            hub.faults[self.FILE] = Faults(stall_at=half, resume=self.resume)
             self.ready.set()
             await self.stop.wait()
 
