@@ -381,6 +381,24 @@ def test_a_pull_shows_progress_can_be_cancelled_resumed_and_removed(box: Box, hu
     assert all(m["id"] != "pulled-tiny" for m in box.api("GET", "/api/models")["models"])
 
 
+def test_a_file_on_disk_is_registered_from_the_page_and_offered_for_swaps(box: Box, page: Page) -> None:
+    sign_in(page, box.served.url, box.admin)
+    page.get_by_role("link", name="Models").click()
+    page.get_by_text("Register a file already on disk").click()
+    page.get_by_label("Model id").fill("tiny-chat-c")
+    page.get_by_label("Absolute path").fill(manifest()["models"]["tiny-chat"])
+    page.get_by_role("button", name="Register", exact=True).click()
+    expect(page.locator("#reg-out")).to_contain_text("model folders")  # refused: outside the roots
+    page.get_by_label("Outside the model folders").check()
+    page.get_by_role("button", name="Register", exact=True).click()
+    expect(page.locator("#reg-out")).to_have_text("Registered tiny-chat-c (479 KB).")
+    row = page.locator("#model-table tr[data-model=tiny-chat-c]")
+    expect(row.locator("td").nth(3)).to_have_text("—")  # used by no slot
+    page.get_by_role("link", name="Slots").click()
+    expect(slot_card(page, "primary").get_by_label("Swap to").locator("option[value=tiny-chat-c]")).to_have_count(1)
+    box.api("DELETE", "/api/models/tiny-chat-c")
+
+
 def test_a_capability_switch_enables_and_disables_its_slot(box: Box, page: Page) -> None:
     sign_in(page, box.served.url, box.admin)
     page.get_by_role("link", name="Capabilities").click()

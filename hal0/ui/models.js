@@ -75,6 +75,18 @@ export function mount() {
   store.on("pulls", renderPulls);
   store.on("pulled", (job) => job && refreshRegistry().catch(() => {})); // a finished pull: a new entry
   $("#cat-fits").addEventListener("change", renderCatalog);
+  $("#register-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const body = { id: $("#reg-id").value.trim(), path: $("#reg-path").value.trim(),
+      capabilities: [$("#reg-cap").value], allow_outside_roots: $("#reg-outside").checked };
+    const made = await act(e.submitter || $("#register-form button"), $("#reg-out"), () => post("/api/models", body));
+    if (made) {
+      $("#reg-out").textContent = `Registered ${made.id} (${fmtBytes(made.size)}).`;
+      $("#reg-id").value = "";
+      $("#reg-path").value = "";
+      await refreshRegistry();
+    }
+  });
   $("#pull-form").addEventListener("submit", async (e) => {
     e.preventDefault();
     const ref = $("#pull-ref").value.trim();
