@@ -508,3 +508,42 @@ def test_a_log_follower_does_not_hold_up_shutdown(tmp_path: Path) -> None:
             assert stream.headers["Content-Type"] == "text/event-stream"
             assert s.stop() == 0  # within the helper's 60 s, not after the hour-long timeout
             assert stream.read() == b""  # the stream ended cleanly
+
+
+def test_the_voice_playground_speaks_and_transcribes(tmp_path: Path, browser: Browser) -> None:
+    """Text -> Kokoro -> the page's audio player, and a recording -> Whisper -> text, from the page."""
+    m = manifest()
+    home = tmp_path / "home"
+    subprocess.run([*HAL0, "init", "--provider-python", f"whisper={m['whisper']['python']}",
+                    "--provider-python", f"kokoro={m['kokoro']['python']}",
+                    "--slot-provider", "stt=whisper", "--slot-model", f"stt={m['whisper']['model_dir']}",
+                    "--slot-provider", "tts=kokoro", "--slot-model", f"tts={m['kokoro']['model']}"],
+                   env=hal0_env(home), check=True, capture_output=True)
+    for name in BUILTINS:
+        toml = home / f"etc/slots/{name}.toml"
+        text = re.sub(r"^port = \d+$", f"port = {free_port()}", toml.read_text(), count=1, flags=re.M)
+        if name not in ("stt", "tts"):
+            text = text.replace("enabled = true", "enabled = false")
+        toml.write_text(text)
+    wav = tmp_path / "hello.wav"
+    subprocess.run([m["tools"]["espeak_ng"], "-w", str(wav), "hello world"], check=True)
+    token = (home / "etc/admin.token").read_text().strip()
+    page = browser.new_page()
+    try:
+        with serving(home) as s:
+            sign_in(page, s.url, token)
+            page.get_by_role("link", name="Playground").click()
+            page.get_by_label("Text to speak").fill("Hello from the dashboard.")
+            page.get_by_role("button", name="Speak", exact=True).click()
+            audio = page.locator("#tts-audio")
+            expect(audio).to_be_visible(timeout=SETTLE_MS)
+            expect(page.locator("#tts-out")).to_be_empty()
+            assert audio.evaluate("a => new Promise(ok => a.readyState >= 1 ? ok(a.duration)"
+                                  " : a.addEventListener('loadedmetadata', () => ok(a.duration)))") > 0.5
+            page.get_by_label("Audio file").set_input_files(str(wav))
+            page.get_by_role("button", name="Transcribe", exact=True).click()
+            expect(page.locator("#stt-text")).to_contain_text(re.compile("hello world", re.I), timeout=SETTLE_MS)
+            shot(page, "playground-voice")
+            assert s.stop() == 0
+    finally:
+        page.close()
