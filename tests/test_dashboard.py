@@ -510,21 +510,26 @@ def test_a_log_follower_does_not_hold_up_shutdown(tmp_path: Path) -> None:
             assert stream.read() == b""  # the stream ended cleanly
 
 
-def test_the_voice_playground_speaks_and_transcribes(tmp_path: Path, browser: Browser) -> None:
-    """Text -> Kokoro -> the page's audio player, and a recording -> Whisper -> text, from the page."""
+def test_the_media_playground_speaks_transcribes_and_draws(tmp_path: Path, browser: Browser) -> None:
+    """Text -> Kokoro -> the page's audio player, a recording -> Whisper -> text, and a prompt ->
+    ComfyUI -> a picture, all from the page."""
     m = manifest()
     home = tmp_path / "home"
     subprocess.run([*HAL0, "init", "--provider-python", f"whisper={m['whisper']['python']}",
                     "--provider-python", f"kokoro={m['kokoro']['python']}",
                     "--slot-provider", "stt=whisper", "--slot-model", f"stt={m['whisper']['model_dir']}",
-                    "--slot-provider", "tts=kokoro", "--slot-model", f"tts={m['kokoro']['model']}"],
+                    "--slot-provider", "tts=kokoro", "--slot-model", f"tts={m['kokoro']['model']}",
+                    "--provider-python", f"comfyui={m['comfyui']['python']}",
+                    "--provider-bin", f"comfyui={m['comfyui']['bin']}",
+                    "--slot-model", f"img={m['comfyui']['checkpoint']}"],
                    env=hal0_env(home), check=True, capture_output=True)
     for name in BUILTINS:
         toml = home / f"etc/slots/{name}.toml"
         text = re.sub(r"^port = \d+$", f"port = {free_port()}", toml.read_text(), count=1, flags=re.M)
-        if name not in ("stt", "tts"):
-            text = text.replace("enabled = true", "enabled = false")
-        toml.write_text(text)
+        text = re.sub(r'^backend = ".*"$', 'backend = "cpu"', text, count=1, flags=re.M)
+        text = text.replace("threads = 0", "threads = 2")
+        enabled = "true" if name in ("stt", "tts", "img") else "false"
+        toml.write_text(re.sub(r"^enabled = .*$", f"enabled = {enabled}", text, count=1, flags=re.M))
     wav = tmp_path / "hello.wav"
     subprocess.run([m["tools"]["espeak_ng"], "-w", str(wav), "hello world"], check=True)
     token = (home / "etc/admin.token").read_text().strip()
@@ -543,7 +548,13 @@ def test_the_voice_playground_speaks_and_transcribes(tmp_path: Path, browser: Br
             page.get_by_label("Audio file").set_input_files(str(wav))
             page.get_by_role("button", name="Transcribe", exact=True).click()
             expect(page.locator("#stt-text")).to_contain_text(re.compile("hello world", re.I), timeout=SETTLE_MS)
-            shot(page, "playground-voice")
+            page.get_by_label("Prompt").fill("a lighthouse at dusk")
+            page.get_by_label("Size").fill("64x64")  # the CPU draws a bigger one in minutes
+            page.get_by_role("button", name="Generate", exact=True).click()
+            picture = page.get_by_role("img", name="a lighthouse at dusk")
+            expect(picture).to_be_visible(timeout=SETTLE_MS)
+            assert picture.evaluate("i => [i.naturalWidth, i.naturalHeight]") == [64, 64]
+            shot(page, "playground-media")
             assert s.stop() == 0
     finally:
         page.close()

@@ -148,9 +148,15 @@ export function mount() {
     const prompt = $("#img-prompt").value.trim();
     if (!prompt) return;
     act(e.submitter, $("#img-out"), async () => {
-      const resp = await request("POST", "/v1/images/generations",
-        { prompt, size: $("#img-size").value, response_format: "b64_json", n: 1 });
-      const data = await resp.json();
+      $("#img-status").textContent = "Drawing… (minutes on a CPU)";
+      let data;
+      try {
+        const resp = await request("POST", "/v1/images/generations",
+          { prompt, size: $("#img-size").value.trim(), response_format: "b64_json", n: 1 });
+        data = await resp.json();
+      } finally {
+        $("#img-status").textContent = "";
+      }
       const img = $("#img-out-img");
       img.src = `data:image/png;base64,${data.data[0].b64_json}`;
       img.alt = prompt;
