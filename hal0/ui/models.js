@@ -8,8 +8,13 @@ async function refreshRegistry() {
   store.changed("registry");
 }
 
+let registryKey = "";
+
 function renderRegistry() {
   const body = $("#model-table tbody");
+  const key = JSON.stringify(store.models.map((m) => [m.id, m.size, m.verified, m.source, store.usedBy(m.id)]));
+  if (key === registryKey) return; // a slot event that changes nothing here (a request's serving flip)
+  registryKey = key;
   body.replaceChildren(...store.models.map((m) => {
     const out = h("span", { class: "out", role: "alert" });
     const rm = h("button", { type: "button", class: "danger", "aria-label": `Remove ${m.id}`, onclick: async (e) => {

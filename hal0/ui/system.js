@@ -7,29 +7,40 @@ import { store } from "./store.js";
 
 const CARD_TITLES = { embed: "Embeddings and rerank", voice: "Voice", img: "Images", npu: "NPU" };
 
+let capsKey = "";
+const capErrors = new Map(); // "card/child" -> why the last change failed
+
 function renderCaps() {
   const list = $("#cap-list");
+  // Redraw only when something shown changed (not on every request's serving flip), and keep
+  // the keyboard's place.
+  const key = JSON.stringify([store.caps, Object.values(store.caps || {}).flatMap((kids) => Object.values(kids))
+    .map((c) => store.slots.get(c.slot)).map((s) => s && [s.state, s.enabled, s.last_error, s.message])]);
+  if (key === capsKey) return;
+  capsKey = key;
+  const focused = document.activeElement && document.activeElement.id;
   list.replaceChildren(...Object.entries(store.caps || {}).map(([card, children]) => {
     const hid = `cap-${card}-h`;
     const rows = Object.entries(children).map(([child, c]) => {
       const live = store.slots.get(c.slot);
       const state = live ? live.state : c.state;
       const enabled = live ? live.enabled : c.enabled;
-      const out = h("p", { class: "out", role: "alert" });
+      const ck = `${card}/${child}`;
+      const out = h("p", { class: "out err", role: "alert" }, capErrors.get(ck) || "");
       const seeded = !enabled && store.tier && store.tier.disabled[c.slot];
       const why = (live && (live.last_error || (state === "error" && live.message))) || seeded
         || (!c.exists && `enabling it sets up the ${c.slot} slot`);
       const box = h("input", { type: "checkbox", checked: enabled, id: `cap-${card}-${child}`,
         onchange: async (e) => {
           const want = e.currentTarget.checked;
-          const done = await act(e.currentTarget, out,
+          const scratch = h("p");
+          capErrors.delete(ck);
+          const done = await act(e.currentTarget, scratch,
             () => post(`/api/capabilities/${card}/${child}`, { enabled: want }));
-          if (!done) {
-            e.currentTarget.checked = !want;
-            out.textContent = `Cannot ${want ? "enable" : "disable"} ${child}: ${out.textContent}`;
-          } else {
-            store.caps[card][child] = done;
-          }
+          if (done) store.caps[card][child] = done;
+          else capErrors.set(ck, `Cannot ${want ? "enable" : "disable"} ${child}: ${scratch.textContent}`);
+          capsKey = ""; // the list may have been redrawn meanwhile: draw it again with the outcome
+          renderCaps();
         } });
       return h("li", { class: "cap" },
         h("label", { class: "check" }, box, ` ${child}`),
@@ -40,6 +51,7 @@ function renderCaps() {
     return h("article", { class: "card", "aria-labelledby": hid },
       h("h3", { id: hid }, CARD_TITLES[card] || card), h("ul", { class: "plain" }, rows));
   }));
+  if (focused && document.getElementById(focused)) document.getElementById(focused).focus();
 }
 
 // --- logs -----------------------------------------------------------------------------------
