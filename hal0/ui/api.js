@@ -52,12 +52,13 @@ export const del = (path, opts) => json("DELETE", path, undefined, opts);
 
 /** Read a text/event-stream body: calls onEvent(type, data, id) for each event.
  *  Resolves when the stream ends; rejects when it breaks or ``signal`` aborts. */
-export async function readSSE(resp, onEvent) {
+export async function readSSE(resp, onEvent, onChunk = () => {}) {
   const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
   let buf = "";
   for (;;) {
     const { value, done } = await reader.read();
     if (done) return;
+    onChunk();
     buf += value;
     let cut;
     while ((cut = buf.search(/\r?\n\r?\n/)) >= 0) {
@@ -103,20 +104,28 @@ export class LiveStream {
   async loop() {
     let delay = 500;
     while (!this.stopped) {
-      this.ctrl = new AbortController();
+      const ctrl = this.ctrl = new AbortController();
+      // hal0 sends a ping every 15 s: a stream silent for 45 s is dead (a laptop that slept,
+      // a network that went away without a reset), so drop it and connect again.
+      let watchdog = null;
+      const alive = () => { clearTimeout(watchdog); watchdog = setTimeout(() => ctrl.abort(), 45000); };
       try {
+        alive();
         const resp = await request("GET", this.path, undefined,
-          { signal: this.ctrl.signal, headers: { Accept: "text/event-stream" } });
+          { signal: ctrl.signal, headers: { Accept: "text/event-stream" } });
         delay = 500;
         this.onStatus("live");
         await this.onOpen();
-        await readSSE(resp, this.onEvent);
+        await readSSE(resp, this.onEvent, alive);
       } catch (e) {
         if (this.stopped) return;
         if (e instanceof ApiError && (e.status === 401 || e.status === 403)) {
           this.onAuthError(e);
           return;
         }
+      } finally {
+        clearTimeout(watchdog);
+        ctrl.abort(); // whatever happened, this connection is done with
       }
       if (this.stopped) return;
       this.onStatus("reconnecting");
