@@ -24,7 +24,7 @@ from hal0.server.access import public
 __all__ = ["UI_FILES", "UI_SUFFIXES", "StaticFile", "load_ui", "routes"]
 
 routes = web.RouteTableDef()
-UI_SUFFIXES = (".html", ".js", ".css", ".svg", ".png")
+UI_SUFFIXES = (".html", ".js", ".css", ".svg")  # keep in step with pyproject's package-data
 OLLAMA_BANNER = "Ollama is running"
 # The page loads nothing from elsewhere and is never framed; media comes from blob: URLs the
 # playground makes, images from hal0's own /v1/files or data: URLs.
@@ -42,8 +42,12 @@ _PAGE_HEADERS = {
 class StaticFile:
     body: bytes
     gzipped: bytes
-    etag: str
+    etag: str  # of the body; the gzipped copy is another representation with its own tag
     content_type: str
+
+    @property
+    def etag_gzip(self) -> str:
+        return self.etag[:-1] + '-gz"'
 
 
 def _static(data: bytes, name: str) -> StaticFile:
@@ -73,14 +77,17 @@ def _file(request: web.Request, name: str) -> StaticFile:
 
 
 def _serve(request: web.Request, f: StaticFile) -> web.Response:
-    headers = {"ETag": f.etag, "Cache-Control": "no-cache", "Vary": "Accept, Accept-Encoding", **_PAGE_HEADERS}
-    if f.etag in request.headers.get("If-None-Match", ""):
+    """``f`` gzipped when the client takes gzip; 304 when it already has this version."""
+    gz = "gzip" in request.headers.get("Accept-Encoding", "")
+    etag = f.etag_gzip if gz else f.etag
+    # no-cache: the browser revalidates each time, so a new hal0's page is picked up at once
+    headers = {"ETag": etag, "Cache-Control": "no-cache", "Vary": "Accept, Accept-Encoding", **_PAGE_HEADERS}
+    if etag in request.headers.get("If-None-Match", ""):
         return web.Response(status=304, headers=headers)
     headers["Content-Type"] = f.content_type
-    if "gzip" in request.headers.get("Accept-Encoding", ""):
+    if gz:
         headers["Content-Encoding"] = "gzip"
-        return web.Response(body=f.gzipped, headers=headers)
-    return web.Response(body=f.body, headers=headers)
+    return web.Response(body=f.gzipped if gz else f.body, headers=headers)
 
 
 @routes.get("/")
