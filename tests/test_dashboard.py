@@ -293,6 +293,10 @@ def test_swap_from_the_page_shows_each_state_and_a_rollback_with_its_reason(box:
             "ready → unloading → offline → starting → warming → ready", timeout=SETTLE_MS)
         expect(card.get_by_role("alert")).to_have_text("Now serving tiny-chat-b.")
         expect(card).to_contain_text("tiny-chat-b")
+        box.api("POST", "/v1/chat/completions", {"model": "primary", "max_tokens": 2,
+                                                 "messages": [{"role": "user", "content": "hi"}]})
+        expect(card.get_by_label("primary progress")).to_have_text(  # requests after it are not part of it
+            "ready → unloading → offline → starting → warming → ready")
         card.get_by_label("Swap to").select_option("corrupt")
         card.get_by_role("button", name="Swap", exact=True).click()
         alert = card.get_by_role("alert")

@@ -50,6 +50,7 @@ function makeCard(name) {
     update();
     const done = await act(button, out, () => post(`/api/slots/${name}/${action}`));
     if (done) store.slotEvent({ slot: name, ...done });
+    store.endTrail(name);
     update();
   }
 
@@ -68,6 +69,7 @@ function makeCard(name) {
       out.replaceChildren(...swapFailure(e));
       out.classList.add("err");
     } finally {
+      store.endTrail(name);
       swapBtn.disabled = false;
       picker.value = "";
       update(); // the picker shows what runs now
@@ -104,8 +106,8 @@ function makeCard(name) {
       s.last_error && ["Last error", longText(s.last_error)],
       s.pull && ["Pulling", `${fmtBytes(s.pull.done)} of ${fmtBytes(s.pull.total)}`],
     ]));
-    const t = store.trails.get(name);
-    trail.textContent = t && t.length > 1 ? t.join(" → ") : "";
+    const t = store.trail(name);
+    trail.textContent = t.length > 1 ? t.join(" → ") : "";
     toggle.textContent = s.enabled ? "Disable" : "Enable";
     load.disabled = !s.enabled || LIVE.has(s.state); // nothing to do: the slot serves, or may not start
     unload.disabled = s.state === "offline";

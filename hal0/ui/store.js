@@ -42,8 +42,9 @@ export const store = {
     const old = this.slots.get(ev.slot) || {};
     const { slot, prev, ts, ...snap } = ev;
     this.slots.set(slot, { ...old, ...snap });
-    const trail = this.trails.get(slot);
-    if (trail && prev !== undefined && trail[trail.length - 1] !== snap.state) trail.push(snap.state);
+    const t = this.trails.get(slot);
+    if (t && t.open && prev !== undefined && t.states[t.states.length - 1] !== snap.state) t.states.push(snap.state);
+    if (t && t.open && t.until === snap.state) t.open = false;
     this.changed("slot", slot);
   },
 
@@ -56,7 +57,28 @@ export const store = {
   /** Start recording the states a slot passes through (a swap, a load...). */
   beginTrail(name) {
     const s = this.slots.get(name);
-    this.trails.set(name, s ? [s.state] : []);
+    this.trails.set(name, { states: s ? [s.state] : [], open: true, until: null });
+  },
+
+  /** The action answered: stop recording once its final state has come in as an event too
+   *  (the answer can overtake the event stream), or after a few seconds without it. */
+  endTrail(name) {
+    const t = this.trails.get(name);
+    const final = this.slots.get(name)?.state;
+    if (!t || !t.open) return;
+    if (t.states.length > 1 && t.states[t.states.length - 1] === final) { t.open = false; return; }
+    t.until = final;
+    setTimeout(() => {
+      if (!t.open) return;
+      t.open = false;
+      if (final && t.states[t.states.length - 1] !== final) t.states.push(final);
+      this.changed("slot", name);
+    }, 3000);
+  },
+
+  /** The states recorded since the last action began ([] if none). */
+  trail(name) {
+    return this.trails.get(name)?.states || [];
   },
 
   pullEvent(job) {
