@@ -259,6 +259,25 @@ def test_sign_in_refuses_a_wrong_token_and_shows_nothing(box: Box, page: Page) -
     expect(page.locator("article.slot")).to_have_count(0)
 
 
+def test_the_page_works_from_the_keyboard(box: Box, page: Page) -> None:
+    page.goto(box.served.url + "/")
+    expect(page.get_by_label("Token", exact=True)).to_be_focused()  # ready to type at once
+    page.keyboard.type(box.admin)
+    page.keyboard.press("Enter")
+    expect(page.locator("article.slot")).to_have_count(len(BUILTINS))
+    page.get_by_role("link", name="Logs").focus()
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", name="Logs")).to_be_visible()
+    page.keyboard.press("Tab")  # the first control of the view, in document order
+    page.keyboard.press("Tab")
+    page.keyboard.press("Tab")
+    expect(page.get_by_label("Slot", exact=True)).to_be_focused()
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("button", name="Pause", exact=True)).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("button", name="Resume", exact=True)).to_have_attribute("aria-pressed", "true")
+
+
 def test_the_builtin_slots_are_listed_with_their_states_and_none_offers_delete(box: Box, page: Page) -> None:
     box.served.load("primary", box.admin)
     sign_in(page, box.served.url, box.admin)
