@@ -148,3 +148,20 @@ def test_the_media_playground_speaks_transcribes_and_draws(tmp_path: Path, brows
             assert s.stop() == 0
     finally:
         page.close()
+
+
+def test_with_auth_off_the_page_needs_no_token(tmp_path: Path, browser: Browser) -> None:
+    m = manifest()
+    setup_home(tmp_path, m["llama_server"]["bin"], m["models"]["tiny-chat"], auth='"off"')
+    toml = tmp_path / "etc/slots/primary.toml"
+    toml.write_text(toml.read_text().replace("enabled = true", "enabled = false"))
+    page = browser.new_page()
+    try:
+        with serving(tmp_path) as s:
+            page.goto(s.url + "/")
+            expect(page.locator("article.slot")).to_have_count(len(BUILTINS))
+            expect(page.get_by_label("Token", exact=True)).to_be_hidden()
+            expect(page.locator("#conn")).to_have_text("Live")
+            assert s.stop() == 0
+    finally:
+        page.close()

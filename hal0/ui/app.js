@@ -114,8 +114,13 @@ function main() {
   $("#signout").addEventListener("click", () => signedOut("Signed out."));
   window.addEventListener("hashchange", showView);
   const saved = session.token;
-  if (saved !== null) signIn(saved);
-  else $("#token").focus();
+  if (saved !== null) {
+    signIn(saved);
+    return;
+  }
+  $("#token").focus();
+  // With [api] auth = "off" there is nothing to type: go straight in.
+  fetch("/api/status", { cache: "no-store" }).then((r) => { if (r.ok && scope === null) signIn(""); }, () => {});
 }
 
 main();
