@@ -25,10 +25,10 @@ function renderRegistry() {
     const used = store.usedBy(m.id);
     return h("tr", { dataset: { model: m.id } },
       h("th", { scope: "row" }, m.id),
-      h("td", {}, fmtBytes(m.size)),
-      h("td", {}, m.verified ? "yes" : "no"),
-      h("td", { class: "src" }, m.source || m.path),
-      h("td", {}, used.length ? used.join(", ") : "—"),
+      h("td", { "data-label": "Size" }, fmtBytes(m.size)),
+      h("td", { "data-label": "Verified" }, m.verified ? "yes" : "no"),
+      h("td", { class: "src", "data-label": "Source" }, m.source || m.path),
+      h("td", { "data-label": "Used by" }, used.length ? used.join(", ") : "—"),
       h("td", {}, rm, out));
   }));
   if (!store.models.length) body.append(h("tr", {}, h("td", { colspan: 6 }, "No models registered yet.")));
@@ -62,8 +62,10 @@ async function renderCatalog() {
   body.replaceChildren(...data.models.map((m) => {
     const pull = h("button", { type: "button", "aria-label": `Pull ${m.id}`, disabled: m.on_disk || have.has(m.id),
       onclick: (e) => act(e.currentTarget, $("#pull-out"), () => startPull(m.id)) }, m.on_disk || have.has(m.id) ? "On disk" : "Pull");
-    return h("tr", {}, h("th", { scope: "row" }, m.id), h("td", {}, m.kind), h("td", {}, fmtBytes(m.size)),
-      h("td", {}, `${m.memory_gb} GB${m.fits === false ? " (too large)" : ""}`), h("td", {}, m.description), h("td", {}, pull));
+    return h("tr", {}, h("th", { scope: "row" }, m.id), h("td", { "data-label": "Kind" }, m.kind),
+      h("td", { "data-label": "Size" }, fmtBytes(m.size)),
+      h("td", { "data-label": "Memory" }, `${m.memory_gb} GB${m.fits === false ? " (too large)" : ""}`),
+      h("td", {}, m.description), h("td", {}, pull));
   }));
 }
 
