@@ -165,7 +165,7 @@ function renderHardware(hw, t) {
 export function mount() {
   store.on("slot", renderCaps);
   store.on("slots", () => { renderCaps(); renderLogSlots(); });
-  store.on("slot", (name) => { if (!name) renderLogSlots(); });
+  store.on("slot", renderLogSlots); // a new slot joins the list; otherwise nothing is redrawn
   $("#log-slot").addEventListener("change", () => startFollowing($("#log-slot").value));
   $("#log-pause").addEventListener("click", (e) => {
     paused = !paused;
