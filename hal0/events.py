@@ -75,6 +75,7 @@ class EventBus:
     def __init__(self) -> None:
         self._subscribers: set[Subscription] = set()
         self._ids = itertools.count(1)
+        self._closed = asyncio.Event()
 
     def publish(self, kind: str, data: dict[str, Any]) -> Event:
         event = Event(next(self._ids), kind, data)
@@ -91,6 +92,11 @@ class EventBus:
         """End every subscription (at shutdown, so SSE handlers return)."""
         for sub in self._subscribers:
             sub._close()
+        self._closed.set()
+
+    async def wait_closed(self) -> None:
+        """Block until ``close()``: other streams (log following) end with the event streams."""
+        await self._closed.wait()
 
     @property
     def subscriber_count(self) -> int:

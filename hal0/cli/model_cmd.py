@@ -189,14 +189,13 @@ def _import(api: ApiClient, args: argparse.Namespace) -> int:
 def _box_memory(paths: Paths) -> int | None:
     """The most a model can use here: the primary GPU's memory, or system memory, whichever is
     larger (hardware.json); None before the probe has run."""
-    from hal0.hardware.seeding import memory_for
+    from hal0.hardware.seeding import box_memory
 
     try:
         hw = json.loads(paths.hardware_json.read_text())
     except (OSError, ValueError):
         return None
-    known = [m for m in (memory_for(hw, "gpu"), memory_for(hw, "cpu")) if m]
-    return max(known) if known else None
+    return box_memory(hw)
 
 
 def _catalog(api: ApiClient, args: argparse.Namespace, paths: Paths) -> int:

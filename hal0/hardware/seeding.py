@@ -13,7 +13,7 @@ from typing import Any
 from hal0.config.defaults import builtin_slot
 from hal0.config.schema import BUILTIN_SLOTS, SlotConfig
 
-__all__ = ["Seed", "gpu_gib", "match_tier", "memory_for", "rerank_model", "seed_slots", "tiers"]
+__all__ = ["Seed", "box_memory", "gpu_gib", "match_tier", "memory_for", "rerank_model", "seed_slots", "tiers"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,13 @@ def memory_for(hw: dict[str, Any], backend: str) -> int | None:
         known = [b for b in (mem.get("total_bytes"), mem.get("cgroup_limit_bytes")) if b]
         return min(known) if known else None
     return int(gpu_gib(hw) * 2**30) or None
+
+
+def box_memory(hw: dict[str, Any]) -> int | None:
+    """The most a model can use here: the primary GPU's memory or system memory, whichever is
+    larger; None when the probe knew neither."""
+    known = [m for m in (memory_for(hw, "gpu"), memory_for(hw, "cpu")) if m]
+    return max(known) if known else None
 
 
 def _holds(when: dict[str, Any], hw: dict[str, Any]) -> bool:

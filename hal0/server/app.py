@@ -34,12 +34,14 @@ from hal0.server import (
     anthropic_api,
     api,
     capabilities_api,
+    dashboard_api,
     hardware_api,
     model_status_api,
     models_api,
     ollama_api,
     responses_api,
     slots_api,
+    ui,
     v1_api,
 )
 from hal0.server.keys import (
@@ -141,6 +143,9 @@ def build_app(paths: Paths, config: Hal0Config, slots: dict[str, SlotConfig], *,
     app.add_routes(hardware_api.routes)
     app.add_routes(capabilities_api.routes)
     app.add_routes(ollama_api.routes)
+    app.add_routes(dashboard_api.routes)
+    app[ui.UI_FILES] = ui.load_ui()
+    app.add_routes(ui.routes)
     app.on_shutdown.append(_close_events)
     app.cleanup_ctx.append(_http_client)
     app.cleanup_ctx.append(_slots_ctx(autostart, supervision or Supervision()))

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from hal0.errors import RequestInvalid
 from hal0.server.api import slot_json
-from hal0.server.keys import SLOTS
+from hal0.server.keys import EVENTS, SLOTS
 from hal0.server.sse import HEARTBEAT_S, format_event, open_sse
 from hal0.slots import Slot
 from hal0.web.http import json_response, read_json
@@ -91,19 +91,40 @@ async def slot_logs(request: web.Request) -> web.StreamResponse:
     if request.query.get("follow") not in ("1", "true"):
         return json_response({"slot": slot.name, "lines": slot.log.tail(lines)})
     resp = await open_sse(request)
-    seq, _ = slot.log.since(0)
+    closing = asyncio.ensure_future(request.app[EVENTS].wait_closed())
     try:
-        for line in slot.log.tail(lines):
-            await resp.write(format_event("log", {"line": line}))
-        while True:
-            try:
-                await asyncio.wait_for(slot.log.wait_changed(), HEARTBEAT_S)
-            except TimeoutError:
-                await resp.write(b": ping\n\n")
-                continue
-            seq, new = slot.log.since(seq)
+        await _follow(resp, slot, lines, closing)
+    except (ConnectionResetError, ConnectionError):
+        pass  # the client went away
+    finally:
+        closing.cancel()
+    return resp
+
+
+async def _follow(resp: web.StreamResponse, slot: Slot, lines: int, closing: asyncio.Future[None]) -> None:
+    """Write the tail, then each new line, until the server shuts down (``closing``)."""
+    seq, _ = slot.log.since(0)
+    for line in slot.log.tail(lines):
+        await resp.write(format_event("log", {"line": line}))
+    while not closing.done():
+        nxt = asyncio.ensure_future(_next_lines(slot, seq))
+        try:
+            await asyncio.wait((nxt, closing), timeout=HEARTBEAT_S, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            nxt.cancel()  # a no-op once it is done
+        if nxt.done() and not nxt.cancelled():
+            seq, new = nxt.result()
             for line in new:
                 await resp.write(format_event("log", {"line": line}))
-    except (ConnectionResetError, ConnectionError):
-        pass
-    return resp
+        elif not closing.done():
+            await resp.write(b": ping\n\n")
+
+
+async def _next_lines(slot: Slot, seq: int) -> tuple[int, list[str]]:
+    """The lines after ``seq``, waiting for one if there is none yet. The read and the start of
+    the wait happen in one step, so a line appended in between cannot be missed."""
+    while True:
+        seq, new = slot.log.since(seq)
+        if new:
+            return seq, new
+        await slot.log.wait_changed()
