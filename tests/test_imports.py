@@ -48,7 +48,7 @@ LAYERS: tuple[frozenset[str], ...] = tuple(frozenset(layer.split()) for layer in
     "providers bootstrap",  # how each backend is launched and probed; `hal0 init`
     "slots",  # owners, processes, the gate, the change channel
     "dispatch capabilities",  # /v1 routing and proxying; the capability service
-    "images",  # the OpenAI <-> ComfyUI translation
+    "images metrics",  # the OpenAI <-> ComfyUI translation; Prometheus metrics from the slots and the relay
     "server",  # the aiohttp application
     "cli",
     "__main__",

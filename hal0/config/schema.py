@@ -19,6 +19,7 @@ __all__ = [
     "DispatcherConfig",
     "Hal0Config",
     "ImagesConfig",
+    "MetricsConfig",
     "ModelSection",
     "ModelsConfig",
     "ProviderConfig",
@@ -100,6 +101,15 @@ class ModelsConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """``[metrics]``: ``GET /metrics`` in the Prometheus text format."""
+
+    enabled: bool = True  # false: no route answers (404) and no request pays for accounting
+    loopback_without_token: bool = False  # true: a scrape from 127.0.0.1/::1 needs no token
+    backend_timeout_s: float = 1.0  # how long a scrape waits for each llama-server slot's own /metrics
+
+
+@dataclass(frozen=True)
 class Hal0Config:
     """``hal0.toml``."""
 
@@ -110,6 +120,7 @@ class Hal0Config:
     providers: dict[str, ProviderConfig] = field(default_factory=dict)
     images: ImagesConfig = field(default_factory=ImagesConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,9 @@ slot), proxy."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -12,10 +14,11 @@ from aiohttp import web
 
 from hal0.config import Hal0Config
 from hal0.dispatch.h1 import H1Pool
+from hal0.dispatch.observe import Observer, Relay
 from hal0.dispatch.proxy import AiohttpAnswer, forward, request_headers
 from hal0.dispatch.resolve import DispatchView, Route, SlotView, resolve
 from hal0.dispatch.upstreams import Upstreams
-from hal0.errors import ModelNotFound, SlotUnreachable, UpstreamUnavailable
+from hal0.errors import Hal0Error, ModelNotFound, SlotUnreachable, UpstreamUnavailable
 from hal0.models.registry import ModelEntry, Registry
 from hal0.slots import Slot, SlotChanged, SlotManager, SlotSnapshot
 
@@ -33,9 +36,10 @@ def _slot_view(snap: SlotSnapshot) -> SlotView:
 
 class Dispatcher:
     def __init__(self, config: Hal0Config, slots: SlotManager, registry: Registry, upstreams: Upstreams,
-                 session: aiohttp.ClientSession) -> None:
+                 session: aiohttp.ClientSession, observer: Observer | None = None) -> None:
         self._config, self._slots, self._registry, self.upstreams = config, slots, registry, upstreams
         self._session = session
+        self._observer = observer  # None ([metrics] enabled = false): requests pay for nothing
         self._pool = H1Pool(head_timeout_s=config.slots.response_head_timeout_s)  # keep-alive to the slots
         self._slot_views = {snap.name: _slot_view(snap) for snap in slots.snapshots()}
         self._unsubscribe = slots.changes.subscribe(self._on_change)
@@ -121,6 +125,25 @@ class Dispatcher:
             return await forward(request, remote, UpstreamUnavailable, f"upstream {up.name}")
         assert route.slot is not None
         slot = self._slots.get(route.slot)
+        if self._observer is None:
+            return await self._to_slot(request, slot, path, render, content_type, translate, None)
+        started, relay, status = time.perf_counter(), Relay(), 500
+        try:
+            resp = await self._to_slot(request, slot, path, render, content_type, translate, relay)
+            status = resp.status
+            return resp
+        except Hal0Error as e:
+            status = e.status
+            raise
+        except asyncio.CancelledError:
+            status = 499  # the client left before the answer ended
+            raise
+        finally:
+            self._observer.finished(slot.name, path, status, started, relay)
+
+    async def _to_slot(self, request: web.Request, slot: Slot, path: str,
+                       render: Callable[[str | None], bytes | None], content_type: str,
+                       translate: Serve | None, relay: Relay | None) -> web.StreamResponse:
         async with slot.admit():
             if translate is not None:
                 return await translate(slot)
@@ -129,4 +152,4 @@ class Dispatcher:
             return await forward(
                 request, lambda: self._pool.request(slot.config.port, "GET" if data is None else "POST",
                                                     BACKEND_PATHS.get(path, path), headers, data),
-                SlotUnreachable, f"slot {slot.name}", slot=slot.name)
+                SlotUnreachable, f"slot {slot.name}", slot=slot.name, relay=relay)

@@ -11,6 +11,7 @@ from hal0.config import Hal0Config, SlotConfig
 from hal0.dispatch.dispatcher import Dispatcher
 from hal0.events import EventBus
 from hal0.images.service import ImageService
+from hal0.metrics import Metrics
 from hal0.models.pulls import Pulls
 from hal0.models.registry import Registry
 from hal0.paths import Paths
@@ -24,6 +25,7 @@ __all__ = [
     "EVENTS",
     "HTTP",
     "IMAGES",
+    "METRICS",
     "PATHS",
     "PULLS",
     "REGISTRY",
@@ -50,5 +52,6 @@ DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 IMAGES = web.AppKey("images", ImageService)
 CAPABILITIES = web.AppKey("capabilities", CapabilityService)
 PULLS = web.AppKey("pulls", Pulls)
+METRICS = web.AppKey("metrics", Metrics)  # absent when [metrics] enabled = false
 
 REQUEST_TOKEN = web.RequestKey("token", TokenRecord)
