@@ -17,6 +17,7 @@ from prometheus_client import (
     GCCollector,
     PlatformCollector,
     ProcessCollector,
+    disable_created_metrics,
     generate_latest,
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -68,6 +69,7 @@ class _Live:
 
 class Metrics:
     def __init__(self, config: MetricsConfig) -> None:
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series beside every counter (process-wide; hal0 is the process)
         self.config = config
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
