@@ -69,7 +69,8 @@ class _Live:
 
 class Metrics:
     def __init__(self, config: MetricsConfig) -> None:
-        disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series beside every counter (process-wide; hal0 is the process)
+        # No *_created series beside every counter (a process-wide switch; hal0 is the process).
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.config = config
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)

@@ -176,8 +176,8 @@ http {{ access_log off; upstream b {{ server 127.0.0.1:{backend}; keepalive 128;
             text = cfg.read_text()
             assert "[metrics]\nenabled = true" in text
             cfg.write_text(text.replace("[metrics]\nenabled = true", "[metrics]\nenabled = false"))
-        for name in ("primary", "embed", "stt", "tts", "img"):
-            toml = home / f"etc/slots/{name}.toml"
+        for builtin in ("primary", "embed", "stt", "tts", "img"):
+            toml = home / f"etc/slots/{builtin}.toml"
             toml.write_text(toml.read_text().replace("enabled = true", "enabled = false"))
         (home / "etc/slots/bench.toml").write_text(
             f'name = "bench"\nport = {_free_port()}\nbackend = "cpu"\nmax_inflight = 256\nmax_queue = 256\n'
