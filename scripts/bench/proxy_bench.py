@@ -136,9 +136,14 @@ class Targets:
         _wait_port(port, proc)
         return proc
 
-    def start(self) -> None:
+    def start(self, metrics_only: bool = False) -> None:
+        """Every target; ``metrics_only``: just hal0 with metrics on and off."""
         backend = _free_port()
         self.spawn([sys.executable, str(HERE / "synthetic_backend.py"), "--port", str(backend)], backend)
+        if metrics_only:
+            self.start_hal0("hal0", metrics=True)
+            self.start_hal0("hal0-nometrics", metrics=False)
+            return
         self.ports["direct"] = backend
         port = _free_port()
         self.spawn([sys.executable, str(HERE / "minimal_proxy.py"), "--port", str(port), "--upstream",
@@ -227,16 +232,19 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--access-log", action="store_true", help="keep hal0's access log on (off by default "
                         "here: it is the one per-request cost that is not routing, auth or accounting)")
+    parser.add_argument("--metrics-only", action="store_true", help="only hal0 with [metrics] on and off, "
+                        "alternating which goes first, for a steadier ratio on a busy machine")
     args = parser.parse_args()
     results: dict[tuple[str, str], list[dict[str, Any]]] = {}
     cpu: dict[tuple[str, str], list[float]] = {}  # (scenario, hal0 target) -> CPU s per request or chunk
     with tempfile.TemporaryDirectory() as d:
         targets = Targets(Path(d), args.access_log)
         try:
-            targets.start()
-            for _ in range(args.rounds):
+            targets.start(args.metrics_only)
+            for i in range(args.rounds):
                 for scen, conc, stream, count, seconds in SCENARIOS:
-                    for name, port in targets.ports.items():
+                    order = list(targets.ports.items())
+                    for name, port in order if not args.metrics_only or i % 2 == 0 else order[::-1]:
                         pid = targets.pids.get(name)
                         cpu0 = cpu_seconds(pid) if pid else 0.0
                         r = run_load(port, targets.tokens.get(name, ""), conc, stream, count, seconds)
@@ -247,13 +255,19 @@ def main() -> None:
             rss = {name: rss_mib(pid) for name, pid in targets.pids.items()}
         finally:
             targets.stop()
-    report(results, cpu, rss, list(targets.ports))
+    if not args.metrics_only:
+        report(results, cpu, rss, list(targets.ports))
+    report_metrics(results, cpu, rss)
+
+
+def _med(results: dict[tuple[str, str], list[dict[str, Any]]], scen: str, name: str, key: str) -> float:
+    return statistics.median(r[key] for r in results[(scen, name)])
 
 
 def report(results: dict[tuple[str, str], list[dict[str, Any]]], cpu: dict[tuple[str, str], list[float]],
            rss: dict[str, float], names: list[str]) -> None:
     def med(scen: str, name: str, key: str) -> float:
-        return statistics.median(r[key] for r in results[(scen, name)])
+        return _med(results, scen, name, key)
 
     print(f"\n{'scenario':14} {'target':12} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>9} {'TTFC ms':>8} "
           f"{'chunks/s':>10} {'vs direct':>10} {'truncated':>9}")
@@ -278,16 +292,27 @@ def report(results: dict[tuple[str, str], list[dict[str, Any]]], cpu: dict[tuple
         base = med(scen, "direct", "ttfc")
         print(f"added TTFC at {scen}: " + ", ".join(
             f"{name} {(med(scen, name, 'ttfc') - base) * 1e3:.3f} ms" for name in names[1:]))
-    for name in ("hal0", "hal0-nometrics"):
+
+
+def report_metrics(results: dict[tuple[str, str], list[dict[str, Any]]], cpu: dict[tuple[str, str], list[float]],
+                   rss: dict[str, float]) -> None:
+    """hal0 with [metrics] on against off: medians, and the median of each round's own ratio."""
+    on, off = "hal0", "hal0-nometrics"
+    for name in (on, off):
         print(f"{name} CPU per request (json c=16): {statistics.median(cpu['json c=16', name]) * 1e6:.0f} us; "
               f"per streamed chunk (stream c=16): {statistics.median(cpu['stream c=16', name]) * 1e6:.1f} us; "
               f"RSS after the load: {rss[name]:.1f} MiB")
-    print("\nmetrics on (hal0) / off (hal0-nometrics), goal: within 5 %:")
-    for scen, _, stream, _, _ in SCENARIOS:
-        on, off = med(scen, "hal0", "rps"), med(scen, "hal0-nometrics", "rps")
-        c_on, c_off = (statistics.median(cpu[scen, n]) for n in ("hal0", "hal0-nometrics"))
-        print(f"  {scen:12} throughput {on / off:.3f}x   CPU per {'chunk' if stream else 'request'} "
-              f"{c_on / c_off:.3f}x   p50 {med(scen, 'hal0', 'p50') / med(scen, 'hal0-nometrics', 'p50'):.3f}x")
+    print(f"\nmetrics on / off (goal: within 5 %); medians, then the median of the per-round ratios\n"
+          f"{'scenario':14} {'p50 ms on':>10} {'p50 ms off':>10} {'req/s on':>9} {'req/s off':>9} "
+          f"{'req/s on/off':>12} {'CPU on/off':>10} {'p50 on/off':>10}")
+    for scen, *_ in SCENARIOS:
+        def paired(values: dict[str, list[float]]) -> float:
+            return statistics.median(a / b for a, b in zip(values[on], values[off], strict=True))
+        rps = {n: [r["rps"] for r in results[(scen, n)]] for n in (on, off)}
+        p50 = {n: [r["p50"] for r in results[(scen, n)]] for n in (on, off)}
+        print(f"{scen:14} {_med(results, scen, on, 'p50') * 1e3:10.3f} {_med(results, scen, off, 'p50') * 1e3:10.3f} "
+              f"{_med(results, scen, on, 'rps'):9.0f} {_med(results, scen, off, 'rps'):9.0f} "
+              f"{paired(rps):11.3f}x {paired({n: cpu[scen, n] for n in (on, off)}):9.3f}x {paired(p50):9.3f}x")
 
 
 if __name__ == "__main__":
