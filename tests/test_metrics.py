@@ -100,7 +100,7 @@ def test_request_stats_count_codes_durations_and_tokens() -> None:
             return stats.families()
 
     from prometheus_client import generate_latest
-    found = samples(generate_latest(Registry()).decode())  # type: ignore[arg-type]
+    found = samples(generate_latest(Registry()).decode())
     chat = {"slot": "primary", "route": "/v1/chat/completions"}
     assert value(found, "hal0_slot_requests_total", **chat, code="200") == 2
     assert value(found, "hal0_slot_requests_total", **chat, code="429") == 1
