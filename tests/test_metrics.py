@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import os
@@ -28,13 +29,17 @@ from hal0.bootstrap import init_tree
 from hal0.config import load_config, load_slots
 from hal0.config.schema import MetricsConfig
 from hal0.dispatch.observe import Relay
-from hal0.errors import SlotSwapFailed
+from hal0.errors import ModelChecksumMismatch, SlotSwapFailed
+from hal0.events import EventBus
 from hal0.metrics import Metrics, RequestStats, usage_of
 from hal0.metrics.llama import relabel
+from hal0.models.pulls import Pulls
+from hal0.models.registry import Registry as ModelRegistry
 from hal0.paths import Paths
 from hal0.server.app import build_app
 from hal0.slots import SlotState
 from tests.helpers.env import HAL0, free_port, hal0_env, manifest
+from tests.helpers.hub import Faults, fake_hub
 from tests.helpers.serve import Served, sdk, serving, setup_home
 from tests.helpers.slots import fake_bin, llama_bin, slot_config, slot_manager
 
@@ -313,6 +318,28 @@ async def test_swaps_by_result(paths: Paths, tmp_path: Path) -> None:
         # the ready llama-server's own metrics, with the slot label
         assert value(found, "hal0_slot_backend_metrics_up", slot="chat") == 1
         assert ("llamacpp:prompt_tokens_total", frozenset({("slot", "chat")})) in found
+
+
+@pytest.mark.backends
+async def test_pull_bytes_and_results(paths: Paths) -> None:
+    """A clean pull counts its bytes and `done`; a corrupted one `failed` (over a local hub)."""
+    tiny = Path(manifest()["models"]["tiny-chat"])
+    size = (await asyncio.to_thread(tiny.stat)).st_size
+    metrics = Metrics(MetricsConfig())
+    async with fake_hub() as hub, aiohttp.ClientSession() as session, \
+            Pulls(paths, ModelRegistry(paths), session, EventBus(), {"HF_ENDPOINT": hub.hub_url}) as pulls:
+        stop = metrics.watch_pulls(pulls)
+        hub.add("acme/tiny-GGUF", "tiny-chat.gguf", tiny)
+        hub.add("acme/bad-GGUF", "bad.gguf", tiny)
+        hub.faults["bad.gguf"] = Faults(corrupt=True)
+        await pulls.pull("hf://acme/tiny-GGUF/tiny-chat.gguf")
+        with pytest.raises(ModelChecksumMismatch):
+            await pulls.pull("hf://acme/bad-GGUF/bad.gguf")
+        stop()
+        found = await _scrape(metrics)
+    assert value(found, "hal0_pulls_total", result="done") == 1
+    assert value(found, "hal0_pulls_total", result="failed") == 1
+    assert value(found, "hal0_pull_bytes_total") == 2 * size  # the bad one came whole, then failed
 
 
 # --- end to end: hal0 serve, the real llama-server, the OpenAI SDK and a real Prometheus ------------
