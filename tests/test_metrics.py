@@ -88,6 +88,7 @@ def test_usage_from_bodies_and_stream_ends() -> None:
     assert usage_of(b'{"usage":{"prompt_tokens":"many","completion_tokens":-3}}') == (0, 0)
     assert usage_of(b'{"usage":{"prompt_tokens":1, "completion') is None  # cut short: nothing, no error
     assert usage_of(b"\x00\xff RIFF audio") is None
+    assert usage_of(b'{"usage":' + b'{"":' * 2000 + b"1" + b"}" * 2000 + b"}") is None  # too deep: ignored
 
 
 def test_request_stats_count_codes_durations_and_tokens() -> None:

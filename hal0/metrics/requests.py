@@ -68,7 +68,7 @@ def _object_after(data: bytes, key: bytes) -> dict[str, object] | None:
         return None
     try:
         value, _ = _DECODER.raw_decode(data[start:start + 4096].decode("utf-8", "replace"))
-    except ValueError:
+    except (ValueError, RecursionError):  # a backend's garbage costs its usage, never the request
         return None
     return value if isinstance(value, dict) else None
 
