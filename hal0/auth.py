@@ -26,10 +26,10 @@ import tomli_w
 from hal0.atomic import atomic_write
 from hal0.errors import AuthInvalid, ConfigInvalid
 
-__all__ = ["Scope", "TokenRecord", "TokenStore", "create_token", "list_tokens", "revoke_token"]
+__all__ = ["SCOPES", "Scope", "TokenRecord", "TokenStore", "create_token", "list_tokens", "revoke_token"]
 
-Scope = Literal["admin", "inference"]
-SCOPES: tuple[Scope, ...] = ("admin", "inference")
+Scope = Literal["admin", "inference", "metrics"]
+SCOPES: tuple[Scope, ...] = ("admin", "inference", "metrics")  # metrics: GET /metrics only
 
 
 @dataclass(frozen=True)

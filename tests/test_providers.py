@@ -40,7 +40,8 @@ BIN = ProviderConfig(bin="/opt/llama/llama-server", env={"GGML_X": "1"})
 def test_launch_on_cpu_binds_loopback_and_offloads_nothing() -> None:
     spec = LlamaServer().launch(slot(env={"FOO": "bar"}), MODEL, BIN, Path("/nonexistent"))
     assert spec.argv == ("/opt/llama/llama-server", "--model", "/models/q.gguf", "--host", "127.0.0.1",
-                         "--port", "8081", "--alias", "qwen3-4b", "--ctx-size", "4096", "--n-gpu-layers", "0")
+                         "--port", "8081", "--alias", "qwen3-4b", "--ctx-size", "4096", "--n-gpu-layers", "0",
+                         "--metrics")
     assert spec.env["FOO"] == "bar" and spec.env["GGML_X"] == "1"
     assert spec.env["LD_LIBRARY_PATH"] == "/opt/llama"
 

@@ -158,11 +158,14 @@ def build_parser() -> argparse.ArgumentParser:
     runner_cli.add_parser(sub, common)
     sub.choices["runner"].set_defaults(func=_runner_cmd)
 
+    from hal0.auth import SCOPES
+
     t = add("token", _client("token_cmd"), "manage API tokens")
     tsub = t.add_subparsers(dest="token_command", required=True, metavar="ACTION")
     tc = tsub.add_parser("create", help="mint a token (shown once)", parents=[common])
     tc.add_argument("name")
-    tc.add_argument("--scope", choices=["admin", "inference"], default="inference")
+    tc.add_argument("--scope", choices=SCOPES, default="inference",
+                    help="admin: everything; inference: /v1; metrics: GET /metrics only")
     tsub.add_parser("list", help="list tokens (never their secrets)", parents=[common])
     tr = tsub.add_parser("revoke", help="revoke a token by id", parents=[common])
     tr.add_argument("id")

@@ -137,6 +137,8 @@ def load_config(paths: Paths) -> Hal0Config:
         raise ConfigInvalid(str(file), "images.public_url", "must be an http(s) URL")
     if cfg.images.cache_max_files < 1 or cfg.images.cache_max_mb < 1:
         raise ConfigInvalid(str(file), "images.cache_max_files", "cache_max_files and cache_max_mb must be >= 1")
+    if not 0 < cfg.metrics.backend_timeout_s <= 60:
+        raise ConfigInvalid(str(file), "metrics.backend_timeout_s", "must be above 0 and at most 60")
     for root in cfg.models.roots:
         if not root.startswith("/") or ".." in root.split("/"):
             raise ConfigInvalid(str(file), "models.roots", f"{root!r} must be an absolute path without '..'")

@@ -19,6 +19,7 @@ __all__ = [
     "DispatcherConfig",
     "Hal0Config",
     "ImagesConfig",
+    "MetricsConfig",
     "ModelSection",
     "ModelsConfig",
     "OllamaConfig",
@@ -127,6 +128,15 @@ class WyomingConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """``[metrics]``: ``GET /metrics`` in the Prometheus text format."""
+
+    enabled: bool = True  # false: no route answers (404) and no request pays for accounting
+    loopback_without_token: bool = False  # true: a scrape from 127.0.0.1/::1 needs no token
+    backend_timeout_s: float = 1.0  # how long a scrape waits for each llama-server slot's own /metrics
+
+
+@dataclass(frozen=True)
 class Hal0Config:
     """``hal0.toml``."""
 
@@ -139,6 +149,7 @@ class Hal0Config:
     models: ModelsConfig = field(default_factory=ModelsConfig)
     ollama: OllamaConfig = field(default_factory=OllamaConfig)
     wyoming: WyomingConfig = field(default_factory=WyomingConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,10 @@ slot), proxy."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -14,6 +16,7 @@ from aiohttp import web
 
 from hal0.config import Hal0Config
 from hal0.dispatch.h1 import BackendError, H1Pool
+from hal0.dispatch.observe import Observer, Relay
 from hal0.dispatch.proxy import OPENAI, AiohttpAnswer, Answer, Dialect, error_text, forward, request_headers, send
 from hal0.dispatch.resolve import DispatchView, Route, SlotView, resolve
 from hal0.dispatch.upstreams import Upstreams
@@ -37,9 +40,10 @@ def _slot_view(snap: SlotSnapshot) -> SlotView:
 
 class Dispatcher:
     def __init__(self, config: Hal0Config, slots: SlotManager, registry: Registry, upstreams: Upstreams,
-                 session: aiohttp.ClientSession) -> None:
+                 session: aiohttp.ClientSession, observer: Observer | None = None) -> None:
         self._config, self._slots, self._registry, self.upstreams = config, slots, registry, upstreams
         self._session = session
+        self._observer = observer  # None ([metrics] enabled = false): requests pay for nothing
         self._pool = H1Pool(head_timeout_s=config.slots.response_head_timeout_s)  # keep-alive to the slots
         self._slot_views = {snap.name: _slot_view(snap) for snap in slots.snapshots()}
         self._unsubscribe = slots.changes.subscribe(self._on_change)
@@ -142,8 +146,23 @@ class Dispatcher:
             return await serve(self._upstream_target(route.upstream))
         assert route.slot is not None
         slot = self._slots.get(route.slot)
-        async with slot.admit():
-            return await serve(self._slot_target(slot))
+        if self._observer is None:
+            async with slot.admit():
+                return await serve(self._slot_target(slot))
+        started, relay, status = time.perf_counter(), Relay(), 500
+        try:
+            async with slot.admit():
+                result = await serve(self._slot_target(slot, relay))
+            status = result.status if isinstance(result, web.StreamResponse) else 200
+            return result
+        except Hal0Error as e:
+            status = e.status
+            raise
+        except asyncio.CancelledError:
+            status = 499  # the client left before the answer ended
+            raise
+        finally:
+            self._observer.finished(slot.name, path, status, started, relay)
 
     @contextlib.asynccontextmanager
     async def open(self, path: str, model: str | None, data: bytes | None,
@@ -172,12 +191,12 @@ class Dispatcher:
             async with _checked(await opened(target), target.label) as answer:
                 yield answer
 
-    def _slot_target(self, slot: Slot) -> Target:
+    def _slot_target(self, slot: Slot, relay: Relay | None = None) -> Target:
         port = slot.config.port
 
         async def send(method: str, path: str, data: bytes | None, headers: list[tuple[str, str]]) -> Answer:
             return await self._pool.request(port, method, BACKEND_PATHS.get(path, path), headers, data)
-        return Target(f"slot {slot.name}", send, SlotUnreachable, slot=slot.name, model=slot.model_id)
+        return Target(f"slot {slot.name}", send, SlotUnreachable, slot=slot.name, model=slot.model_id, relay=relay)
 
     def _upstream_target(self, name: str) -> Target:
         up = self.upstreams.by_name[name]
@@ -201,13 +220,14 @@ class Target:
     unreachable: type[Hal0Error]
     slot: str | None = None
     model: str | None = None
+    relay: Relay | None = None  # what the metrics observer reads of a relayed answer
 
     async def forward(self, request: web.Request, path: str, data: bytes | None, content_type: str,
                       dialect: Dialect = OPENAI) -> web.StreamResponse:
         """Send the client's request on and relay the answer unchanged (``hal0.dispatch.proxy``)."""
         headers = request_headers(request, {"Content-Type": content_type})
         return await forward(request, lambda: self.send("GET" if data is None else "POST", path, data, headers),
-                             self.unreachable, self.label, slot=self.slot, dialect=dialect)
+                             self.unreachable, self.label, slot=self.slot, dialect=dialect, relay=self.relay)
 
     async def call(self, request: web.Request, path: str, body: dict[str, Any]) -> Answer:
         """One JSON POST hal0 makes itself (a translation); raises ``unreachable`` or SlotTimeout.

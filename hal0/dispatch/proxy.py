@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -20,6 +21,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from hal0.dispatch.h1 import BackendError, BackendTimeout
+from hal0.dispatch.observe import Relay
 from hal0.errors import Hal0Error, SlotBackendError, SlotTimeout, envelope
 from hal0.web.http import REQUEST_ID
 
@@ -166,8 +168,9 @@ async def _rewritten_error(answer: Answer, dialect: Dialect, out: CIMultiDict[st
 
 async def forward(request: web.Request, sender: Callable[[], Awaitable[Answer]],
                   unreachable: type[Hal0Error], target: str, slot: str | None = None,
-                  dialect: Dialect = OPENAI) -> web.StreamResponse:
-    """Send the request (``sender``) and relay the answer as it arrives.
+                  dialect: Dialect = OPENAI, relay: Relay | None = None) -> web.StreamResponse:
+    """Send the request (``sender``) and relay the answer as it arrives; ``relay`` (for an
+    observer) gets the time of the first body byte and where the usage is (see ``Relay``).
 
     Raises ``unreachable`` (a Hal0Error class) if no answer comes back, or if the backend breaks
     off before anything was relayed; SlotTimeout when the answer does not start in time;
@@ -194,21 +197,32 @@ async def forward(request: web.Request, sender: Callable[[], Awaitable[Answer]],
         sse = content_type.startswith("text/event-stream")
         if not sse and length is not None and length <= MAX_BUFFERED:
             body = await answer.read()
+            if relay is not None:
+                relay.first_byte = time.perf_counter()
+                if answer.status < 400 and _is_json(content_type):
+                    relay.last = body
             return web.Response(status=answer.status, body=body, headers=out)
         chunks = answer.chunks()
         first = await anext(chunks, b"")  # the head goes out with the first chunk, not a step ahead of it
+        if relay is not None:
+            relay.first_byte = time.perf_counter()
         resp = web.StreamResponse(status=answer.status, headers=out)
         if length is not None:
             resp.content_length = length
         await resp.prepare(request)
+        prev, last = b"", first
         try:
             if first:
                 await resp.write(first)
             async for chunk in chunks:
                 await resp.write(chunk)
+                prev, last = last, chunk  # the usage comes at the end: keep the last two, never the stream
             await resp.write_eof()
         except ConnectionError:
             answer.close()  # the client left: drop the backend connection so it stops working
+        else:
+            if relay is not None and sse and answer.status < 400:
+                relay.prev, relay.last = prev, last
         return resp
     except RELAYED_ERRORS as e:
         answer.close()

@@ -13,7 +13,7 @@ import itertools
 import logging
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,6 +110,7 @@ class Pulls:
         self._waiting: dict[Path, int] = {}  # jobs waiting on each of them
         self._ids = itertools.count(1)
         self._tg = asyncio.TaskGroup()
+        self._listeners: list[Callable[[PullJob], None]] = []
 
     async def __aenter__(self) -> Pulls:
         await self._tg.__aenter__()
@@ -281,6 +282,14 @@ class Pulls:
         finally:
             self._files.pop(dest, None)
 
+    def subscribe(self, listener: Callable[[PullJob], None]) -> Callable[[], None]:
+        """Call ``listener`` (synchronously; quick, never raising) with a job at its start, at
+        each progress report and at its end; returns the unsubscribe function."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
     def _publish(self, job: PullJob) -> None:
+        for listener in self._listeners:
+            listener(job)
         if self.events.subscriber_count:
             self.events.publish("model.pull", job.to_json())

@@ -80,7 +80,7 @@ class LlamaServer:
         gpu_layers = 0 if slot.backend == "cpu" else slot.model.gpu_layers
         base = [str(binary), "--model", str(model.path), "--host", "127.0.0.1", "--port", str(slot.port),
                 "--alias", model.id, "--ctx-size", str(slot.model.context_size),
-                "--n-gpu-layers", str(gpu_layers)]
+                "--n-gpu-layers", str(gpu_layers), "--metrics"]  # re-exported by hal0's /metrics
         if slot.server.threads > 0:
             base += ["--threads", str(slot.server.threads)]
         kind = slot_kind(slot.name, self.name, slot.server.extra_args)

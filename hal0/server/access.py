@@ -1,8 +1,10 @@
 """Who may call a route: each handler declares its access, the auth middleware enforces it.
 
 A handler marked ``@public`` needs no token; ``@inference`` accepts an inference token as well
-as an admin one; anything unmarked needs admin, except under ``/v1/`` where inference is the
-default. A module that adds routes marks its own handlers, so no central table grows.
+as an admin one; ``@metrics`` accepts a metrics token as well as an admin one (and, with
+``[metrics].loopback_without_token``, no token from this machine); anything unmarked needs
+admin, except under ``/v1/`` where inference is the default. A module that adds routes marks
+its own handlers, so no central table grows.
 
 ``@ollama_route`` marks what the optional Ollama listener (``[ollama]``) serves; every other
 route answers 404 there, and with ``[ollama] auth = "off"`` (loopback only) it needs no token.
@@ -15,12 +17,23 @@ from typing import Literal, TypeVar
 
 from aiohttp import web
 
-__all__ = ["Access", "access_of", "inference", "ollama_route", "ollama_serves", "on_ollama_listener", "public"]
+from hal0.auth import Scope
 
-Access = Literal["public", "inference", "admin"]
+__all__ = ["ACCEPTS", "Access", "access_of", "inference", "metrics", "ollama_route", "ollama_serves",
+           "on_ollama_listener", "public"]
+
+Access = Literal["public", "inference", "metrics", "admin"]
 H = TypeVar("H", bound=Callable[..., object])
 _ATTR = "hal0_access"
 _OLLAMA = "hal0_ollama"
+
+# The token scopes each access level accepts (a public route asks for no token at all).
+ACCEPTS: dict[Access, frozenset[Scope]] = {
+    "public": frozenset({"admin", "inference", "metrics"}),
+    "inference": frozenset({"admin", "inference"}),
+    "metrics": frozenset({"admin", "metrics"}),
+    "admin": frozenset({"admin"}),
+}
 OLLAMA_EXTRA_PATHS = frozenset({"/"})  # "Ollama is running": served by the discovery route
 
 
@@ -33,6 +46,7 @@ def _mark(access: Access) -> Callable[[H], H]:
 
 public = _mark("public")
 inference = _mark("inference")
+metrics = _mark("metrics")
 
 
 def access_of(request: web.Request) -> Access:

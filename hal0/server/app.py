@@ -27,6 +27,7 @@ from hal0.dispatch.dispatcher import Dispatcher
 from hal0.dispatch.upstreams import Upstreams
 from hal0.events import EventBus
 from hal0.images.service import ImageService
+from hal0.metrics import Metrics
 from hal0.models.pulls import Pulls
 from hal0.models.registry import Registry
 from hal0.paths import Paths
@@ -36,6 +37,7 @@ from hal0.server import (
     capabilities_api,
     dashboard_api,
     hardware_api,
+    metrics_api,
     model_status_api,
     models_api,
     ollama_api,
@@ -51,6 +53,7 @@ from hal0.server.keys import (
     EVENTS,
     HTTP,
     IMAGES,
+    METRICS,
     PATHS,
     PULLS,
     REGISTRY,
@@ -82,7 +85,13 @@ async def _http_client(app: web.Application) -> AsyncIterator[None]:
         app[IMAGES] = ImageService(app[PATHS], app[CONFIG].images, session, app[EVENTS])
         async with Pulls(app[PATHS], app[REGISTRY], session, app[EVENTS], os.environ) as pulls:
             app[PULLS] = pulls
-            yield
+            metrics = app.get(METRICS)
+            unwatch = metrics.watch_pulls(pulls) if metrics is not None else None
+            try:
+                yield
+            finally:
+                if unwatch is not None:
+                    unwatch()
 
 
 def _slots_ctx(autostart: bool, supervision: Supervision):  # type: ignore[no-untyped-def]
@@ -91,17 +100,22 @@ def _slots_ctx(autostart: bool, supervision: Supervision):  # type: ignore[no-un
         deps = SlotDeps(paths=app[PATHS], settings=cfg.slots, registry=app[REGISTRY],
                         providers=cfg.providers, session=app[HTTP], supervision=supervision,
                         pulls=app[PULLS] if cfg.models.autopull else None)
+        metrics = app.get(METRICS)
         async with SlotManager(deps, app[SLOT_CONFIGS], app[EVENTS], autostart=autostart) as manager:
             app[SLOTS] = manager
+            unwatch = metrics.watch_slots(manager) if metrics is not None else None
             app[CAPABILITIES] = CapabilityService(app[PATHS], cfg, app[REGISTRY], manager)
             upstreams = Upstreams(cfg.upstreams)
-            app[DISPATCHER] = Dispatcher(cfg, manager, app[REGISTRY], upstreams, app[HTTP])
+            app[DISPATCHER] = Dispatcher(cfg, manager, app[REGISTRY], upstreams, app[HTTP],
+                                         observer=metrics.requests if metrics is not None else None)
             try:
                 async with asyncio.TaskGroup() as tg:
                     tg.create_task(upstreams.refresh_stale(app[HTTP]))  # first model lists, in the background
                     yield
             finally:
                 app[DISPATCHER].close()
+                if unwatch is not None:
+                    unwatch()
     return ctx
 
 
@@ -133,6 +147,8 @@ def build_app(paths: Paths, config: Hal0Config, slots: dict[str, SlotConfig], *,
     app[STARTED_AT] = time.monotonic()
     app[STARTED_WALL] = time.time()
     app[RESPONSES] = Responses(ResponseStore(paths.responses_dir))
+    if config.metrics.enabled:
+        app[METRICS] = Metrics(config.metrics)
     app.add_routes(api.routes)
     app.add_routes(slots_api.routes)
     app.add_routes(models_api.routes)
@@ -146,6 +162,7 @@ def build_app(paths: Paths, config: Hal0Config, slots: dict[str, SlotConfig], *,
     app.add_routes(dashboard_api.routes)
     app[ui.UI_FILES] = ui.load_ui()
     app.add_routes(ui.routes)
+    app.add_routes(metrics_api.routes)
     app.on_shutdown.append(_close_events)
     app.cleanup_ctx.append(_http_client)
     app.cleanup_ctx.append(_slots_ctx(autostart, supervision or Supervision()))

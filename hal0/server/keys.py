@@ -12,6 +12,7 @@ from hal0.dialects.responses import Responses
 from hal0.dispatch.dispatcher import Dispatcher
 from hal0.events import EventBus
 from hal0.images.service import ImageService
+from hal0.metrics import Metrics
 from hal0.models.pulls import Pulls
 from hal0.models.registry import Registry
 from hal0.paths import Paths
@@ -26,6 +27,7 @@ __all__ = [
     "EVENTS",
     "HTTP",
     "IMAGES",
+    "METRICS",
     "PATHS",
     "PULLS",
     "REGISTRY",
@@ -56,5 +58,6 @@ CAPABILITIES = web.AppKey("capabilities", CapabilityService)
 PULLS = web.AppKey("pulls", Pulls)
 RESPONSES = web.AppKey("responses", Responses)  # stored OpenAI Responses (previous_response_id)
 WYOMING = web.AppKey("wyoming", WyomingService)
+METRICS = web.AppKey("metrics", Metrics)  # absent when [metrics] enabled = false
 
 REQUEST_TOKEN = web.RequestKey("token", TokenRecord)

@@ -3,12 +3,14 @@ envelope are in base_middleware.py (shared with runners). Order: request id, err
 
 from __future__ import annotations
 
+import ipaddress
+
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.typedefs import Handler
 
 from hal0.errors import AuthForbidden, AuthMissing, RouteNotFound
-from hal0.server.access import access_of, ollama_serves, on_ollama_listener
+from hal0.server.access import ACCEPTS, access_of, ollama_serves, on_ollama_listener
 from hal0.server.keys import CONFIG, REQUEST_ID, REQUEST_TOKEN, TOKENS
 
 __all__ = ["AccessLogger", "auth_middleware"]
@@ -22,24 +24,39 @@ def _bearer(request: web.Request) -> str | None:
     return request.headers.get("x-api-key") or None
 
 
+def _from_loopback(request: web.Request) -> bool:
+    """Whether the peer of the connection is this machine (the socket's address, not a header)."""
+    try:
+        ip = ipaddress.ip_address(request.remote or "")
+    except ValueError:
+        return False  # a Unix socket or an unknown peer
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
+
+
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    config = request.app[CONFIG]
     access = access_of(request)
-    auth = config.api.auth
-    if config.ollama.enabled and on_ollama_listener(request, config.ollama.port):
+    cfg = request.app[CONFIG]
+    auth = cfg.api.auth
+    if cfg.ollama.enabled and on_ollama_listener(request, cfg.ollama.port):
         if not ollama_serves(request):
             raise RouteNotFound(f"the Ollama listener serves only the Ollama API, not {request.path}; "
                                 "hal0's own API is on its main port")
-        auth = config.ollama.auth
+        auth = cfg.ollama.auth
     if auth == "off" or access == "public":
+        return await handler(request)
+    if access == "metrics" and cfg.metrics.loopback_without_token and _from_loopback(request):
         return await handler(request)
     token = _bearer(request)
     if token is None:
         raise AuthMissing("an API token is required: send `Authorization: Bearer <token>`")
     record = request.app[TOKENS].verify(token)
-    if access == "admin" and record.scope != "admin":
-        raise AuthForbidden(f"{request.method} {request.path} needs an admin token; this one is {record.scope!r}")
+    if record.scope not in ACCEPTS[access]:
+        wanted = " or ".join(sorted(ACCEPTS[access]))
+        raise AuthForbidden(f"{request.method} {request.path} needs {'an' if wanted[0] in 'aei' else 'a'} "
+                            f"{wanted} token; this one is {record.scope!r}")
     request[REQUEST_TOKEN] = record
     return await handler(request)
 

@@ -115,7 +115,7 @@ class SlotManager:
         if change.snapshot is None:
             self._events.publish("slot.deleted", {"slot": change.name})
         elif change.prev is None:  # reconfigured (enabled, backend, the model override), not moved
-            self._events.publish("slot.config", {"slot": change.name, **change.snapshot.to_json()})
+            self._events.publish("slot.config", {"slot": change.name, **change.snapshot.to_json(), **change.detail})
         else:
             self._events.publish("slot.state", {"slot": change.name, **change.snapshot.to_json(),
                                                 "prev": str(change.prev), **change.detail})

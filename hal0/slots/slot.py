@@ -423,7 +423,7 @@ class Slot(Owner):
         if self._state in DISPATCHABLE:
             return self.snapshot()
         self._policy.reset()
-        await self._start(self._require_model(model), force=force)
+        await self._start(self._require_model(model), force=force, cause="load")
         if model is not None:
             await self._set_override(model)  # only a model that loaded becomes the slot's model
         return self.snapshot()
@@ -438,7 +438,7 @@ class Slot(Owner):
         ref = self._require_model(None)
         await self._stop_backend()
         self._policy.reset()
-        await self._start(ref)
+        await self._start(ref, cause="restart")
         return self.snapshot()
 
     async def _handle_swap(self, model: str, force: bool = False) -> SlotSnapshot:
@@ -446,12 +446,27 @@ class Slot(Owner):
         resolved = get_provider(self.config.provider).resolve(model, self._deps.registry)  # unknown: untouched
         if not force:
             await self._check_fit(resolved)  # too large: untouched
+        outcome = "failed"
+        try:
+            snap = await self._swap(model)
+            outcome = "ok"
+            return snap
+        except SlotSwapFailed as e:
+            outcome = "rolled_back" if e.details.get("rolled_back") else "failed"
+            raise
+        except asyncio.CancelledError:
+            outcome = "cancelled"
+            raise
+        finally:
+            self._publish(detail={"swap": outcome})  # the outcome of a swap that began, for the metrics
+
+    async def _swap(self, model: str) -> SlotSnapshot:
         previous = self._model_ref if self._proc is not None else None
         old_override = self._override
         await self._set_override(model)
         await self._stop_backend()
         try:
-            await self._start(model, force=True)  # checked above
+            await self._start(model, force=True, cause="swap")  # checked by the caller
             return self.snapshot()
         except SlotStartFailed as e:
             reason = e.message
@@ -461,7 +476,7 @@ class Slot(Owner):
                                  slot=self.name, model=model, reason=reason)
         self.log.append(f"[hal0] swap to {model} failed; rolling back to {previous}")
         try:
-            await self._start(previous)
+            await self._start(previous, cause="rollback")
         except SlotStartFailed as e:
             raise SlotSwapFailed(f"swap of {self.name} to {model} failed ({reason}) and rolling back "
                                  f"to {previous} failed too: {e.message}", slot=self.name,
@@ -489,7 +504,8 @@ class Slot(Owner):
             return  # a process we already replaced or stopped
         self._proc, self._keep_alive = None, None
         self._disarm()
-        self._after_failure(reason, log_lines=True, retry=True)  # out of the dispatchable set first
+        lost = "unresponsive" if reason.startswith(readiness.UNRESPONSIVE) else "exited"
+        self._after_failure(reason, log_lines=True, retry=True, lost=lost)  # out of the dispatchable set first
         await proc.stop(0)  # it exited, or hangs: nothing to wait for (SIGKILL also ends a SIGSTOP)
 
     async def _handle_autorestart(self) -> None:
@@ -571,9 +587,11 @@ class Slot(Owner):
                                 "context, or load it anyway with --force", slot=self.name, model=model.id,
                                 estimate=problem)
 
-    async def _start(self, ref: str, *, retry: bool = False, force: bool = False) -> None:
+    async def _start(self, ref: str, *, retry: bool = False, force: bool = False, cause: str = "start") -> None:
         """offline/error -> starting -> warming -> ready. Raises SlotStartFailed (state: error).
 
+        ``cause`` (start, load, restart, swap, rollback; ``retry``: autorestart) goes out with
+        the move to ``starting``.
         Model errors (unknown, missing files) raise before any transition. Cancellation
         stops the half-started backend and leaves the slot offline.
         """
@@ -588,7 +606,7 @@ class Slot(Owner):
         spec = await asyncio.to_thread(provider.launch, self.config, model, settings,  # may read the model's head
                                        self._deps.paths.slot_state_dir(self.name))
         self._model, self._model_ref = model, ref
-        self._transition(S.STARTING, f"starting {model.id}")
+        self._transition(S.STARTING, f"starting {model.id}", cause="autorestart" if retry else cause)
         sup, cfg = self._deps.supervision, self._deps.settings
         try:
             if not port_is_free(self.config.port):
@@ -674,16 +692,17 @@ class Slot(Owner):
         self._model = None
         self._transition(S.OFFLINE, "")
 
-    def _after_failure(self, reason: str, *, log_lines: bool = False, retry: bool) -> None:
+    def _after_failure(self, reason: str, *, log_lines: bool = False, retry: bool, lost: str = "") -> None:
         """Enter ``error``; with ``retry`` (a live backend died, or a restart failed) schedule
-        the next restart under the restart policy's backoff."""
+        the next restart under the restart policy's backoff. ``lost``: why a live backend was
+        given up on (unresponsive, exited), published with the move."""
         delay = self._policy.record(time.monotonic())
         lines = self.log.tail(20)
         self._last_error = reason
         message = f"{reason}; last output: " + " | ".join(lines[-5:]) if log_lines else reason
         if delay is None:
             message += f" ({self._policy.given_up()}; `hal0 slot restart {self.name}` tries again)"
-        self._transition(S.ERROR, message, log=lines)
+        self._transition(S.ERROR, message, log=lines, **({"lost": lost} if lost else {}))
         if retry and delay is not None:
             self._arm(Autorestart, delay)
 

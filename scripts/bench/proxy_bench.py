@@ -126,8 +126,8 @@ class Targets:
     def __init__(self, tmp: Path, access_log: bool) -> None:
         self.tmp, self.procs, self.access_log = tmp, [], access_log
         self.ports: dict[str, int] = {}
-        self.token = ""
-        self.hal0_pid = 0
+        self.tokens: dict[str, str] = {}
+        self.pids: dict[str, int] = {}
 
     def spawn(self, argv: list[str], port: int, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         with (self.tmp / f"{port}.log").open("wb") as log:
@@ -136,9 +136,14 @@ class Targets:
         _wait_port(port, proc)
         return proc
 
-    def start(self) -> None:
+    def start(self, metrics_only: bool = False) -> None:
+        """Every target; ``metrics_only``: just hal0 with metrics on and off."""
         backend = _free_port()
         self.spawn([sys.executable, str(HERE / "synthetic_backend.py"), "--port", str(backend)], backend)
+        if metrics_only:
+            self.start_hal0("hal0", metrics=True)
+            self.start_hal0("hal0-nometrics", metrics=False)
+            return
         self.ports["direct"] = backend
         port = _free_port()
         self.spawn([sys.executable, str(HERE / "minimal_proxy.py"), "--port", str(port), "--upstream",
@@ -155,10 +160,12 @@ http {{ access_log off; upstream b {{ server 127.0.0.1:{backend}; keepalive 128;
     proxy_set_header Connection ""; proxy_buffering off; }} }} }}""")
             self.spawn(["nginx", "-c", str(conf), "-p", str(self.tmp)], port)
             self.ports["nginx"] = port
-        self.start_hal0()
+        self.start_hal0("hal0", metrics=True)
+        self.start_hal0("hal0-nometrics", metrics=False)
 
-    def start_hal0(self) -> None:
-        home = self.tmp / "home"
+    def start_hal0(self, name: str, *, metrics: bool) -> None:
+        """One hal0 with its own bench slot; ``metrics``: [metrics] enabled (the default)."""
+        home = self.tmp / name
         env = {"HAL0_HOME": str(home), "PYTHONPATH": str(REPO)}
         wrapper = self.tmp / "synthetic-llama-server"
         wrapper.write_text(f"#!/bin/sh\nexec {sys.executable} {HERE / 'synthetic_backend.py'} \"$@\"\n")
@@ -167,25 +174,29 @@ http {{ access_log off; upstream b {{ server 127.0.0.1:{backend}; keepalive 128;
         model.write_bytes(b"GGUF")
         subprocess.run([sys.executable, "-m", "hal0", "init", "--provider-bin", f"llama-server={wrapper}"],
                        env={**os.environ, **env}, check=True, capture_output=True)
+        cfg = home / "etc/hal0.toml"
         if not self.access_log:
-            cfg = home / "etc/hal0.toml"
             cfg.write_text(cfg.read_text().replace("access_log = true", "access_log = false"))
-        for name in ("primary", "embed", "stt", "tts", "img"):
-            toml = home / f"etc/slots/{name}.toml"
+        if not metrics:
+            text = cfg.read_text()
+            assert "[metrics]\nenabled = true" in text
+            cfg.write_text(text.replace("[metrics]\nenabled = true", "[metrics]\nenabled = false"))
+        for builtin in ("primary", "embed", "stt", "tts", "img"):
+            toml = home / f"etc/slots/{builtin}.toml"
             toml.write_text(toml.read_text().replace("enabled = true", "enabled = false"))
         (home / "etc/slots/bench.toml").write_text(
             f'name = "bench"\nport = {_free_port()}\nbackend = "cpu"\nmax_inflight = 256\nmax_queue = 256\n'
             f'idle_timeout_s = 0.0\n[model]\ndefault = "{model}"\n')
-        self.token = (home / "etc/admin.token").read_text().strip()
+        self.tokens[name] = (home / "etc/admin.token").read_text().strip()
         port = _free_port()
         proc = self.spawn([sys.executable, "-m", "hal0", "serve", "--host", "127.0.0.1", "--port", str(port)],
                           port, env)
-        self.ports["hal0"] = port
-        self.hal0_pid = proc.pid
+        self.ports[name] = port
+        self.pids[name] = proc.pid
         # wait for the bench slot (autostarted) to be dispatchable: one request through
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            if run_load(port, self.token, 1, False, 1, 0)["n"] == 1:
+            if run_load(port, self.tokens[name], 1, False, 1, 0)["n"] == 1:
                 return
         raise RuntimeError("hal0's bench slot did not come up")
 
@@ -221,33 +232,42 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--access-log", action="store_true", help="keep hal0's access log on (off by default "
                         "here: it is the one per-request cost that is not routing, auth or accounting)")
+    parser.add_argument("--metrics-only", action="store_true", help="only hal0 with [metrics] on and off, "
+                        "alternating which goes first, for a steadier ratio on a busy machine")
     args = parser.parse_args()
     results: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    hal0_cpu: dict[str, list[float]] = {}
+    cpu: dict[tuple[str, str], list[float]] = {}  # (scenario, hal0 target) -> CPU s per request or chunk
     with tempfile.TemporaryDirectory() as d:
         targets = Targets(Path(d), args.access_log)
         try:
-            targets.start()
-            for _ in range(args.rounds):
+            targets.start(args.metrics_only)
+            for i in range(args.rounds):
                 for scen, conc, stream, count, seconds in SCENARIOS:
-                    for name, port in targets.ports.items():
-                        token = targets.token if name == "hal0" else ""
-                        cpu0 = cpu_seconds(targets.hal0_pid)
-                        r = run_load(port, token, conc, stream, count, seconds)
-                        if name == "hal0":
+                    order = list(targets.ports.items())
+                    for name, port in order if not args.metrics_only or i % 2 == 0 else order[::-1]:
+                        pid = targets.pids.get(name)
+                        cpu0 = cpu_seconds(pid) if pid else 0.0
+                        r = run_load(port, targets.tokens.get(name, ""), conc, stream, count, seconds)
+                        if pid:
                             units = r["events"] if stream else r["n"]
-                            hal0_cpu.setdefault(scen, []).append((cpu_seconds(targets.hal0_pid) - cpu0) / units)
+                            cpu.setdefault((scen, name), []).append((cpu_seconds(pid) - cpu0) / units)
                         results.setdefault((scen, name), []).append(r)
-            rss = rss_mib(targets.hal0_pid)
+            rss = {name: rss_mib(pid) for name, pid in targets.pids.items()}
         finally:
             targets.stop()
-    report(results, hal0_cpu, rss, list(targets.ports))
+    if not args.metrics_only:
+        report(results, cpu, rss, list(targets.ports))
+    report_metrics(results, cpu, rss)
 
 
-def report(results: dict[tuple[str, str], list[dict[str, Any]]], cpu: dict[str, list[float]], rss: float,
-           names: list[str]) -> None:
+def _med(results: dict[tuple[str, str], list[dict[str, Any]]], scen: str, name: str, key: str) -> float:
+    return statistics.median(r[key] for r in results[(scen, name)])
+
+
+def report(results: dict[tuple[str, str], list[dict[str, Any]]], cpu: dict[tuple[str, str], list[float]],
+           rss: dict[str, float], names: list[str]) -> None:
     def med(scen: str, name: str, key: str) -> float:
-        return statistics.median(r[key] for r in results[(scen, name)])
+        return _med(results, scen, name, key)
 
     print(f"\n{'scenario':14} {'target':12} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>9} {'TTFC ms':>8} "
           f"{'chunks/s':>10} {'vs direct':>10} {'truncated':>9}")
@@ -272,9 +292,27 @@ def report(results: dict[tuple[str, str], list[dict[str, Any]]], cpu: dict[str, 
         base = med(scen, "direct", "ttfc")
         print(f"added TTFC at {scen}: " + ", ".join(
             f"{name} {(med(scen, name, 'ttfc') - base) * 1e3:.3f} ms" for name in names[1:]))
-    print(f"hal0 CPU per request (json c=16): {statistics.median(cpu['json c=16']) * 1e6:.0f} us; "
-          f"per streamed chunk (stream c=16): {statistics.median(cpu['stream c=16']) * 1e6:.1f} us")
-    print(f"hal0 RSS after the load: {rss:.1f} MiB")
+
+
+def report_metrics(results: dict[tuple[str, str], list[dict[str, Any]]], cpu: dict[tuple[str, str], list[float]],
+                   rss: dict[str, float]) -> None:
+    """hal0 with [metrics] on against off: medians, and the median of each round's own ratio."""
+    on, off = "hal0", "hal0-nometrics"
+    for name in (on, off):
+        print(f"{name} CPU per request (json c=16): {statistics.median(cpu['json c=16', name]) * 1e6:.0f} us; "
+              f"per streamed chunk (stream c=16): {statistics.median(cpu['stream c=16', name]) * 1e6:.1f} us; "
+              f"RSS after the load: {rss[name]:.1f} MiB")
+    print(f"\nmetrics on / off (goal: within 5 %); medians, then the median of the per-round ratios\n"
+          f"{'scenario':14} {'p50 ms on':>10} {'p50 ms off':>10} {'req/s on':>9} {'req/s off':>9} "
+          f"{'req/s on/off':>12} {'CPU on/off':>10} {'p50 on/off':>10}")
+    for scen, *_ in SCENARIOS:
+        def paired(values: dict[str, list[float]]) -> float:
+            return statistics.median(a / b for a, b in zip(values[on], values[off], strict=True))
+        rps = {n: [r["rps"] for r in results[(scen, n)]] for n in (on, off)}
+        p50 = {n: [r["p50"] for r in results[(scen, n)]] for n in (on, off)}
+        print(f"{scen:14} {_med(results, scen, on, 'p50') * 1e3:10.3f} {_med(results, scen, off, 'p50') * 1e3:10.3f} "
+              f"{_med(results, scen, on, 'rps'):9.0f} {_med(results, scen, off, 'rps'):9.0f} "
+              f"{paired(rps):11.3f}x {paired({n: cpu[scen, n] for n in (on, off)}):9.3f}x {paired(p50):9.3f}x")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """A fast synthetic OpenAI backend on raw asyncio (so it is never the bottleneck).
 
 Speaks enough of llama-server for hal0 to supervise it (/health, /v1/models) and answers
-POST /v1/chat/completions with a fixed JSON body, or with 200 SSE chunks and [DONE] when the
-body contains "stream": true.
+POST /v1/chat/completions with a fixed JSON body, or with 200 SSE chunks, a usage chunk and
+[DONE] when the body contains "stream": true.
 
     python synthetic_backend.py --port P
 """
@@ -18,10 +18,13 @@ JSON_BODY = json.dumps({"id": "chatcmpl-bench", "object": "chat.completion", "cr
                                      "message": {"role": "assistant", "content": "ok", "refusal": None}}],
                         "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}).encode()
 MODELS = json.dumps({"object": "list", "data": [{"id": "bench", "object": "model"}]}).encode()
+CHUNKS = 200
 CHUNK = b"data: " + json.dumps({"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "bench",
                                 "choices": [{"index": 0, "delta": {"content": "tok"}, "finish_reason": None}]}
                                ).encode() + b"\n\n"
-CHUNKS = 200
+USAGE_CHUNK = b"data: " + json.dumps({"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "bench",
+                                      "choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": CHUNKS,
+                                                               "total_tokens": CHUNKS + 1}}).encode() + b"\n\n"
 
 
 def _fixed(status: bytes, body: bytes) -> bytes:
@@ -50,7 +53,7 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
                 for _ in range(CHUNKS):
                     writer.write(_chunk(CHUNK))
                     await writer.drain()
-                writer.write(_chunk(b"data: [DONE]\n\n") + b"0\r\n\r\n")
+                writer.write(_chunk(USAGE_CHUNK) + _chunk(b"data: [DONE]\n\n") + b"0\r\n\r\n")
             else:
                 writer.write(_fixed(b"200 OK", JSON_BODY))
             await writer.drain()
