@@ -1,5 +1,5 @@
 """The API's own middleware (authentication) and access log; request ids and the error
-envelope are in base_middleware.py (shared with runners). Order: request id, error, auth."""
+envelope are in hal0.web.middleware (shared with runners); the order is in hal0.server.app."""
 
 from __future__ import annotations
 
@@ -41,5 +41,6 @@ class AccessLogger(AbstractAccessLogger):
     """One line per request with its id and duration (``[api] access_log = false`` turns it off)."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        rid = request.get(REQUEST_ID, "-")
         self.logger.info("%s %s %s %d %.1fms rid=%s", request.remote, request.method,
-                         request.path_qs, response.status, time * 1000, request.get(REQUEST_ID, "-"))
+                         request.path_qs, response.status, time * 1000, rid, extra={"request_id": rid})

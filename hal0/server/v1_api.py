@@ -7,13 +7,14 @@ from typing import Any
 
 from aiohttp import web
 
+from hal0.config.schema import ApiConfig
 from hal0.dispatch.multipart import form_fields
-from hal0.errors import ModelNotFound, RequestInvalid, RouteNotFound
+from hal0.errors import ModelNotFound, RequestInvalid, RequestInvalidSize, RouteNotFound
 from hal0.images.request import parse_image_request
 from hal0.images.service import FILES_PREFIX
 from hal0.server.access import public
-from hal0.server.keys import DISPATCHER, IMAGES, SLOTS, STARTED_WALL
-from hal0.web.http import json_response, parse_json
+from hal0.server.keys import CONFIG, DISPATCHER, IMAGES, SLOTS, STARTED_WALL
+from hal0.web.http import JSON_LIMITS, json_response, parse_json
 
 __all__ = ["routes"]
 
@@ -66,7 +67,17 @@ def _require(body: dict[str, Any], key: str, kinds: tuple[type, ...], what: str)
         raise RequestInvalid(f"`{key}` must be {what}", param=key)
 
 
-def _validate(path: str, body: dict[str, Any]) -> None:
+def _bound(body: dict[str, Any], key: str, limit: int, setting: str) -> None:
+    """A list in ``key`` may hold at most ``limit`` items (a list of token ids counts as one input)."""
+    value = body.get(key)
+    if not isinstance(value, list) or (value and all(isinstance(v, int) for v in value[:1])):
+        return
+    if len(value) > limit:
+        raise RequestInvalidSize(f"`{key}` has {len(value)} items; hal0 takes at most {limit} "
+                                 f"([api].{setting} in hal0.toml)", param=key, limit=limit, got=len(value))
+
+
+def _validate(path: str, body: dict[str, Any], api: ApiConfig) -> None:
     model = body.get("model")
     if model is not None and not isinstance(model, str):
         raise RequestInvalid("`model` must be a string", param="model")
@@ -77,23 +88,27 @@ def _validate(path: str, body: dict[str, Any]) -> None:
             raise RequestInvalid(f"`{key}` must be a non-negative integer", param=key)
     if path == "/v1/chat/completions":
         _require(body, "messages", (list,), "a non-empty list of messages")
+        _bound(body, "messages", api.max_messages, "max_messages")
         if not all(isinstance(m, dict) and isinstance(m.get("role"), str) for m in body["messages"]):
             raise RequestInvalid("each message must be an object with a `role`", param="messages")
     elif path == "/v1/completions":
         _require(body, "prompt", (str, list), "a string or a list")
+        _bound(body, "prompt", api.max_inputs, "max_inputs")
     elif path == "/v1/embeddings":
         _require(body, "input", (str, list), "a non-empty string or list")
+        _bound(body, "input", api.max_inputs, "max_inputs")
     elif path == "/v1/audio/speech":
         _require(body, "input", (str,), "a non-empty string")
     else:
         _require(body, "query", (str,), "a non-empty string")
         _require(body, "documents", (list,), "a non-empty list of strings")
+        _bound(body, "documents", api.max_inputs, "max_inputs")
 
 
 async def _dispatch(request: web.Request, path: str) -> web.StreamResponse:
     raw = await request.read()
-    body = parse_json(raw)
-    _validate(path, body)
+    body = parse_json(raw, request.app[JSON_LIMITS])
+    _validate(path, body, request.app[CONFIG].api)
     return await request.app[DISPATCHER].handle(request, path, body, raw)
 
 
@@ -122,7 +137,7 @@ async def voices(request: web.Request) -> web.StreamResponse:
 async def images_generations(request: web.Request) -> web.StreamResponse:
     """Checked here (every problem a 400 before any slot wakes), then translated for ComfyUI."""
     raw = await request.read()
-    body = parse_json(raw)
+    body = parse_json(raw, request.app[JSON_LIMITS])
     job = parse_image_request(body)
     images = request.app[IMAGES]
     return await request.app[DISPATCHER].handle_with(
