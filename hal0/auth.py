@@ -61,7 +61,7 @@ def _read(file: Path) -> list[TokenRecord]:
             bytes.fromhex(r.salt)
     except UnicodeDecodeError as e:
         raise ConfigInvalid(str(file), "", f"not UTF-8 text (byte {e.start}: {e.reason})") from None
-    except (tomllib.TOMLDecodeError, TypeError, AttributeError, ValueError) as e:
+    except (tomllib.TOMLDecodeError, TypeError, AttributeError, ValueError, RecursionError) as e:
         raise ConfigInvalid(str(file), "token", f"unreadable token file ({e})") from None
     return records
 

@@ -32,6 +32,8 @@ def _read_toml(file: Path) -> dict[str, Any]:
         raise ConfigInvalid(str(file), "", f"not valid TOML ({e})") from None
     except UnicodeDecodeError as e:
         raise ConfigInvalid(str(file), "", f"not UTF-8 text (byte {e.start}: {e.reason})") from None
+    except RecursionError:
+        raise ConfigInvalid(str(file), "", "not valid TOML (arrays or tables nested too deeply)") from None
     except OSError as e:
         raise ConfigInvalid(str(file), "", f"cannot be read ({e.strerror})") from None
 

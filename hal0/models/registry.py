@@ -135,7 +135,8 @@ class Registry:
                                     source=m.get("source", ""), revision=m.get("revision", ""),
                                     files=tuple(ModelFile(**f) for f in m.get("files", ())))
                     for mid, m in data.get("models", {}).items()}
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as e:
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError, KeyError, TypeError,
+                AttributeError) as e:
             raise ConfigInvalid(str(self.file), "models", f"unreadable registry ({e}); fix or remove the file: "
                                 "hal0 changes nothing in it until then") from None
 
