@@ -331,12 +331,15 @@ def follow_log(url: str, tok: str, pattern: str, timeout: float = 90) -> str:
     """Read the slot's log as it comes (/api/slots/primary/logs?follow=1) until a line matches."""
     req = urllib.request.Request(url + "/api/slots/primary/logs?follow=1&lines=1000",
                                  headers={"Authorization": f"Bearer {tok}"})
+    deadline = time.monotonic() + timeout
     with urllib.request.urlopen(req, timeout=timeout) as r:
-        for raw_line in r:
+        for raw_line in r:  # log lines, and a ping every few seconds
             line = raw_line.decode()
             if line.startswith("data: ") and re.search(pattern, line):
                 return str(json.loads(line[6:])["line"])
-    raise AssertionError(f"the log ended without {pattern!r}")
+            if time.monotonic() > deadline:
+                break
+    raise AssertionError(f"no log line matched {pattern!r} within {timeout:g} s")
 
 
 def test_a_client_that_never_reads_is_dropped_and_the_backend_request_cancelled(hal0: tuple[Logged, str]) -> None:

@@ -207,7 +207,7 @@ async def connection_middleware(request: web.Request, handler: Handler) -> web.S
 async def body_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """The whole body within ``[api].body_timeout_s`` of the head, before the handler reads it
     (``request.read()`` then answers from memory); late: 408 and the connection closed."""
-    if request.body_exists and request.method not in ("GET", "HEAD"):
+    if request.body_exists and not request.content.is_eof():  # a body still on its way (a small one is in)
         timeout = request.app[GUARD].body_timeout_s
         try:
             async with asyncio.timeout(timeout):
