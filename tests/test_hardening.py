@@ -88,6 +88,9 @@ def hal0(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Logged, str
     setup_home(home, hostile_bin(home), str(model), **LIMITS)
     primary = home / "etc/slots/primary.toml"
     primary.write_text(re.sub(r"^max_inflight = \d+$", "max_inflight = 300", primary.read_text(), flags=re.M))
+    (home / "etc/slots/handmade.toml").write_text(  # edited by hand: never through `slot create`
+        f'name = "handmade"\nprovider = "whisper"\nport = {free_port()}\nenabled = false\n'
+        f'[model]\ndefault = "{model}"\n[server]\nextra_args = ["--host", "0.0.0.0"]\n')
     with serving(home) as s:
         s.load("primary", token(home))
         logged = Logged(s)
@@ -550,6 +553,17 @@ def test_extra_args_cannot_rebind_or_reach_outside(hal0: tuple[Logged, str], pro
     status, body, _ = request(logged.s.url, "POST", "/api/slots", tok, json.dumps(spec).encode())
     assert status == 400 and body["error"]["code"] == "slot.reserved_arg", body
     assert not (logged.s.home / "etc/slots/probe.toml").exists()
+
+
+def test_a_hand_edited_slot_with_reserved_args_does_not_start(hal0: tuple[Logged, str]) -> None:
+    logged, tok = hal0
+    status, body, _ = request(logged.s.url, "POST", "/api/slots/handmade/enable", tok, b"{}")
+    assert status == 200, body
+    status, body, _ = request(logged.s.url, "POST", "/api/slots/handmade/load", tok, b"{}")
+    assert status == 503 and body["error"]["code"] == "slot.start_failed", body
+    assert "--host: hal0 sets --host itself" in body["error"]["message"]
+    status, body, _ = request(logged.s.url, "GET", "/api/slots/handmade", tok)
+    assert body["pid"] is None and body["state"] == "offline", body  # nothing was started
 
 
 def test_extra_args_inside_hal0s_folders_are_fine(hal0: tuple[Logged, str]) -> None:
