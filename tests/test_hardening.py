@@ -28,6 +28,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from hal0.server.guard import OVERFLOW
 from tests.helpers.env import HAL0, free_port, hal0_env, manifest
 from tests.helpers.serve import Served, serving, setup_home
 from tests.test_slots_hostile import hostile_bin
@@ -318,10 +319,16 @@ def test_busy_connections_at_the_limit_leave_health_alone(hal0: tuple[Logged, st
                 sock.close()
                 break
             streams.append(sock)
+        assert len(streams) > LIMITS["max_connections"] // 2  # (earlier tests' connections are gone by now)
         status, body, _ = request(logged.s.url, "GET", "/health")
         assert status == 200 and body["status"] == "ok"
         status, body, headers = request(logged.s.url, "GET", "/api/status", tok)
         assert status == 503 and body["error"]["code"] == "system.busy" and headers["Retry-After"] == "1"
+        silent = [raw(logged.s.url) for _ in range(OVERFLOW)]  # let in for /health, saying nothing yet
+        with raw(logged.s.url) as extra:
+            refused = closed_by_peer(extra, 20)  # beyond those: the 503 at once, unasked
+        assert refused.startswith(b"HTTP/1.1 503") and b'"system.busy"' in refused, refused
+        hang_up(silent)
     finally:
         hang_up(streams)
     status, body, _ = request(logged.s.url, "GET", "/api/status", tok)  # room again once they left
