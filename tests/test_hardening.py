@@ -523,6 +523,9 @@ def test_tokens_are_never_echoed_or_logged(hal0: tuple[Logged, str]) -> None:
         assert sent not in json.dumps(body) and "SECRET" not in json.dumps(body)
     status, body, _ = request(logged.s.url, "GET", "/api/nothing-here", tok)
     assert status == 404 and tok not in json.dumps(body)
+    status, _, _ = request(logged.s.url, "GET", "/v1/models?api_key=SECRETinQUERY&limit=3")  # not ours, logged hidden
+    assert status == 200
+    logged.wait_for(r"GET /v1/models\?api_key=\*\*\*&limit=3 200")
     text = "".join(logged.lines)
     assert tok not in text and "SECRET" not in text and tok.split("_")[2] not in text
 
