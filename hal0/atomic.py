@@ -5,6 +5,7 @@ A crash at any point leaves either the previous file or the new one, never a mix
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -16,12 +17,17 @@ def atomic_write(path: Path, data: bytes | str, *, mode: int = 0o644) -> None:
     """Replace ``path`` with ``data`` atomically, creating parent folders.
 
     ``mode`` is applied before the file becomes visible, so a secret is never
-    readable by others even for an instant. Blocks on fsync; raises OSError.
+    readable by others even for an instant. Blocks on fsync; raises OSError (a full disk:
+    ENOSPC or EDQUOT with the folder as its ``filename``, the old file untouched).
     """
     if isinstance(data, str):
         data = data.encode()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        _raise_named(e, path.parent)
+        raise
     try:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
@@ -29,10 +35,18 @@ def atomic_write(path: Path, data: bytes | str, *, mode: int = 0o644) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            _raise_named(e, path.parent)
         raise
     _fsync_dir(path.parent)
+
+
+def _raise_named(err: OSError, folder: Path) -> None:
+    """A full disk's error, raised again naming the folder (a write's own error names nothing)."""
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        raise OSError(err.errno, os.strerror(err.errno), str(folder)) from None
 
 
 def install_file(src: Path, path: Path) -> None:

@@ -26,7 +26,8 @@ import tomli_w
 from hal0.atomic import atomic_write
 from hal0.errors import AuthInvalid, ConfigInvalid
 
-__all__ = ["SCOPES", "Scope", "TokenRecord", "TokenStore", "create_token", "list_tokens", "revoke_token"]
+__all__ = ["SCOPES", "Scope", "TokenRecord", "TokenStore", "check_secret_file", "create_token", "list_tokens",
+           "revoke_token"]
 
 Scope = Literal["admin", "inference", "metrics"]
 SCOPES: tuple[Scope, ...] = ("admin", "inference", "metrics")  # metrics: GET /metrics only
@@ -43,17 +44,37 @@ class TokenRecord:
 
 
 def _hash(salt: str, secret: str) -> str:
-    return hashlib.sha256(bytes.fromhex(salt) + secret.encode()).hexdigest()
+    return hashlib.sha256(bytes.fromhex(salt) + secret.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _read(file: Path) -> list[TokenRecord]:
-    if not file.exists():
-        return []
     try:
-        data = tomllib.loads(file.read_text())
-        return [TokenRecord(**t) for t in data.get("token", [])]
-    except (tomllib.TOMLDecodeError, TypeError) as e:
+        raw = file.read_bytes()
+    except FileNotFoundError:
+        return []
+    except OSError as e:
+        raise ConfigInvalid(str(file), "", f"cannot be read ({e.strerror})") from None
+    try:
+        data = tomllib.loads(raw.decode())
+        records = [TokenRecord(**t) for t in data.get("token", [])]
+        for r in records:
+            bytes.fromhex(r.salt)
+    except UnicodeDecodeError as e:
+        raise ConfigInvalid(str(file), "", f"not UTF-8 text (byte {e.start}: {e.reason})") from None
+    except (tomllib.TOMLDecodeError, TypeError, AttributeError, ValueError, RecursionError) as e:
         raise ConfigInvalid(str(file), "token", f"unreadable token file ({e})") from None
+    return records
+
+
+def check_secret_file(file: Path) -> None:
+    """Raise ConfigInvalid if ``file`` (a token file) can be read by anyone but its owner."""
+    try:
+        mode = file.stat().st_mode & 0o777
+    except FileNotFoundError:
+        return
+    if mode & 0o077:
+        raise ConfigInvalid(str(file), "", f"holds secrets but its mode is {mode:04o}, readable by others: "
+                            f"run `chmod 600 {file}` (and check who could have read it)")
 
 
 def _write(file: Path, records: list[TokenRecord]) -> None:
@@ -107,7 +128,8 @@ class TokenStore:
         self._file = file
         self._stamp: tuple[int, int] | None = None
         self._by_id: dict[str, TokenRecord] = {}
-        self._verified: dict[str, TokenRecord] = {}  # tokens that passed since the file last changed
+        # id -> (sha256 of the whole token, record): tokens that passed since the file last changed
+        self._verified: dict[str, tuple[bytes, TokenRecord]] = {}
 
     def _refresh(self) -> None:
         try:
@@ -124,17 +146,20 @@ class TokenStore:
         """The record for ``token``; raises AuthInvalid. Constant time in the secret.
 
         The file is looked at (stat) on every call, so a revocation applies to the next request;
-        a token already verified against the current file is not hashed again."""
+        a token already verified against the current file is checked against a digest of it (still
+        compared in constant time) instead of being salted and hashed again. Neither the token nor
+        any part of it is ever put in an error or a log line."""
         self._refresh()
-        known = self._verified.get(token)
-        if known is not None:
-            return known
         prefix, _, rest = token.partition("_")
         tid, _, secret = rest.partition("_")
+        digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+        known = self._verified.get(tid)
+        if known is not None and hmac.compare_digest(known[0], digest):
+            return known[1]
         rec = self._by_id.get(tid) if prefix == "hal0" else None
         expected = rec.hash if rec else "0" * 64
         ok = hmac.compare_digest(_hash(rec.salt if rec else "00", secret), expected)
         if rec is None or not ok:
             raise AuthInvalid("the API token is not valid (revoked or mistyped)")
-        self._verified[token] = rec
+        self._verified[tid] = (digest, rec)
         return rec

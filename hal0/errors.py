@@ -7,6 +7,8 @@ class-level HTTP ``status``, a stable dotted ``code`` and an OpenAI error ``type
 
 from __future__ import annotations
 
+import errno
+from pathlib import Path
 from typing import Any, ClassVar
 
 __all__ = [
@@ -34,9 +36,12 @@ __all__ = [
     "ProviderUnavailable",
     "PullCancelled",
     "PullNotFound",
+    "RequestHeaderTooLarge",
     "RequestInvalid",
     "RequestInvalidSize",
     "RequestMalformed",
+    "RequestMalformedHttp",
+    "RequestTimeout",
     "RequestTooLarge",
     "ResponseNotFound",
     "RouteNotFound",
@@ -56,15 +61,19 @@ __all__ = [
     "SlotNpuExclusive",
     "SlotPortInUse",
     "SlotPulling",
+    "SlotReservedArg",
     "SlotStartFailed",
     "SlotStateError",
     "SlotSwapFailed",
     "SlotTimeout",
     "SlotUnreachable",
+    "SystemBusy",
+    "SystemNoSpace",
     "UpstreamUnavailable",
     "anthropic_envelope",
     "anthropic_error_type",
     "envelope",
+    "no_space",
 ]
 
 
@@ -149,6 +158,30 @@ class RequestMalformed(Hal0Error):
 class RequestTooLarge(Hal0Error):
     status = 413
     code = "request.too_large"
+    type = "invalid_request_error"
+
+
+class RequestTimeout(Hal0Error):
+    """The request's body did not arrive within ``[api].body_timeout_s``; the connection is closed."""
+
+    status = 408
+    code = "request.timeout"
+    type = "invalid_request_error"
+
+
+class RequestHeaderTooLarge(Hal0Error):
+    """A request line or header field over ``[api].max_header_bytes``, or more than ``[api].max_headers``."""
+
+    status = 431
+    code = "request.header_too_large"
+    type = "invalid_request_error"
+
+
+class RequestMalformedHttp(Hal0Error):
+    """Bytes that are not an HTTP/1.1 request; the connection is closed."""
+
+    status = 400
+    code = "request.malformed_http"
     type = "invalid_request_error"
 
 
@@ -433,3 +466,41 @@ class ResponseNotFound(Hal0Error):
     status = 404
     code = "response.not_found"
     type = "invalid_request_error"
+
+
+class SlotReservedArg(Hal0Error):
+    """``[server].extra_args`` set an option hal0 sets itself (address, port, model), or name a
+    file outside hal0's folders (``details``: the slot and the refused arguments)."""
+
+    status = 400
+    code = "slot.reserved_arg"
+    type = "invalid_request_error"
+
+
+class SystemBusy(Hal0Error):
+    """hal0 holds ``[api].max_connections`` connections, every one of them busy with a request."""
+
+    status = 503
+    code = "system.busy"
+
+
+class SystemNoSpace(Hal0Error):
+    """A write failed because the disk (or a quota) is full; ``details.folder`` names where.
+    The file that was being replaced is intact."""
+
+    status = 507
+    code = "system.no_space"
+
+
+_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def no_space(err: OSError) -> SystemNoSpace | None:
+    """``err`` as ``system.no_space`` when it says the disk is full, else None."""
+    if err.errno not in _NO_SPACE:
+        return None
+    where = Path(err.filename) if isinstance(err.filename, str) and err.filename else None
+    folder = where if where is None or where.is_dir() else where.parent
+    place = f"the disk of {folder}" if folder else "the disk"
+    return SystemNoSpace(f"no space left on {place}: free some space (or raise the quota) and try again; "
+                         "nothing was changed", folder=str(folder) if folder else None)

@@ -17,6 +17,10 @@ behaviour from the content of the last message:
   hang               reads the request and never answers (the socket stays open)
   bad-status         a status line that is not HTTP
   text-error         a 404 whose body is plain text, as some servers answer a path they lack
+  flood              an SSE stream of 4 KB events without end, as fast as the client takes them; when
+                     the client (hal0) drops the connection it prints ``flood ended: N bytes sent``
+  count-N            an SSE stream of N events (content ``"<i> "``) and ``data: [DONE]``, yielding
+                     between events (a stand-in for a generation, for volume tests)
 
 The ok answers carry X-Hostile-Connection (the connection's number, from 1) and
 X-Hostile-Request (the request's number on it), so a test can tell whether a client reused one.
@@ -126,6 +130,24 @@ async def misbehave(case: str, tags: tuple[str, ...], writer: asyncio.StreamWrit
             writer.write(answer("200 OK", json.dumps(completion("ok")).encode(), *tags) + b"JUNK\r\n\r\nJUNK")
         case "hang":
             return "hold"
+        case "flood":
+            writer.write(sse_head + b"\r\n")
+            event, sent = delta({"content": "x" * 4000}), 0
+            try:
+                while True:
+                    writer.write(event)
+                    sent += len(event)
+                    await writer.drain()
+            except ConnectionError:
+                print(f"flood ended: {sent} bytes sent", flush=True)
+                return "close"
+        case _ if case.startswith("count-") and case[6:].isdigit():
+            writer.write(sse_head + "".join(f"{t}\r\n" for t in tags).encode() + b"\r\n")
+            for i in range(int(case[6:])):
+                writer.write(delta({"content": f"{i} "}))
+                await writer.drain()
+                await asyncio.sleep(0)  # other streams get their turn, as between a model's tokens
+            writer.write(delta({}, "stop") + chunk(b"data: [DONE]\n\n") + b"0\r\n\r\n")
         case "text-error":
             writer.write(b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: 14\r\n\r\n"
                          b"File Not Found")

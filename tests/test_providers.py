@@ -7,11 +7,12 @@ from pathlib import Path
 import pytest
 
 from hal0.config.schema import PROVIDER_NAMES, ModelSection, ProviderConfig, ServerSection, SlotConfig
-from hal0.errors import ProviderUnavailable, SlotStartFailed
+from hal0.errors import ProviderUnavailable
 from hal0.models.registry import ResolvedModel
 from hal0.providers import PROVIDERS, get_provider
 from hal0.providers.argv import merge_args, split_options
 from hal0.providers.llama_server import ALIASES, REPEATABLE, LlamaServer
+from hal0.providers.reserved import refused_args
 
 
 def test_split_options_groups_flags_with_values() -> None:
@@ -54,8 +55,8 @@ def test_launch_for_embed_on_gpu_with_overrides() -> None:
 
 
 def test_extra_args_may_not_move_the_port() -> None:
-    with pytest.raises(SlotStartFailed, match="may not set --port"):
-        LlamaServer().launch(slot(server=ServerSection(extra_args=("--port", "9999"))), MODEL, BIN, Path("/none"))
+    """One check for every provider (hal0.providers.reserved; tests/test_hardening.py has the rest)."""
+    assert refused_args("llama-server", ["--port", "9999"], [Path("/none")]) == ["--port: hal0 sets --port itself"]
 
 
 def test_every_configurable_provider_exists_and_others_say_so() -> None:

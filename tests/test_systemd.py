@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import urllib.request
 from pathlib import Path
 
@@ -78,6 +79,10 @@ def test_the_service_starts_serves_and_comes_back(pyz: Path, tmp_path: Path) -> 
         box.wait_for(f"test $(systemctl show -p MainPID --value hal0) -ne {hung} && systemctl is-active hal0",
                      timeout=90)
         assert "watchdog" in box.run("journalctl -u hal0 --no-pager").stdout.lower()
+        journal = box.run("journalctl -u hal0 --no-pager -o cat").stdout  # hal0's lines as it wrote them
+        assert "hal0 listening on" in journal
+        assert not re.search(r"^<\d>", journal, re.M)  # the priority prefix was the journal's to take
+        assert not re.search(r"^\d{4}-\d\d-\d\d", journal, re.M)  # no time of hal0's own beside the journal's
         assert get(url + "/health")["status"] == "ok"
         box.run("systemctl stop hal0")
         assert box.run("systemctl is-active hal0", check=False).stdout.strip() == "inactive"

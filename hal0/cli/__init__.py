@@ -179,8 +179,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as e:
-        from hal0.errors import Hal0Error
+        from hal0.errors import Hal0Error, no_space
 
+        if isinstance(e, OSError) and (full := no_space(e)) is not None:
+            e = full
         if isinstance(e, Hal0Error):
             print(f"hal0: {e.code}: {e.message}", file=sys.stderr)
             return 2 if e.code == "config.invalid" else 1

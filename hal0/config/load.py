@@ -31,6 +31,10 @@ def _read_toml(file: Path) -> dict[str, Any]:
             return tomllib.load(f)
     except tomllib.TOMLDecodeError as e:
         raise ConfigInvalid(str(file), "", f"not valid TOML ({e})") from None
+    except UnicodeDecodeError as e:
+        raise ConfigInvalid(str(file), "", f"not UTF-8 text (byte {e.start}: {e.reason})") from None
+    except RecursionError:
+        raise ConfigInvalid(str(file), "", "not valid TOML (arrays or tables nested too deeply)") from None
     except OSError as e:
         raise ConfigInvalid(str(file), "", f"cannot be read ({e.strerror})") from None
 
@@ -113,6 +117,21 @@ def _check_port(file: str, key: str, port: int) -> None:
         raise ConfigInvalid(file, key, f"port {port} is outside 1-65535")
 
 
+_POSITIVE = ("header_timeout_s", "body_timeout_s", "send_timeout_s", "max_connections", "max_header_bytes",
+             "max_headers", "max_json_depth", "max_messages", "max_inputs")
+
+
+def _check_limits(file: str, cfg: Hal0Config) -> None:
+    for key in _POSITIVE:
+        value = getattr(cfg.api, key)
+        if not value > 0 or value != value or value == float("inf"):
+            raise ConfigInvalid(file, f"api.{key}", f"must be a positive finite number, got {value!r}")
+    for origin in cfg.api.cors_origins:
+        if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
+            raise ConfigInvalid(file, "api.cors_origins", f"{origin!r} is not an origin such as "
+                                "\"https://chat.example.lan\" (scheme and host, no path) or \"*\"")
+
+
 def load_config(paths: Paths) -> Hal0Config:
     """``hal0.toml``, or the defaults when it does not exist. Raises ConfigInvalid."""
     file = paths.hal0_toml
@@ -127,6 +146,7 @@ def load_config(paths: Paths) -> Hal0Config:
         raise ConfigInvalid(str(file), "slots.port_range", f"{lo} is above {hi}")
     if cfg.api.max_body_mb < 1:
         raise ConfigInvalid(str(file), "api.max_body_mb", "must be at least 1")
+    _check_limits(str(file), cfg)
     for name in cfg.providers:
         if name not in PROVIDER_NAMES:
             raise ConfigInvalid(str(file), f"providers.{name}", f"unknown provider; known: {', '.join(PROVIDER_NAMES)}")

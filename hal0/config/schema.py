@@ -19,6 +19,7 @@ __all__ = [
     "DispatcherConfig",
     "Hal0Config",
     "ImagesConfig",
+    "LogConfig",
     "MetricsConfig",
     "ModelSection",
     "ModelsConfig",
@@ -47,6 +48,17 @@ class ApiConfig:
     max_body_mb: int = 100
     shutdown_timeout_s: float = 10.0
     access_log: bool = True
+    # Limits against slow and hostile clients (docs/security.md).
+    header_timeout_s: float = 10.0  # a whole request head within this long of connecting or of the last answer
+    body_timeout_s: float = 120.0  # a whole request body within this long of its head
+    send_timeout_s: float = 60.0  # a client that takes none of an answer for this long is dropped
+    max_connections: int = 512  # open client connections; beyond: idle ones closed, or 503 system.busy
+    max_header_bytes: int = 8190  # one request line or header field
+    max_headers: int = 128  # header fields in one request
+    max_json_depth: int = 64  # nesting of a JSON body
+    max_messages: int = 2048  # `messages` of a chat request
+    max_inputs: int = 2048  # items of `input` (embeddings), `prompt` (completions), `documents` (rerank)
+    cors_origins: tuple[str, ...] = ()  # browser origins allowed to call the API; empty: no CORS at all
 
 
 @dataclass(frozen=True)
@@ -137,6 +149,13 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class LogConfig:
+    """``[log]``: how hal0 writes its log (stderr, the journal under systemd)."""
+
+    format: Literal["text", "json"] = "text"
+
+
+@dataclass(frozen=True)
 class Hal0Config:
     """``hal0.toml``."""
 
@@ -150,6 +169,7 @@ class Hal0Config:
     ollama: OllamaConfig = field(default_factory=OllamaConfig)
     wyoming: WyomingConfig = field(default_factory=WyomingConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    log: LogConfig = field(default_factory=LogConfig)
 
 
 @dataclass(frozen=True)

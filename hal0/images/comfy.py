@@ -21,6 +21,8 @@ from hal0.errors import SlotBackendError, SlotInterrupted, SlotUnreachable
 
 __all__ = ["ComfyImage", "Progress", "run_job"]
 
+MAX_IMAGE_BYTES = 64 << 20  # one image from ComfyUI (a 2048x2048 RGBA PNG is at most 16 MB)
+
 Progress = Callable[[str, int, int], None]  # (prompt id, step, steps)
 
 
@@ -143,7 +145,14 @@ async def _fetch(session: aiohttp.ClientSession, base_url: str, slot: str, promp
                 if r.status != 200:
                     raise SlotBackendError(f"ComfyUI could not hand over {image['filename']} ({r.status})",
                                            slot=slot, stage="fetch")
-                out.append(ComfyImage(await r.read(), params["filename"], params["subfolder"], params["type"]))
+                parts, size = [], 0
+                async for part in r.content.iter_chunked(1 << 20):  # never more than the cap in memory
+                    size += len(part)
+                    if size > MAX_IMAGE_BYTES:
+                        raise SlotBackendError(f"ComfyUI's image {image['filename']} is over "
+                                               f"{MAX_IMAGE_BYTES >> 20} MB", slot=slot, stage="fetch")
+                    parts.append(part)
+                out.append(ComfyImage(b"".join(parts), params["filename"], params["subfolder"], params["type"]))
         return out
     except (aiohttp.ClientError, OSError) as e:
         raise SlotUnreachable(f"slot {slot} (ComfyUI) went away while handing over the images: {e}",

@@ -125,17 +125,18 @@ class Registry:
 
     def _read(self) -> dict[str, ModelEntry]:
         try:
-            text = self.file.read_text()
+            raw = self.file.read_bytes()
         except FileNotFoundError:
             return {}
         try:
-            data = tomllib.loads(text)
+            data = tomllib.loads(raw.decode())
             return {mid: ModelEntry(id=mid, path=m["path"], capabilities=tuple(m.get("capabilities", ())),
                                     size=m.get("size", 0), added_at=m.get("added_at", ""),
                                     source=m.get("source", ""), revision=m.get("revision", ""),
                                     files=tuple(ModelFile(**f) for f in m.get("files", ())))
                     for mid, m in data.get("models", {}).items()}
-        except (tomllib.TOMLDecodeError, KeyError, TypeError, AttributeError) as e:
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError, KeyError, TypeError,
+                AttributeError) as e:
             raise ConfigInvalid(str(self.file), "models", f"unreadable registry ({e}); fix or remove the file: "
                                 "hal0 changes nothing in it until then") from None
 

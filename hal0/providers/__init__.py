@@ -8,9 +8,10 @@ from hal0.providers.base import LaunchSpec, Provider, Readiness
 from hal0.providers.comfyui import ComfyUI
 from hal0.providers.flm import FlmProvider
 from hal0.providers.llama_server import LlamaServer
+from hal0.providers.reserved import check_extra_args
 from hal0.providers.runner import KokoroProvider, MoonshineProvider, WhisperProvider
 
-__all__ = ["PROVIDERS", "LaunchSpec", "Provider", "Readiness", "get_provider"]
+__all__ = ["PROVIDERS", "LaunchSpec", "Provider", "Readiness", "check_extra_args", "get_provider"]
 
 PROVIDERS: dict[str, Provider] = {
     p.name: p for p in (LlamaServer(), WhisperProvider(), MoonshineProvider(), KokoroProvider(), FlmProvider(),

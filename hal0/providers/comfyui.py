@@ -15,14 +15,12 @@ from typing import ClassVar
 import aiohttp
 
 from hal0.config.schema import ProviderConfig, SlotConfig
-from hal0.errors import ModelFilesMissing, ProviderUnavailable, SlotStartFailed
+from hal0.errors import ModelFilesMissing, ProviderUnavailable
 from hal0.models.registry import Registry, ResolvedModel, resolve_model
-from hal0.providers.argv import split_options
 from hal0.providers.base import LaunchSpec, Readiness, base_env
 
 __all__ = ["CHECKPOINT_SUFFIXES", "ComfyUI", "ModelLayout", "base_directory", "layout"]
 
-RESERVED = frozenset({"--listen", "--port", "--base-directory", "--database-url"})  # hal0 sets them
 MODEL_FOLDERS = ("checkpoints", "unet", "clip", "vae")
 
 
@@ -113,11 +111,7 @@ class ComfyUI:
             raise ProviderUnavailable(f"ComfyUI's main.py is not at {main}: reinstall it with "
                                       "`hal0 backend install comfyui` or fix [providers.comfyui].bin",
                                       provider="comfyui")
-        reserved = [g[0] for g in split_options(slot.server.extra_args) if g[0] in RESERVED]
-        if reserved:
-            raise SlotStartFailed(f"[server].extra_args of slot {slot.name!r} may not set "
-                                  f"{', '.join(reserved)}: hal0 sets them", slot=slot.name)
-        base = base_directory(workdir)
+        base = base_directory(workdir)  # [server].extra_args are checked before (hal0.providers.reserved)
         link_model(base, model)
         argv = [settings.python, str(main), "--listen", "127.0.0.1", "--port", str(slot.port),
                 "--base-directory", str(base), "--database-url", f"sqlite:///{base / 'comfyui.db'}",

@@ -9,11 +9,11 @@ from typing import ClassVar
 import aiohttp
 
 from hal0.config.schema import ProviderConfig, SlotConfig
-from hal0.errors import Hal0Error, ProviderUnavailable, SlotStartFailed
+from hal0.errors import Hal0Error, ProviderUnavailable
 from hal0.models.catalog import catalog_entry
 from hal0.models.gguf import read_gguf
 from hal0.models.registry import Registry, ResolvedModel, resolve_model
-from hal0.providers.argv import merge_args, split_options
+from hal0.providers.argv import merge_args
 from hal0.providers.base import LaunchSpec, Readiness, base_env
 from hal0.roles import Modality, slot_kind
 
@@ -27,7 +27,6 @@ ALIASES = {
 }
 REPEATABLE = frozenset({"--lora", "--lora-scaled", "--control-vector", "--control-vector-scaled",
                         "--override-kv", "--override-tensor", "-ot"})
-RESERVED = frozenset({"--host", "--port", "--model"})  # hal0 routes by them
 _MODE_FLAGS = {Modality.EMBEDDINGS: "--embedding", Modality.RERANK: "--reranking"}
 
 
@@ -71,12 +70,7 @@ class LlamaServer:
 
     def launch(self, slot: SlotConfig, model: ResolvedModel, settings: ProviderConfig,
                workdir: Path) -> LaunchSpec:
-        binary = self.binary(settings)
-        reserved = [g[0] for g in split_options(slot.server.extra_args)
-                    if ALIASES.get(g[0], g[0]) in RESERVED]
-        if reserved:
-            raise SlotStartFailed(f"[server].extra_args of slot {slot.name!r} may not set "
-                                  f"{', '.join(reserved)}: hal0 sets them", slot=slot.name)
+        binary = self.binary(settings)  # [server].extra_args are checked before (hal0.providers.reserved)
         gpu_layers = 0 if slot.backend == "cpu" else slot.model.gpu_layers
         base = [str(binary), "--model", str(model.path), "--host", "127.0.0.1", "--port", str(slot.port),
                 "--alias", model.id, "--ctx-size", str(slot.model.context_size),

@@ -11,8 +11,10 @@ __all__ = ["add_parser", "run"]
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     from hal0.runners import RUNNER_KINDS
 
+    # allow_abbrev=False: no prefix of --host or --port may reach them (hal0.providers.reserved)
     p = sub.add_parser("runner", help="run an engine's adapter server (hal0 starts these itself)",
-                       parents=[common], description="run an engine's adapter server (hal0 starts these itself)")
+                       parents=[common], description="run an engine's adapter server (hal0 starts these itself)",
+                       allow_abbrev=False)
     p.add_argument("kind", choices=RUNNER_KINDS)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)

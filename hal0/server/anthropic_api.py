@@ -10,8 +10,9 @@ from aiohttp import web
 from hal0.dialects.anthropic import ANTHROPIC, check_messages
 from hal0.errors import anthropic_envelope
 from hal0.server.access import inference
-from hal0.server.keys import DISPATCHER
-from hal0.web.http import parse_json
+from hal0.server.keys import CONFIG, DISPATCHER
+from hal0.server.v1_api import bound_list
+from hal0.web.http import JSON_LIMITS, parse_json
 from hal0.web.middleware import error_shape
 
 __all__ = ["routes"]
@@ -21,8 +22,9 @@ routes = web.RouteTableDef()
 
 async def _messages(request: web.Request, path: str) -> web.StreamResponse:
     raw = await request.read()
-    body = parse_json(raw)
+    body = parse_json(raw, request.app[JSON_LIMITS])
     check_messages(body, count=path.endswith("count_tokens"))
+    bound_list(body, "messages", request.app[CONFIG].api.max_messages, "max_messages")
     return await request.app[DISPATCHER].handle(request, path, body, raw, ANTHROPIC)
 
 

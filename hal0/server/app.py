@@ -46,6 +46,8 @@ from hal0.server import (
     ui,
     v1_api,
 )
+from hal0.server.cors import add_cors_headers, cors_middleware
+from hal0.server.guard import GUARD, ConnectionGuard, body_middleware, connection_middleware
 from hal0.server.keys import (
     CAPABILITIES,
     CONFIG,
@@ -67,6 +69,7 @@ from hal0.server.keys import (
 )
 from hal0.server.middleware import auth_middleware
 from hal0.slots import SlotDeps, SlotManager, Supervision
+from hal0.web.http import JSON_LIMITS, JsonLimits
 from hal0.web.middleware import error_middleware, request_id_middleware
 from hal0.wyoming import WyomingService
 
@@ -134,12 +137,17 @@ async def _wyoming(app: web.Application) -> AsyncIterator[None]:
 def build_app(paths: Paths, config: Hal0Config, slots: dict[str, SlotConfig], *,
               autostart: bool = True, supervision: Supervision | None = None) -> web.Application:
     """The hal0 application for an already validated configuration."""
+    # Order: the id, the envelope, the connection's limits, CORS preflights (no token), the token,
+    # then the body (read only for a caller that may send one).
     app = web.Application(
-        middlewares=[request_id_middleware, error_middleware, auth_middleware],
+        middlewares=[request_id_middleware, error_middleware, connection_middleware, cors_middleware,
+                     auth_middleware, body_middleware],
         client_max_size=config.api.max_body_mb * 1024 * 1024,
     )
     app[PATHS] = paths
     app[CONFIG] = config
+    app[GUARD] = ConnectionGuard(config.api)
+    app[JSON_LIMITS] = JsonLimits(max_depth=config.api.max_json_depth)
     app[SLOT_CONFIGS] = slots
     app[EVENTS] = EventBus()
     app[TOKENS] = TokenStore(paths.tokens_toml)
@@ -163,6 +171,7 @@ def build_app(paths: Paths, config: Hal0Config, slots: dict[str, SlotConfig], *,
     app[ui.UI_FILES] = ui.load_ui()
     app.add_routes(ui.routes)
     app.add_routes(metrics_api.routes)
+    app.on_response_prepare.append(add_cors_headers)
     app.on_shutdown.append(_close_events)
     app.cleanup_ctx.append(_http_client)
     app.cleanup_ctx.append(_slots_ctx(autostart, supervision or Supervision()))

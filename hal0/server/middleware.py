@@ -1,9 +1,10 @@
 """The API's own middleware (authentication) and access log; request ids and the error
-envelope are in base_middleware.py (shared with runners). Order: request id, error, auth."""
+envelope are in hal0.web.middleware (shared with runners); the order is in hal0.server.app."""
 
 from __future__ import annotations
 
 import ipaddress
+import re
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
@@ -61,9 +62,22 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     return await handler(request)
 
 
+_SECRET_PARAM = re.compile(r"(?i)(key|token|secret|password|auth)")
+
+
+def _loggable(request: web.BaseRequest) -> str:
+    """The path and query, with the value of any parameter that looks like a credential hidden (hal0
+    takes none in the query, but a client may send one there)."""
+    if not request.query_string:
+        return request.path
+    query = "&".join(f"{k}=***" if _SECRET_PARAM.search(k) else f"{k}={v}" for k, v in request.query.items())
+    return f"{request.path}?{query}"
+
+
 class AccessLogger(AbstractAccessLogger):
     """One line per request with its id and duration (``[api] access_log = false`` turns it off)."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        rid = request.get(REQUEST_ID, "-")
         self.logger.info("%s %s %s %d %.1fms rid=%s", request.remote, request.method,
-                         request.path_qs, response.status, time * 1000, request.get(REQUEST_ID, "-"))
+                         _loggable(request), response.status, time * 1000, rid, extra={"request_id": rid})

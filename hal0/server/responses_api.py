@@ -8,8 +8,9 @@ from aiohttp import web
 
 from hal0.dialects.responses import check_request
 from hal0.dispatch.dispatcher import Target
-from hal0.server.keys import DISPATCHER, REQUEST_TOKEN, RESPONSES
-from hal0.web.http import json_response, parse_json
+from hal0.server.keys import CONFIG, DISPATCHER, REQUEST_TOKEN, RESPONSES
+from hal0.server.v1_api import bound_list
+from hal0.web.http import JSON_LIMITS, json_response, parse_json
 
 __all__ = ["routes"]
 
@@ -24,8 +25,9 @@ def _owner(request: web.Request) -> str:
 
 @routes.post("/v1/responses")
 async def create(request: web.Request) -> web.StreamResponse:
-    body = parse_json(await request.read())
+    body = parse_json(await request.read(), request.app[JSON_LIMITS])
     check_request(body)
+    bound_list(body, "input", request.app[CONFIG].api.max_inputs, "max_inputs")
     responses, owner = request.app[RESPONSES], _owner(request)
     items = await responses.prepare(owner, body)  # an unknown previous_response_id: 404 before any slot wakes
 

@@ -6,21 +6,25 @@ import asyncio
 import errno
 import logging
 import os
+import resource
 import signal
 import sys
+from typing import Any
 
 from aiohttp import web
 
 from hal0.atomic import atomic_write
-from hal0.auth import list_tokens
-from hal0.config import is_loopback, load_config, load_slots
+from hal0.auth import check_secret_file, list_tokens
+from hal0.config import Hal0Config, is_loopback, load_config, load_slots
 from hal0.errors import ConfigInvalid
 from hal0.paths import Paths
 from hal0.server.app import build_app
+from hal0.server.guard import GUARD, OVERFLOW
 from hal0.server.keys import SLOTS
 from hal0.server.middleware import AccessLogger
 from hal0.server.systemd import Notifier, journal_logging
 from hal0.slots import DISPATCHABLE, SlotSnapshot
+from hal0.web.logs import configure_logging
 
 __all__ = ["serve"]
 
@@ -39,19 +43,46 @@ def _warn_auth(host: str, auth: str, paths: Paths) -> None:
                     "will get 401: run `hal0 init` or `hal0 token create NAME`")
 
 
+def _handler_kwargs(config: Hal0Config) -> dict[str, Any]:
+    """aiohttp's per-connection settings: the access log and the request head's limits. The
+    keep-alive timer is the head's deadline (hal0.server.guard says how)."""
+    api = config.api
+    return {"access_log_class": AccessLogger,
+            "access_log": logging.getLogger("hal0.access") if api.access_log else None,
+            "keepalive_timeout": api.header_timeout_s, "max_line_size": api.max_header_bytes,
+            "max_field_size": api.max_header_bytes, "max_headers": api.max_headers,
+            "lingering_time": 2.0}  # a refused body is drained this long at most, then the socket closes
+
+
+def _raise_fd_limit(config: Hal0Config) -> None:
+    """Room for every allowed connection besides the backends' pipes, logs and sockets."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = config.api.max_connections + OVERFLOW + 512
+    if soft != resource.RLIM_INFINITY and soft < want:
+        new = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+        if new < want:
+            log.warning("only %d file descriptors are allowed (ulimit -n); [api].max_connections = %d may "
+                        "not fit", new, config.api.max_connections)
+
+
 async def _run(paths: Paths, host: str | None, port: int | None) -> int:
     config = load_config(paths)
+    configure_logging(config.log.format, journal=journal_logging(os.environ))
+    check_secret_file(paths.admin_token)
+    check_secret_file(paths.tokens_toml)
     slots = load_slots(paths)
     host = host or config.api.host
     port = port if port is not None else config.api.port
     _warn_auth(host, config.api.auth, paths)
+    _raise_fd_limit(config)
     app = build_app(paths, config, slots)
     # handler_cancellation: a client that disconnects cancels its handler, which aborts the
     # upstream request (the backend stops generating). Slot actions survive it: the owner
     # task carries on with a command whose caller has left.
-    runner = web.AppRunner(app, access_log_class=AccessLogger, handler_cancellation=True,
-                           access_log=logging.getLogger("hal0.access") if config.api.access_log else None,
-                           shutdown_timeout=config.api.shutdown_timeout_s, handle_signals=False)
+    kwargs = _handler_kwargs(config)
+    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=config.api.shutdown_timeout_s,
+                           handle_signals=False, **kwargs)
     notifier = Notifier(os.environ)
     await runner.setup()
     watchdog = asyncio.ensure_future(notifier.watchdog())  # pings from this loop: a hung loop stops them
@@ -59,10 +90,13 @@ async def _run(paths: Paths, host: str | None, port: int | None) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)  # the handler only sets a flag
+    listener: asyncio.Server | None = None
     try:
-        site = web.TCPSite(runner, host, port, reuse_address=True)
+        assert runner.server is not None
+        # hal0's own listener instead of a TCPSite: each connection gets the guarded handler.
+        factory = app[GUARD].factory(runner.server, loop, **kwargs)
         try:
-            await site.start()
+            listener = await loop.create_server(factory, host or None, port, reuse_address=True, backlog=256)
         except OSError as e:
             if e.errno == errno.EADDRINUSE:
                 log.error("port %d on %s is already in use (another hal0 or program?); "
@@ -85,6 +119,8 @@ async def _run(paths: Paths, host: str | None, port: int | None) -> int:
         log.info("shutting down")
         notifier.send("STOPPING=1")
     finally:
+        if listener is not None:
+            listener.close()  # stop accepting first, then aiohttp's shutdown order
         await runner.cleanup()
         paths.pid_file.unlink(missing_ok=True)
         watchdog.cancel()
@@ -114,8 +150,7 @@ def _summary(snaps: list[SlotSnapshot]) -> str:
 
 def serve(paths: Paths, host: str | None = None, port: int | None = None) -> int:
     """Run the server in the foreground; returns the process exit code."""
-    stamp = "" if journal_logging(os.environ) else "%(asctime)s "  # the journal stamps each line itself
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format=stamp + "%(levelname)s %(name)s: %(message)s")
+    configure_logging("text", journal=journal_logging(os.environ))  # until hal0.toml says otherwise
     try:
         return asyncio.run(_run(paths, host, port))
     except ConfigInvalid as e:

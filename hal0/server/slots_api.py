@@ -54,7 +54,7 @@ async def delete_slot(request: web.Request) -> web.Response:
 
 async def _model_args(request: web.Request, required: bool) -> tuple[str | None, bool]:
     """``model`` (a non-empty string) and ``force`` (load even if the fit check refuses it)."""
-    body: dict[str, Any] = await read_json(request) if request.can_read_body else {}
+    body: dict[str, Any] = await read_json(request) if request.body_exists else {}
     model, force = body.get("model"), body.get("force", False)
     if model is None and required:
         raise RequestInvalid("`model` is required, e.g. {\"model\": \"qwen3-4b\"}", param="model")

@@ -7,18 +7,19 @@ from typing import Any
 
 from aiohttp import web
 
+from hal0.config.schema import ApiConfig
 from hal0.dialects.fim import infill_request, serve_infill, serve_usage_split, wants_usage
 from hal0.dispatch.dispatcher import Target
 from hal0.dispatch.multipart import form_fields
-from hal0.errors import ModelNotFound, RequestInvalid, RouteNotFound
+from hal0.errors import ModelNotFound, RequestInvalid, RequestInvalidSize, RouteNotFound
 from hal0.images.request import parse_image_request
 from hal0.images.service import FILES_PREFIX
 from hal0.server.access import inference, public
-from hal0.server.keys import DISPATCHER, IMAGES, SLOTS
+from hal0.server.keys import CONFIG, DISPATCHER, IMAGES, SLOTS
 from hal0.server.model_list import model_list
-from hal0.web.http import json_response, parse_json
+from hal0.web.http import JSON_LIMITS, json_response, parse_json
 
-__all__ = ["routes"]
+__all__ = ["bound_list", "routes"]
 
 routes = web.RouteTableDef()
 
@@ -50,7 +51,17 @@ def _require(body: dict[str, Any], key: str, kinds: tuple[type, ...], what: str)
         raise RequestInvalid(f"`{key}` must be {what}", param=key)
 
 
-def _validate(path: str, body: dict[str, Any]) -> None:
+def bound_list(body: dict[str, Any], key: str, limit: int, setting: str) -> None:
+    """A list in ``key`` may hold at most ``limit`` items (a list of token ids counts as one input)."""
+    value = body.get(key)
+    if not isinstance(value, list) or (value and all(isinstance(v, int) for v in value[:1])):
+        return
+    if len(value) > limit:
+        raise RequestInvalidSize(f"`{key}` has {len(value)} items; hal0 takes at most {limit} "
+                                 f"([api].{setting} in hal0.toml)", param=key, limit=limit, got=len(value))
+
+
+def _validate(path: str, body: dict[str, Any], api: ApiConfig) -> None:
     model = body.get("model")
     if model is not None and not isinstance(model, str):
         raise RequestInvalid("`model` must be a string", param="model")
@@ -61,17 +72,21 @@ def _validate(path: str, body: dict[str, Any]) -> None:
             raise RequestInvalid(f"`{key}` must be a non-negative integer", param=key)
     if path == "/v1/chat/completions":
         _require(body, "messages", (list,), "a non-empty list of messages")
+        bound_list(body, "messages", api.max_messages, "max_messages")
         if not all(isinstance(m, dict) and isinstance(m.get("role"), str) for m in body["messages"]):
             raise RequestInvalid("each message must be an object with a `role`", param="messages")
     elif path == "/v1/completions":
         _require(body, "prompt", (str, list), "a string or a list")
+        bound_list(body, "prompt", api.max_inputs, "max_inputs")
     elif path == "/v1/embeddings":
         _require(body, "input", (str, list), "a non-empty string or list")
+        bound_list(body, "input", api.max_inputs, "max_inputs")
     elif path == "/v1/audio/speech":
         _require(body, "input", (str,), "a non-empty string")
     else:
         _require(body, "query", (str,), "a non-empty string")
         _require(body, "documents", (list,), "a non-empty list of strings")
+        bound_list(body, "documents", api.max_inputs, "max_inputs")
 
 
 def _token_ids(value: Any) -> bool:
@@ -98,8 +113,8 @@ async def _refuse_token_ids(request: web.Request, body: dict[str, Any]) -> None:
 
 async def _dispatch(request: web.Request, path: str) -> web.StreamResponse:
     raw = await request.read()
-    body = parse_json(raw)
-    _validate(path, body)
+    body = parse_json(raw, request.app[JSON_LIMITS])
+    _validate(path, body, request.app[CONFIG].api)
     if path == "/v1/embeddings":
         await _refuse_token_ids(request, body)
     return await request.app[DISPATCHER].handle(request, path, body, raw)
@@ -144,7 +159,7 @@ async def audio_models(request: web.Request) -> web.Response:
 async def images_generations(request: web.Request) -> web.StreamResponse:
     """Checked here (every problem a 400 before any slot wakes), then translated for ComfyUI."""
     raw = await request.read()
-    body = parse_json(raw)
+    body = parse_json(raw, request.app[JSON_LIMITS])
     job = parse_image_request(body)
     images = request.app[IMAGES]
     return await request.app[DISPATCHER].handle_with(
@@ -172,8 +187,8 @@ async def completions(request: web.Request) -> web.StreamResponse:
     """Forwarded; with ``suffix``, fill-in-the-middle through the slot's ``/infill``; a stream that
     asked for usage gets it as a chunk of its own."""
     raw = await request.read()
-    body = parse_json(raw)
-    _validate("/v1/completions", body)
+    body = parse_json(raw, request.app[JSON_LIMITS])
+    _validate("/v1/completions", body, request.app[CONFIG].api)
     model = body.get("model")
     if body.get("suffix") is not None:
         infill = infill_request(body)
@@ -194,7 +209,7 @@ async def completions(request: web.Request) -> web.StreamResponse:
 async def infill(request: web.Request) -> web.StreamResponse:
     """llama.cpp's own fill-in-the-middle endpoint, forwarded to the chat slot (``model`` picks it)."""
     raw = await request.read()
-    body = parse_json(raw)
+    body = parse_json(raw, request.app[JSON_LIMITS])
     if body.get("model") is not None and not isinstance(body["model"], str):
         raise RequestInvalid("`model` must be a string", param="model")
     return await request.app[DISPATCHER].handle(request, "/infill", body, raw)

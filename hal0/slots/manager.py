@@ -26,6 +26,7 @@ from hal0.errors import (
     SlotPortInUse,
 )
 from hal0.events import EventBus
+from hal0.providers import check_extra_args
 from hal0.slots.changes import ChangeChannel
 from hal0.slots.commands import Autostart
 from hal0.slots.orphans import reap_orphans
@@ -158,7 +159,7 @@ class SlotManager:
     async def create(self, spec: dict[str, Any], *, internal: bool = False) -> Slot:
         """Create and register a slot from an API body; ``internal`` allows reserved names.
 
-        Raises SlotInvalidName, SlotExists, SlotPortInUse or RequestInvalid.
+        Raises SlotInvalidName, SlotExists, SlotPortInUse, SlotReservedArg or RequestInvalid.
         """
         name = spec.get("name")
         if not isinstance(name, str) or not SLOT_NAME_RE.match(name):
@@ -169,6 +170,8 @@ class SlotManager:
             if name in self._slots or self._deps.paths.slot_toml(name).exists():
                 raise SlotExists(f"slot {name!r} already exists", slot=name)
             config = self._config_from_spec(name, spec)
+            check_extra_args(name, config.provider, config.server.extra_args,
+                             (*self._deps.registry.roots, self._deps.paths.slot_state_dir(name)))
             if _is_npu(config) and (other := next((s for s in self._slots.values() if _is_npu(s.config)), None)):
                 raise SlotNpuExclusive(f"slot {other.name} already uses the NPU; only one NPU (FLM) process may "
                                        f"run at a time: give {other.name} the model instead", slot=other.name)

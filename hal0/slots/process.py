@@ -16,6 +16,7 @@ import signal
 from collections import deque
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 __all__ = ["BackendProcess", "LogRing", "proc_start_time"]
 
@@ -81,19 +82,46 @@ class BackendProcess:
         return cls(proc, ring, log_path)
 
     async def _drain_output(self) -> None:
+        """Every line into the ring and backend.log until the pipe closes. The file is best effort:
+        a full disk must not stop the draining (a backend whose pipe fills up stops answering)."""
         assert self._proc.stdout is not None
-        log = self._log_path.open("ab")
+        log: BinaryIO | None = self._open_log()
         try:
             while line := await self._proc.stdout.readline():
-                log.write(line)
                 self._ring.append(line.decode(errors="replace").rstrip("\n"))
                 self.output.set()
-                if log.tell() > LOG_ROTATE_BYTES:
-                    log.close()
-                    self._log_path.replace(self._log_path.with_suffix(".log.1"))
-                    log = self._log_path.open("ab")
+                if log is not None:
+                    try:
+                        log.write(line)
+                        if log.tell() > LOG_ROTATE_BYTES:
+                            log.close()
+                            self._log_path.replace(self._log_path.with_suffix(".log.1"))
+                            log = self._open_log()
+                    except OSError as e:
+                        self._drop_log(log, e)
+                        log = None
         finally:
-            log.close()
+            if log is not None:
+                self._drop_log(log, None)
+
+    def _open_log(self) -> BinaryIO | None:
+        try:
+            return self._log_path.open("ab")
+        except OSError as e:
+            self._drop_log(None, e)
+            return None
+
+    def _drop_log(self, log: BinaryIO | None, error: OSError | None) -> None:
+        """Close the file (a failing close is one more error); the ring keeps the lines."""
+        if log is not None:
+            try:
+                log.close()
+            except OSError as e:
+                error = error or e
+        if error is not None:
+            self._ring.append(f"[hal0] cannot write {self._log_path}: {error.strerror or error}; "
+                              "the output is kept in memory only")
+        return None
 
     @property
     def returncode(self) -> int | None:

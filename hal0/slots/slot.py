@@ -35,6 +35,7 @@ from hal0.errors import (
     SlotNoModel,
     SlotPortInUse,
     SlotPulling,
+    SlotReservedArg,
     SlotStartFailed,
     SlotStateError,
     SlotSwapFailed,
@@ -43,7 +44,7 @@ from hal0.hardware.fit import too_large
 from hal0.models.pulls import PullJob, Pulls
 from hal0.models.registry import Registry, ResolvedModel
 from hal0.paths import Paths
-from hal0.providers import PROVIDERS, Provider, get_provider
+from hal0.providers import PROVIDERS, Provider, check_extra_args, get_provider
 from hal0.roles import slot_kind
 from hal0.slots import readiness
 from hal0.slots.changes import ChangeChannel
@@ -596,6 +597,11 @@ class Slot(Owner):
         stops the half-started backend and leaves the slot offline.
         """
         provider = get_provider(self.config.provider)
+        try:  # a TOML edited by hand: the same check as `slot create`
+            check_extra_args(self.name, self.config.provider, self.config.server.extra_args,
+                             (*self._deps.registry.roots, self._deps.paths.slot_state_dir(self.name)))
+        except SlotReservedArg as e:
+            raise SlotStartFailed(e.message, slot=self.name) from None
         model = await self._resolve_or_pull(provider, ref)
         if not force and not retry:
             await self._check_fit(model)

@@ -20,8 +20,10 @@ from hal0.errors import (
     RequestTooLarge,
     RouteNotFound,
     envelope,
+    no_space,
 )
 from hal0.web.http import REQUEST_ID, json_response
+from hal0.web.logs import CURRENT_REQUEST_ID
 
 __all__ = ["ErrorShape", "error_middleware", "error_shape", "render", "request_id_middleware"]
 
@@ -62,6 +64,7 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
     if not _RID_RE.match(rid):
         rid = f"{_RID_PREFIX}{next(_RID_COUNTER):08x}"
     request[REQUEST_ID] = rid
+    CURRENT_REQUEST_ID.set(rid)  # this request's task only: every line it logs carries the id
     try:
         resp = await handler(request)
     except web.HTTPException as e:
@@ -89,7 +92,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
                                       max_bytes=limit), _shape_of(request))
     except web.HTTPException:
         raise
-    except Exception:
+    except Exception as e:
+        if isinstance(e, OSError) and (full := no_space(e)) is not None:  # a full disk is no bug
+            log.error("%s %s: %s", request.method, request.path, full.message)
+            return render(full)
         log.exception("unhandled error in %s %s (request %s)", request.method, request.path,
                       request.get(REQUEST_ID))
         return render(InternalError("internal error; the hal0 log has the details",
