@@ -91,7 +91,8 @@ def hal0(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hal0]:
     models = m["models"]
     etc = home / "etc"
     (etc / "slots").mkdir(parents=True)
-    template = home / "tools.jinja"
+    template = home / "var" / "slots" / "primary" / "tools.jinja"  # backend files live in hal0's folders
+    template.parent.mkdir(parents=True)
     template.write_text(TOOL_TEMPLATE)
     lo, listener = free_port(), free_port()
     (etc / "hal0.toml").write_text(tomli_w.dumps({
