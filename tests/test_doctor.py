@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -70,3 +71,40 @@ def test_a_gpu_device_the_service_user_cannot_open(tmp_path: Path) -> None:
     node.chmod(0o666)
     found = {c.name: c for c in checks(resolve_paths({"HAL0_HOME": str(home)}), tmp_path / "root", "nobody")}
     assert found["device renderD128"].level == "ok"
+
+
+def test_a_vulkan_llama_server_that_sees_no_gpu_names_the_libraries(tmp_path: Path) -> None:
+    """The recorded H100 box with the real Vulkan build on this GPU-less machine: it starts, but
+    lists no GPU, so the engine check fails naming NVIDIA's GL libraries; as cpu it is fine."""
+    from hal0.hardware import probe
+
+    m = manifest()
+    setup_home(tmp_path, m["llama_server"]["bin"], m["models"]["tiny-chat"])
+    hw = probe(Path(__file__).parent / "fixtures/hw/h100")
+    (tmp_path / "etc/hardware.json").write_text(json.dumps(hw))
+    toml = tmp_path / "etc/hal0.toml"
+    toml.write_text(toml.read_text().replace(f'bin = "{m["llama_server"]["bin"]}"',
+                                             f'bin = "{m["llama_server"]["bin"]}"\nflavor = "vulkan"'))
+    _, found = doctor(tmp_path, HAL0_URL="http://127.0.0.1:9")
+    engine = {c["name"]: c for c in found}["engine llama-server"]
+    assert engine["level"] == "fail", engine
+    assert "lists no GPU although the probe found the NVIDIA H100 80GB HBM3" in engine["message"]
+    assert engine["fix"].startswith("sudo apt-get install ") and "libvulkan1" in engine["fix"]
+    toml.write_text(toml.read_text().replace('flavor = "vulkan"', 'flavor = "cpu"'))
+    _, found = doctor(tmp_path, HAL0_URL="http://127.0.0.1:9")
+    engine = {c["name"]: c for c in found}["engine llama-server"]
+    assert engine["level"] == "ok" and "(cpu, llama.cpp 0.1.0-dev (build 1, commit 7e4c0a9); no GPU device)" in \
+        engine["message"]
+
+
+def test_a_llama_server_that_does_not_start(tmp_path: Path) -> None:
+    """A binary that is there but cannot load (its libraries are missing): fail, with the reinstall."""
+    m = manifest()
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    shutil.copy(m["llama_server"]["bin"], broken / "llama-server")  # without the .so files beside it
+    setup_home(tmp_path / "home", str(broken / "llama-server"), m["models"]["tiny-chat"])
+    _, found = doctor(tmp_path / "home", HAL0_URL="http://127.0.0.1:9")
+    engine = {c["name"]: c for c in found}["engine llama-server"]
+    assert engine["level"] == "fail" and "--version exits 127" in engine["message"], engine
+    assert engine["fix"] == "hal0 backend install llama-server"

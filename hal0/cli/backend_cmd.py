@@ -26,6 +26,9 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--flavor", choices=["auto", "cpu", "vulkan", "cuda", "rocm"], default="auto",
                    help="llama-server: which build (default auto: Vulkan where a GPU Vulkan driver exists, else "
                         "CUDA or ROCm where their toolkit is installed, else the CPU)")
+    p.add_argument("--no-apt", action="store_true",
+                   help="llama-server: never install Debian packages (build tools, NVIDIA's GL libraries); "
+                        "say which instead")
     p.add_argument("--torch", metavar="SPECS", default="",
                    help="comfyui: the torch and torchvision requirements to install instead of hal0's pair, "
                         "e.g. 'torch==2.9.1 torchvision==0.24.1' (with --torch-index-url for a ROCm build)")
@@ -85,7 +88,8 @@ def _install_llama(args: argparse.Namespace, paths: Paths) -> int:
     from hal0.llamacpp.install import install as llama_install
 
     try:
-        llama_install(paths, args.flavor, _hardware(paths), toolchains(), lambda line: print(line, flush=True))
+        llama_install(paths, args.flavor, _hardware(paths), toolchains(), lambda line: print(line, flush=True),
+                     apt=not args.no_apt)
     except (ValueError, RuntimeError) as e:
         print(f"hal0: {e}", file=sys.stderr)
         return 1

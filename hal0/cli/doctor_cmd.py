@@ -44,31 +44,70 @@ def _python() -> Check:
     return Check("python", "ok", f"Python {v.major}.{v.minor}.{v.micro}, hal0 {__version__}")
 
 
-def _engine(provider: str, paths: Paths, settings: Any) -> Check:
+def _engine(provider: str, paths: Paths, settings: Any, backends: set[str]) -> Check:
     from hal0.backends import engine_settings
 
     installed = engine_settings(paths, provider)
-    if provider in ("llama-server", "flm"):
-        binary = settings.bin or installed.get("bin") or shutil.which(provider if provider != "flm" else "flm")
+    if provider == "llama-server":
+        return _llama_server(paths, settings, backends)
+    if provider == "flm":
+        binary = settings.bin or shutil.which("flm")
         if not binary or not Path(binary).exists():
-            return Check(f"engine {provider}", "fail", f"{provider} is not installed",
-                         f"put {provider} on PATH, or set [providers.{provider}].bin in hal0.toml to its path")
-        try:
-            r = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=20,
-                               env={**os.environ, "LD_LIBRARY_PATH": str(Path(binary).parent)})
-        except (OSError, subprocess.TimeoutExpired) as e:
-            return Check(f"engine {provider}", "fail", f"{binary} does not run: {e}",
-                         f"reinstall {provider}, or point [providers.{provider}].bin at one that runs")
-        if r.returncode != 0:
-            return Check(f"engine {provider}", "fail", f"{binary} --version exits {r.returncode}",
-                         f"reinstall {provider}, or point [providers.{provider}].bin at one that runs")
-        version = (r.stdout + r.stderr).strip().splitlines()
-        return Check(f"engine {provider}", "ok", f"{binary} ({version[0] if version else 'runs'})")
+            return Check("engine flm", "fail", "flm is not installed",
+                         "put flm on PATH, or set [providers.flm].bin in hal0.toml to its path")
+        from hal0.llamacpp.devices import run as run_binary
+
+        ran = run_binary(Path(binary), "--version", timeout=20)
+        if ran.code != 0:
+            return Check("engine flm", "fail", f"{binary} --version: {_said(ran)}",
+                         "reinstall flm, or point [providers.flm].bin at one that runs")
+        return Check("engine flm", "ok", f"{binary} ({(ran.output.strip().splitlines() or ['runs'])[0]})")
     python = settings.python or installed.get("python")
     if not python or not Path(python).exists():
         return Check(f"engine {provider}", "fail", f"the {provider} engine is not installed",
                      f"hal0 backend install {provider}")
     return Check(f"engine {provider}", "ok", f"{provider} in {Path(python).parent.parent}")
+
+
+def _said(ran: Any) -> str:
+    last = ran.output.strip().splitlines()[-1:] or [""]
+    return f"{'exits ' + str(ran.code) if ran.code is not None else 'does not start'}: {last[0][:200]}"
+
+
+def _llama_server(paths: Paths, settings: Any, backends: set[str]) -> Check:
+    """Present, starts (``--version``), and, when its flavor or a slot's backend wants the GPU the
+    probe found, lists that GPU (``--list-devices``), else the libraries or driver to fix."""
+    import json
+
+    from hal0.llamacpp.devices import NVIDIA_VULKAN_PACKAGES, list_devices, missing_packages, parse_version, run
+    from hal0.llamacpp.install import nvidia_vulkan_problem
+
+    name, reinstall = "engine llama-server", "hal0 backend install llama-server"
+    binary = settings.bin or shutil.which("llama-server")
+    if not binary or not Path(binary).exists():
+        return Check(name, "fail", "llama-server is not installed", reinstall)
+    ran = run(Path(binary), "--version", timeout=20)
+    if ran.code != 0:
+        return Check(name, "fail", f"{binary} --version {_said(ran)}", reinstall)
+    version = parse_version(ran.output) or "unknown build"
+    flavor = settings.flavor or next(iter(sorted(backends - {"cpu", "npu"})), "cpu")
+    try:
+        hw = json.loads(paths.hardware_json.read_text())
+    except (OSError, ValueError):
+        hw = {}
+    devices, listed = list_devices(Path(binary))
+    if listed.code != 0:
+        return Check(name, "fail", f"{binary} --list-devices {_said(listed)}", reinstall)
+    gpu = next((g for g in hw.get("gpus") or [] if g.get("pci") == hw.get("primary_gpu")), None)
+    nvidia_vulkan = flavor == "vulkan" and gpu is not None and gpu.get("vendor") == "nvidia"
+    missing = missing_packages(NVIDIA_VULKAN_PACKAGES) if nvidia_vulkan else []
+    problem = nvidia_vulkan_problem(hw, flavor, devices, missing)
+    if problem:
+        fix = f"sudo apt-get install {' '.join(missing or NVIDIA_VULKAN_PACKAGES)}" if nvidia_vulkan else \
+            f"{reinstall} --flavor cpu, or fix the GPU driver"
+        return Check(name, "fail", problem, fix)
+    seen = ", ".join(f"{d.name} {d.description}" for d in devices) or "no GPU device"
+    return Check(name, "ok", f"{binary} ({settings.flavor or 'flavor unknown'}, llama.cpp {version}; {seen})")
 
 
 def _model(name: str, slot: Any, paths: Paths) -> Check:
@@ -186,7 +225,8 @@ def checks(paths: Paths, root: Path = Path("/"), service_user: str = SERVICE_USE
     out.append(Check("config", "ok", f"{paths.config_dir} ({paths.mode} mode)"))
     enabled = {name: s for name, s in slots.items() if s.enabled}
     for provider in sorted({s.provider for s in enabled.values()}):
-        out.append(_engine(provider, paths, config.providers.get(provider, ProviderConfig())))
+        backends = {s.backend for s in enabled.values() if s.provider == provider}
+        out.append(_engine(provider, paths, config.providers.get(provider, ProviderConfig()), backends))
     out += [_model(name, s, paths) for name, s in enabled.items()]
     out += _devices({s.backend for s in enabled.values()}, root, service_user)
     from hal0.bootstrap import missing_models

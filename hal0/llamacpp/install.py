@@ -46,9 +46,10 @@ def build_dir(root: Path, how: str, flavor: str) -> Path:
     return root / f"source-{flavor}-{b.SOURCE.version}"
 
 
-def _apt(packages: list[str], say: Say) -> bool:
-    """apt-get install ``packages`` when this process may; False when it cannot (not root, no apt)."""
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+def _apt(packages: list[str], say: Say, allowed: bool) -> bool:
+    """apt-get install ``packages`` when this process may; False when it cannot (not allowed, not
+    root, no apt)."""
+    if not allowed or os.geteuid() != 0 or shutil.which("apt-get") is None:
         return False
     say(f"apt-get install {' '.join(packages)}")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
@@ -59,7 +60,8 @@ def _apt(packages: list[str], say: Say) -> bool:
     return True
 
 
-def ensure_build(root: Path, how: str, flavor: str, say: Say, *, model: Path | None = None) -> tuple[Path, str | None]:
+def ensure_build(root: Path, how: str, flavor: str, say: Say, *, model: Path | None = None,
+                 apt: bool = True) -> tuple[Path, str | None]:
     """The build ``how`` (``prebuilt`` or ``source``) of ``flavor`` under ``root``: cached, or fetched or
     compiled now and smoke-tested once. Returns the binary and None, or the folder and why it does
     not run here. Raises RuntimeError when it cannot be made at all."""
@@ -78,7 +80,7 @@ def ensure_build(root: Path, how: str, flavor: str, say: Say, *, model: Path | N
             source = b.PREBUILT.spec
         else:
             missing = b.missing_tools(flavor)
-            if missing and not _apt(sorted(set(missing.values())), say):
+            if missing and not _apt(sorted(set(missing.values())), say, apt):
                 raise RuntimeError(f"building llama-server ({flavor}) needs {', '.join(missing)}: "
                                    f"apt-get install {' '.join(sorted(set(missing.values())))}")
             binary = b.build_from_source(b.fetch(b.SOURCE, downloads, say), flavor, partial, say)
@@ -115,9 +117,11 @@ def nvidia_vulkan_problem(hw: dict[str, Any], flavor: str, devices: list[Device]
             f"(`{check}`) and that this user may open its devices, or use --flavor cpu")
 
 
-def install(paths: Paths, requested: str, hw: dict[str, Any], tc: Toolchains, say: Say) -> Installed:
-    """Choose, get, verify and record llama-server for this box. Raises ValueError (a flavor this box
-    cannot have) or RuntimeError (it could not be made, or it does not see the GPU)."""
+def install(paths: Paths, requested: str, hw: dict[str, Any], tc: Toolchains, say: Say, *,
+            apt: bool = True) -> Installed:
+    """Choose, get, verify and record llama-server for this box; as root with ``apt``, the Debian
+    packages a build or NVIDIA's Vulkan driver needs are installed. Raises ValueError (a flavor this
+    box cannot have) or RuntimeError (it could not be made, or it does not see the GPU)."""
     from hal0.config.edit import set_provider
 
     choice = choose(requested, hw, tc)
@@ -125,13 +129,13 @@ def install(paths: Paths, requested: str, hw: dict[str, Any], tc: Toolchains, sa
     gpu = primary_gpu(hw)
     nvidia_vulkan = choice.flavor == "vulkan" and gpu is not None and gpu.get("vendor") == "nvidia"
     if nvidia_vulkan and (missing := missing_packages()):
-        if not _apt(missing, say):
-            say(f"NVIDIA's Vulkan driver needs {', '.join(missing)}; not root, so they are not installed")
+        if not _apt(missing, say, apt):
+            say(f"NVIDIA's Vulkan driver needs {', '.join(missing)}, which are not installed")
     root = paths.backends_dir / "llama-server"
     ways = ["prebuilt"] if choice.flavor in ("cpu", "vulkan") and platform.machine() in PREBUILT_MACHINES else []
     binary, why = None, None
     for how in [*ways, "source"]:
-        binary, why = ensure_build(root, how, choice.flavor, say)
+        binary, why = ensure_build(root, how, choice.flavor, say, apt=apt)
         if why is None:
             break
         say(f"the {how} llama-server does not run here ({why})" + ("; building from source" if how != "source" else ""))

@@ -1,0 +1,185 @@
+"""`hal0 backend install llama-server`: the flavor each recorded box gets, what real llama-server
+binaries print about their devices, and a real install of the prebuilt build from the cache."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hal0.hardware import probe
+from hal0.hardware.flavors import Toolchains, choose
+from hal0.hardware.seeding import seed_slots
+from hal0.llamacpp.build import PREBUILT, parse_progress, smoke
+from hal0.llamacpp.devices import NVIDIA_VULKAN_PACKAGES, gpu_devices, list_devices, parse_devices, parse_version
+from hal0.llamacpp.install import nvidia_vulkan_problem
+from hal0.llamacpp.tinymodel import write_tiny_llama
+from hal0.models.gguf import read_gguf
+from tests.helpers.env import HAL0, hal0_env, manifest
+
+HW = Path(__file__).parent / "fixtures" / "hw"
+RECORDED = Path(__file__).parent / "fixtures" / "llama"
+CUDA = Toolchains(nvcc="/usr/local/cuda/bin/nvcc")
+ROCM = Toolchains(hipcc="/opt/rocm/bin/hipcc")
+
+
+def box(name: str) -> dict[str, Any]:
+    if name in ("h100", "cpu-vm"):
+        return probe(HW / name)
+    return json.loads((HW / "golden" / f"{name}.json").read_text())  # type: ignore[no-any-return]
+
+
+def without_vulkan(hw: dict[str, Any]) -> dict[str, Any]:
+    return {**hw, "vulkan": {"icds": [], "gpu": False}}
+
+
+def test_auto_picks_the_flavor_each_recorded_box_can_have() -> None:
+    """Vulkan wherever a GPU Vulkan driver is (NVIDIA's too), then CUDA or ROCm with their toolkit,
+    else the CPU; an explicit flavor the box cannot have says what to install."""
+    cases = {
+        ("h100", Toolchains()): "vulkan", ("h100", CUDA): "vulkan", ("rtx4090", Toolchains()): "vulkan",
+        ("rx7900xtx", ROCM): "vulkan", ("strix-halo", Toolchains()): "vulkan", ("intel-arc", Toolchains()): "vulkan",
+        ("cpu-vm", CUDA): "cpu", ("lxc", Toolchains()): "cpu",
+    }
+    assert {k: choose("auto", box(k[0]), k[1]).flavor for k in cases} == cases
+    assert choose("auto", without_vulkan(box("h100")), CUDA).flavor == "cuda"
+    assert choose("auto", without_vulkan(box("rx7900xtx")), ROCM).flavor == "rocm"
+    no_driver = choose("auto", without_vulkan(box("h100")), Toolchains())
+    assert no_driver.flavor == "cpu" and "no Vulkan driver" in no_driver.why
+    assert choose("cuda", box("h100"), CUDA).flavor == "cuda"
+    with pytest.raises(ValueError, match=r"no CUDA toolkit \(nvcc\).*--flavor vulkan"):
+        choose("cuda", box("h100"), Toolchains())
+    with pytest.raises(ValueError, match="needs an AMD GPU with /dev/kfd"):
+        choose("rocm", box("h100"), ROCM)
+    with pytest.raises(ValueError, match="no GPU Vulkan driver"):
+        choose("vulkan", box("cpu-vm"), Toolchains())
+
+
+def test_a_cuda_tier_without_a_cuda_build_gets_vulkan_and_says_so() -> None:
+    h100 = box("h100")
+    seeds = seed_slots(h100, Toolchains())
+    assert (seeds["primary"].slot.backend, seeds["embed"].slot.backend) == ("vulkan", "vulkan")
+    assert "prefers cuda" in seeds["primary"].note and "uses vulkan" in seeds["primary"].note
+    assert seeds["img"].slot.backend == "cuda" and seeds["img"].note == ""  # ComfyUI's torch is a CUDA build
+    assert seed_slots(h100, CUDA)["primary"].slot.backend == "cuda"
+    assert seed_slots(h100, CUDA)["primary"].note == ""
+    no_vulkan = seed_slots(without_vulkan(h100), Toolchains())["primary"]
+    assert no_vulkan.slot.backend == "cpu" and "uses cpu" in no_vulkan.note
+
+
+def test_init_writes_the_note_in_the_slot(tmp_path: Path) -> None:
+    from hal0.bootstrap import init_tree
+    from hal0.config import load_slots
+    from hal0.paths import resolve_paths
+
+    paths = resolve_paths({"HAL0_HOME": str(tmp_path)})
+    init_tree(paths, hardware=box("h100"), toolchains=Toolchains())
+    assert load_slots(paths)["primary"].backend == "vulkan"
+    assert "# backend: the nvidia-datacenter tier prefers cuda" in paths.slot_toml("primary").read_text()
+
+
+def test_devices_of_a_real_binary_without_a_gpu() -> None:
+    """This machine's llama-server, run for real: it loads, and lists no device."""
+    binary = Path(manifest()["llama_server"]["bin"])
+    devices, ran = list_devices(binary)
+    assert ran.code == 0 and "Available devices:" in ran.output and devices == []
+    from hal0.llamacpp.devices import run
+
+    assert parse_version(run(binary, "--version").output) == "0.1.0-dev (build 1, commit 7e4c0a9)"
+
+
+def test_devices_recorded_on_an_h200() -> None:
+    """The prebuilt Vulkan build on the lent H200, recorded with and without the GL dispatch
+    libraries (tests/fixtures/llama/README.md says how)."""
+    with_gl = parse_devices((RECORDED / "h200-list-devices-gl.txt").read_text())
+    assert [(d.name, d.description, d.is_gpu) for d in with_gl] == [("Vulkan0", "NVIDIA H200", True)]
+    assert with_gl[0].total_mib > 100_000
+    bare = parse_devices((RECORDED / "h200-list-devices-bare.txt").read_text())
+    assert gpu_devices(bare) == []
+    h100 = box("h100")
+    problem = nvidia_vulkan_problem(h100, "vulkan", bare, ["libvulkan1", "libegl1"])
+    assert problem is not None and "lists no GPU although the probe found the NVIDIA H100 80GB HBM3" in problem
+    assert "(missing: libvulkan1, libegl1)" in problem and "apt-get install libvulkan1 libegl1" in problem
+    assert nvidia_vulkan_problem(h100, "vulkan", bare, []) is not None
+    assert " ".join(NVIDIA_VULKAN_PACKAGES) in str(nvidia_vulkan_problem(h100, "vulkan", bare, []))
+    assert nvidia_vulkan_problem(h100, "vulkan", with_gl, []) is None
+    assert nvidia_vulkan_problem(h100, "cpu", bare, []) is None
+    assert nvidia_vulkan_problem(box("cpu-vm"), "vulkan", bare, []) is None
+
+
+def test_a_lavapipe_device_is_not_a_gpu() -> None:
+    text = "Available devices:\n  Vulkan0: llvmpipe (LLVM 15.0.6, 256 bits) (7940 MiB, 7940 MiB free)\n"
+    (d,) = parse_devices(text)
+    assert d.description == "llvmpipe (LLVM 15.0.6, 256 bits)" and not d.is_gpu
+
+
+def test_ninja_progress_lines() -> None:
+    assert parse_progress("[12/345] Building CXX object ggml/src/ggml.c.o\n") == (12, 345)
+    assert parse_progress("-- Configuring done") is None
+
+
+def test_the_tiny_model_is_a_gguf_llama_server_answers(tmp_path: Path) -> None:
+    write_tiny_llama(tmp_path / "t.gguf")
+    info = read_gguf(tmp_path / "t.gguf")
+    assert (info.architecture, info.block_count, info.vocab_size) == ("llama", 1, 36)
+    binary = Path(manifest()["llama_server"]["bin"])
+    assert smoke(binary, tmp_path / "t.gguf") is None
+    (tmp_path / "bad.gguf").write_bytes(b"GGUF not really")
+    assert smoke(binary, tmp_path / "bad.gguf").startswith("exited with ")  # type: ignore[union-attr]
+
+
+def _home(tmp: Path, hw: dict[str, Any]) -> Path:
+    """A home whose hardware.json is a recorded box, with the provisioned download in its cache."""
+    (tmp / "etc").mkdir(parents=True)
+    (tmp / "etc/hardware.json").write_text(json.dumps(hw))
+    downloads = tmp / "var/backends/llama-server/downloads"
+    downloads.mkdir(parents=True)
+    cached = Path(manifest()["llama_server"]["downloads"]) / PREBUILT.filename
+    try:
+        os.link(cached, downloads / PREBUILT.filename)
+    except OSError:
+        shutil.copy(cached, downloads / PREBUILT.filename)
+    return tmp
+
+
+def hal0(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*HAL0, *args], env=hal0_env(home), capture_output=True, text=True, timeout=300)
+
+
+def test_install_the_prebuilt_build_on_a_cpu_box_then_list_it(tmp_path: Path) -> None:
+    home = _home(tmp_path, box("cpu-vm"))
+    (home / "etc/hal0.toml").write_text("# mine\n[api]\nport = 8123  # my port\n")
+    r = hal0(home, "backend", "install", "llama-server", "--no-apt")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "llama-server flavor: cpu (no GPU)" in r.stdout and "checking that it runs here" in r.stdout
+    text = (home / "etc/hal0.toml").read_text()
+    assert text.startswith("# mine\n[api]\nport = 8123  # my port\n")  # the operator's file stays theirs
+    settings = tomllib.loads(text)["providers"]["llama-server"]
+    binary = home / "var/backends/llama-server/prebuilt-vulkan-0.10434.0/bin/llama-server"
+    assert settings == {"bin": str(binary), "flavor": "cpu"}
+    listed = json.loads(hal0(home, "backend", "list", "--json").stdout)["llama-server"]
+    assert listed["flavor"] == "cpu" and listed["bin"] == str(binary)
+    assert listed["version"] == "0.1.0-dev (build 1, commit 7e4c0a9)" and listed["source"] == PREBUILT.spec
+    table = hal0(home, "backend", "list").stdout
+    assert f"cpu, llama.cpp 0.1.0-dev (build 1, commit 7e4c0a9)  {binary}" in table
+
+    again = hal0(home, "backend", "install", "llama-server", "--flavor", "cpu", "--no-apt")
+    assert again.returncode == 0 and "is cached in" in again.stdout and "fetching" not in again.stdout
+
+
+def test_an_nvidia_box_whose_vulkan_build_sees_no_gpu_is_not_done(tmp_path: Path) -> None:
+    """The recorded H100 box on this GPU-less machine: the Vulkan build runs but lists no GPU, so
+    the install fails naming the GL libraries, and hal0.toml is left as it was."""
+    home = _home(tmp_path, box("h100"))
+    r = hal0(home, "backend", "install", "llama-server", "--no-apt")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "llama-server flavor: vulkan (a GPU Vulkan driver is installed)" in r.stdout
+    assert "lists no GPU although the probe found the NVIDIA H100 80GB HBM3 at 0000:00:06.0" in r.stderr
+    assert "apt-get install" in r.stderr and "libvulkan1" in r.stderr and "Traceback" not in r.stderr
+    assert not (home / "etc/hal0.toml").exists()
