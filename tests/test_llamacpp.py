@@ -17,14 +17,13 @@ from hal0.hardware import probe
 from hal0.hardware.flavors import Toolchains, choose
 from hal0.hardware.seeding import seed_slots
 from hal0.llamacpp.build import PREBUILT, parse_progress, smoke
-from hal0.llamacpp.devices import NVIDIA_VULKAN_PACKAGES, gpu_devices, list_devices, parse_devices, parse_version
+from hal0.llamacpp.devices import NVIDIA_VULKAN_PACKAGES, gpu_devices, list_devices, parse_devices, parse_version, run
 from hal0.llamacpp.install import nvidia_vulkan_problem
 from hal0.llamacpp.tinymodel import write_tiny_llama
 from hal0.models.gguf import read_gguf
 from tests.helpers.env import HAL0, hal0_env, manifest
 
 HW = Path(__file__).parent / "fixtures" / "hw"
-RECORDED = Path(__file__).parent / "fixtures" / "llama"
 CUDA = Toolchains(nvcc="/usr/local/cuda/bin/nvcc")
 ROCM = Toolchains(hipcc="/opt/rocm/bin/hipcc")
 
@@ -89,28 +88,33 @@ def test_devices_of_a_real_binary_without_a_gpu() -> None:
     binary = Path(manifest()["llama_server"]["bin"])
     devices, ran = list_devices(binary)
     assert ran.code == 0 and "Available devices:" in ran.output and devices == []
-    from hal0.llamacpp.devices import run
-
     assert parse_version(run(binary, "--version").output) == "0.1.0-dev (build 1, commit 7e4c0a9)"
 
 
-def test_devices_recorded_on_an_h200() -> None:
-    """The prebuilt Vulkan build on the lent H200, recorded with and without the GL dispatch
-    libraries (tests/fixtures/llama/README.md says how)."""
-    with_gl = parse_devices((RECORDED / "h200-list-devices-gl.txt").read_text())
-    assert [(d.name, d.description, d.is_gpu) for d in with_gl] == [("Vulkan0", "NVIDIA H200", True)]
-    assert with_gl[0].total_mib > 100_000
-    bare = parse_devices((RECORDED / "h200-list-devices-bare.txt").read_text())
+# llama.cpp's common_print_available_devices() (common/arg.cpp of the pinned source): non-CPU devices,
+#     printf("  %s: %s (%zu MiB, %zu MiB free)\n", name, description, total / MiB, free / MiB);
+# after "Available devices:", or "  (none)".
+H200_WITH_GL = "Available devices:\n  Vulkan0: NVIDIA H200 (143771 MiB, 143247 MiB free)\n"
+
+
+def test_an_nvidia_gpu_the_vulkan_build_does_not_list_is_an_error_naming_the_libraries() -> None:
+    """What this machine's real binary prints when it sees no GPU device is what the Vulkan build
+    prints on an NVIDIA box whose driver's ICD cannot load (no GL dispatch libraries)."""
+    bare = parse_devices(run(Path(manifest()["llama_server"]["bin"]), "--list-devices").output)
+    with_gl = parse_devices(H200_WITH_GL)
+    assert [(d.name, d.description, d.total_mib, d.is_gpu) for d in with_gl] == [
+        ("Vulkan0", "NVIDIA H200", 143771, True)]
     assert gpu_devices(bare) == []
     h100 = box("h100")
     problem = nvidia_vulkan_problem(h100, "vulkan", bare, ["libvulkan1", "libegl1"])
     assert problem is not None and "lists no GPU although the probe found the NVIDIA H100 80GB HBM3" in problem
     assert "(missing: libvulkan1, libegl1)" in problem and "apt-get install libvulkan1 libegl1" in problem
-    assert nvidia_vulkan_problem(h100, "vulkan", bare, []) is not None
     assert " ".join(NVIDIA_VULKAN_PACKAGES) in str(nvidia_vulkan_problem(h100, "vulkan", bare, []))
     assert nvidia_vulkan_problem(h100, "vulkan", with_gl, []) is None
     assert nvidia_vulkan_problem(h100, "cpu", bare, []) is None
     assert nvidia_vulkan_problem(box("cpu-vm"), "vulkan", bare, []) is None
+    amd = nvidia_vulkan_problem(box("rx7900xtx"), "vulkan", bare, [])
+    assert amd is not None and "vulkaninfo --summary" in amd and "libvulkan1" not in amd
 
 
 def test_a_lavapipe_device_is_not_a_gpu() -> None:

@@ -84,6 +84,7 @@ def _list(args: argparse.Namespace, paths: Paths) -> int:
 
 
 def _install_llama(args: argparse.Namespace, paths: Paths) -> int:
+    from hal0.errors import Hal0Error
     from hal0.hardware.flavors import toolchains
     from hal0.llamacpp.install import install as llama_install
 
@@ -92,6 +93,9 @@ def _install_llama(args: argparse.Namespace, paths: Paths) -> int:
                      apt=not args.no_apt)
     except (ValueError, RuntimeError) as e:
         print(f"hal0: {e}", file=sys.stderr)
+        return 1
+    except Hal0Error as e:  # a download that failed
+        print(f"hal0: llama-server could not be downloaded: {e.message}", file=sys.stderr)
         return 1
     return 0
 

@@ -225,7 +225,7 @@ def checks(paths: Paths, root: Path = Path("/"), service_user: str = SERVICE_USE
     out.append(Check("config", "ok", f"{paths.config_dir} ({paths.mode} mode)"))
     enabled = {name: s for name, s in slots.items() if s.enabled}
     for provider in sorted({s.provider for s in enabled.values()}):
-        backends = {s.backend for s in enabled.values() if s.provider == provider}
+        backends: set[str] = {s.backend for s in enabled.values() if s.provider == provider}
         out.append(_engine(provider, paths, config.providers.get(provider, ProviderConfig()), backends))
     out += [_model(name, s, paths) for name, s in enabled.items()]
     out += _devices({s.backend for s in enabled.values()}, root, service_user)

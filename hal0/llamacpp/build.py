@@ -160,13 +160,14 @@ def build_from_source(sdist: Path, flavor: str, out: Path, say: Say, jobs: int |
         configure = subprocess.run(["cmake", "-S", str(src), "-B", str(build), "-G", "Ninja",
                                     *cmake_flags(flavor, version)], capture_output=True, text=True, env=env)
         if configure.returncode != 0:
-            raise RuntimeError(f"configuring llama.cpp ({flavor}) failed:\n" + _tail(configure.stdout + configure.stderr))
+            raise RuntimeError(f"configuring llama.cpp ({flavor}) failed:\n"
+                               + _tail(configure.stdout + configure.stderr))
         n = jobs or os.cpu_count() or 1
         say(f"compiling llama-server ({flavor}) with {n} jobs: minutes on a few cores")
         proc = subprocess.Popen(["cmake", "--build", str(build), "--target", "llama-server", "-j", str(n)],
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         assert proc.stdout is not None
-        shown, tail = -1, []
+        shown, tail = -1, list[str]()
         for line in proc.stdout:
             tail = [*tail[-30:], line.rstrip()]
             if (p := parse_progress(line)) and p[0] * 10 // p[1] > shown:

@@ -21,7 +21,8 @@ __all__ = ["NVIDIA_VULKAN_PACKAGES", "Device", "Ran", "gpu_devices", "list_devic
 # without them it fails to load and llama-server quietly runs on the CPU (measured on an H200).
 NVIDIA_VULKAN_PACKAGES = ("libvulkan1", "libglvnd0", "libegl1", "libgl1", "libglx0", "libopengl0", "libgles2")
 CPU_RENDERERS = ("llvmpipe", "lavapipe", "swiftshader")  # Vulkan drivers that are the CPU
-_DEVICE = re.compile(r"^\s+(?P<name>[A-Za-z_-]+\d+):\s+(?P<desc>.*?)\s+\((?P<total>\d+) MiB, (?P<free>\d+) MiB free\)\s*$")
+_DEVICE = re.compile(r"^\s+(?P<name>[A-Za-z_-]+\d+):\s+(?P<desc>.*?)\s+"
+                     r"\((?P<total>\d+) MiB, (?P<free>\d+) MiB free\)\s*$")
 _VERSION = re.compile(r"^version:\s*(?P<version>.+)$", re.M)
 
 

@@ -20,8 +20,15 @@ from typing import Any
 
 from hal0.hardware.flavors import GPU_FLAVORS, Toolchains, choose, primary_gpu
 from hal0.llamacpp import build as b
-from hal0.llamacpp.devices import NVIDIA_VULKAN_PACKAGES, Device, gpu_devices, list_devices, missing_packages, \
-    parse_version, run
+from hal0.llamacpp.devices import (
+    NVIDIA_VULKAN_PACKAGES,
+    Device,
+    gpu_devices,
+    list_devices,
+    missing_packages,
+    parse_version,
+    run,
+)
 from hal0.paths import Paths
 
 __all__ = ["Installed", "build_dir", "ensure_build", "install", "installed", "nvidia_vulkan_problem"]
@@ -53,10 +60,12 @@ def _apt(packages: list[str], say: Say, allowed: bool) -> bool:
         return False
     say(f"apt-get install {' '.join(packages)}")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for argv in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages]):
+    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages]
+    for argv in (["apt-get", "update", "-q"], install):
         done = subprocess.run(argv, env=env, capture_output=True, text=True)
         if done.returncode != 0:
-            raise RuntimeError(f"{' '.join(argv)} failed:\n" + "\n".join((done.stdout + done.stderr).splitlines()[-10:]))
+            last = (done.stdout + done.stderr).splitlines()[-10:]
+            raise RuntimeError(f"{' '.join(argv)} failed:\n" + "\n".join(last))
     return True
 
 
@@ -128,9 +137,8 @@ def install(paths: Paths, requested: str, hw: dict[str, Any], tc: Toolchains, sa
     say(f"llama-server flavor: {choice.flavor} ({choice.why})")
     gpu = primary_gpu(hw)
     nvidia_vulkan = choice.flavor == "vulkan" and gpu is not None and gpu.get("vendor") == "nvidia"
-    if nvidia_vulkan and (missing := missing_packages()):
-        if not _apt(missing, say, apt):
-            say(f"NVIDIA's Vulkan driver needs {', '.join(missing)}, which are not installed")
+    if nvidia_vulkan and (missing := missing_packages()) and not _apt(missing, say, apt):
+        say(f"NVIDIA's Vulkan driver needs {', '.join(missing)}, which are not installed")
     root = paths.backends_dir / "llama-server"
     ways = ["prebuilt"] if choice.flavor in ("cpu", "vulkan") and platform.machine() in PREBUILT_MACHINES else []
     binary, why = None, None

@@ -11,7 +11,7 @@ from pathlib import Path
 __all__ = ["write_tiny_llama"]
 
 _ALIGN = 32
-_U32, _F32, _BOOL, _STR, _ARR = 4, 6, 7, 8, 9
+_U32, _I32, _F32, _BOOL, _STR, _ARR = 4, 5, 6, 7, 8, 9
 _WORDS = ("hello", "world", "the", "a", "is", "ok")
 
 
@@ -28,11 +28,12 @@ def _kv(key: str, kind: int, value: object) -> bytes:
         return out + struct.pack("<f", value)
     if kind == _BOOL:
         return out + struct.pack("<?", value)
-    if kind == _STR:
-        return out + _s(str(value))
-    elem, items = value  # type: ignore[misc]
-    body = b"".join(_s(v) if elem == _STR else struct.pack("<f" if elem == _F32 else "<i", v) for v in items)
-    return out + struct.pack("<IQ", elem, len(items)) + body
+    return out + _s(str(value))
+
+
+def _arr(key: str, elem: int, items: list[str] | list[float] | list[int]) -> bytes:
+    body = b"".join(_s(v) if isinstance(v, str) else struct.pack("<f" if elem == _F32 else "<i", v) for v in items)
+    return _s(key) + struct.pack("<IIQ", _ARR, elem, len(items)) + body
 
 
 def write_tiny_llama(path: Path, seed: int = 20261130) -> None:
@@ -50,9 +51,9 @@ def write_tiny_llama(path: Path, seed: int = 20261130) -> None:
         _kv("llama.attention.head_count_kv", _U32, n_head), _kv("llama.rope.dimension_count", _U32, n_embd // n_head),
         _kv("llama.rope.freq_base", _F32, 10000.0), _kv("llama.attention.layer_norm_rms_epsilon", _F32, 1e-5),
         _kv("tokenizer.ggml.model", _STR, "llama"), _kv("tokenizer.ggml.pre", _STR, "default"),
-        _kv("tokenizer.ggml.tokens", _ARR, (_STR, tokens)),
-        _kv("tokenizer.ggml.scores", _ARR, (_F32, [0.0, 0.0, 0.0] + [-float(i) for i in range(n_vocab - 3)])),
-        _kv("tokenizer.ggml.token_type", _ARR, (5, types)),
+        _arr("tokenizer.ggml.tokens", _STR, tokens),
+        _arr("tokenizer.ggml.scores", _F32, [0.0, 0.0, 0.0] + [-float(i) for i in range(n_vocab - 3)]),
+        _arr("tokenizer.ggml.token_type", _I32, types),
         _kv("tokenizer.ggml.bos_token_id", _U32, 1), _kv("tokenizer.ggml.eos_token_id", _U32, 2),
         _kv("tokenizer.ggml.unknown_token_id", _U32, 0), _kv("tokenizer.ggml.add_bos_token", _BOOL, False),
     ]
