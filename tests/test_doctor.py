@@ -108,3 +108,22 @@ def test_a_llama_server_that_does_not_start(tmp_path: Path) -> None:
     engine = {c["name"]: c for c in found}["engine llama-server"]
     assert engine["level"] == "fail" and "--version exits 127" in engine["message"], engine
     assert engine["fix"] == "hal0 backend install llama-server"
+
+
+def test_vulkan_on_a_headless_nvidia_card_checks_its_nvidia_devices(tmp_path: Path) -> None:
+    """The recorded H100 box has no /dev/dri (no render node): its Vulkan slots use /dev/nvidia*."""
+    from hal0.hardware import probe
+
+    home = tmp_path / "home"
+    m = manifest()
+    setup_home(home, m["llama_server"]["bin"], m["models"]["tiny-chat"])
+    h100 = Path(__file__).parent / "fixtures/hw/h100"
+    (home / "etc/hardware.json").write_text(json.dumps(probe(h100)))
+    primary = home / "etc/slots/primary.toml"
+    primary.write_text(primary.read_text().replace('backend = "cpu"', 'backend = "vulkan"'))
+    found = {c.name: c for c in checks(resolve_paths({"HAL0_HOME": str(home)}), h100, "nobody")}
+    assert "devices vulkan" not in found  # before: "no /dev/dri/renderD*", a fail on every such box
+    devices = sorted(name for name in found if name.startswith("device "))
+    assert devices == ["device nvidia-caps", "device nvidia-uvm", "device nvidia-uvm-tools", "device nvidia0",
+                       "device nvidiactl"]
+    assert found["device nvidia0"].message == "user nobody cannot open /dev/nvidia0 (group root)"  # files: 0644

@@ -26,6 +26,7 @@ from hal0.paths import Paths
 __all__ = ["Check", "checks", "run"]
 
 DEVICES = {"vulkan": ("dev/dri/renderD*",), "rocm": ("dev/kfd", "dev/dri/renderD*"), "cuda": ("dev/nvidia*",)}
+NVIDIA_VULKAN = ("dev/nvidia*",)  # NVIDIA's Vulkan driver opens /dev/nvidia*; a headless card has no render node
 SERVICE_USER = "hal0"
 
 
@@ -79,6 +80,7 @@ def _llama_server(paths: Paths, settings: Any, backends: set[str]) -> Check:
     probe found, lists that GPU (``--list-devices``), else the libraries or driver to fix."""
     import json
 
+    from hal0.hardware.flavors import primary_gpu
     from hal0.llamacpp.devices import NVIDIA_VULKAN_PACKAGES, list_devices, missing_packages, parse_version, run
     from hal0.llamacpp.install import nvidia_vulkan_problem
 
@@ -98,7 +100,7 @@ def _llama_server(paths: Paths, settings: Any, backends: set[str]) -> Check:
     devices, listed = list_devices(Path(binary))
     if listed.code != 0:
         return Check(name, "fail", f"{binary} --list-devices {_said(listed)}", reinstall)
-    gpu = next((g for g in hw.get("gpus") or [] if g.get("pci") == hw.get("primary_gpu")), None)
+    gpu = primary_gpu(hw)
     nvidia_vulkan = flavor == "vulkan" and gpu is not None and gpu.get("vendor") == "nvidia"
     missing = missing_packages(NVIDIA_VULKAN_PACKAGES) if nvidia_vulkan else []
     problem = nvidia_vulkan_problem(hw, flavor, devices, missing)
@@ -142,8 +144,9 @@ def _model(name: str, slot: Any, paths: Paths) -> Check:
     return Check(f"slot {name}", "ok", f"{ref} ({how}, {model.path})")
 
 
-def _devices(backends: set[str], root: Path, service_user: str) -> list[Check]:
-    """Can hal0 open the GPU devices its backends use? For the service user when it exists."""
+def _devices(backends: set[str], root: Path, service_user: str, vendor: str | None = None) -> list[Check]:
+    """Can hal0 open the GPU devices its backends use (``vendor``: the probe's primary GPU's)? For the
+    service user when it exists."""
     try:
         user = pwd.getpwnam(service_user)
         groups = {g.gr_gid for g in grp.getgrall() if service_user in g.gr_mem} | {user.pw_gid}
@@ -151,9 +154,10 @@ def _devices(backends: set[str], root: Path, service_user: str) -> list[Check]:
         user, groups = None, set()
     out = []
     for backend in sorted(backends & set(DEVICES)):
-        found = sorted({p for pattern in DEVICES[backend] for p in root.glob(pattern)})
+        patterns = NVIDIA_VULKAN if backend == "vulkan" and vendor == "nvidia" else DEVICES[backend]
+        found = sorted({p for pattern in patterns for p in root.glob(pattern)})
         if not found:
-            out.append(Check(f"devices {backend}", "fail", f"no {', '.join('/' + p for p in DEVICES[backend])}",
+            out.append(Check(f"devices {backend}", "fail", f"no {', '.join('/' + p for p in patterns)}",
                              "install the GPU driver, or give the slot backend = \"cpu\""))
             continue
         for dev in found:
@@ -205,6 +209,18 @@ def _server(paths: Paths) -> list[Check]:
     return out
 
 
+def _primary_vendor(paths: Paths) -> str | None:
+    import json
+
+    from hal0.hardware.flavors import primary_gpu
+
+    try:
+        gpu = primary_gpu(json.loads(paths.hardware_json.read_text()))
+    except (OSError, ValueError, AttributeError):
+        return None
+    return str(gpu["vendor"]) if gpu and gpu.get("vendor") else None
+
+
 def _ago(seconds: float) -> str:
     for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
         if seconds >= size:
@@ -228,7 +244,7 @@ def checks(paths: Paths, root: Path = Path("/"), service_user: str = SERVICE_USE
         backends: set[str] = {s.backend for s in enabled.values() if s.provider == provider}
         out.append(_engine(provider, paths, config.providers.get(provider, ProviderConfig()), backends))
     out += [_model(name, s, paths) for name, s in enabled.items()]
-    out += _devices({s.backend for s in enabled.values()}, root, service_user)
+    out += _devices({s.backend for s in enabled.values()}, root, service_user, _primary_vendor(paths))
     from hal0.bootstrap import missing_models
 
     need = sum(size for _, _, size in missing_models(paths))

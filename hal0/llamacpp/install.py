@@ -131,7 +131,9 @@ def install(paths: Paths, requested: str, hw: dict[str, Any], tc: Toolchains, sa
     """Choose, get, verify and record llama-server for this box; as root with ``apt``, the Debian
     packages a build or NVIDIA's Vulkan driver needs are installed. Raises ValueError (a flavor this
     box cannot have) or RuntimeError (it could not be made, or it does not see the GPU)."""
+    from hal0.config import load_config
     from hal0.config.edit import set_provider
+    from hal0.config.schema import ProviderConfig
 
     choice = choose(requested, hw, tc)
     say(f"llama-server flavor: {choice.flavor} ({choice.why})")
@@ -158,8 +160,11 @@ def install(paths: Paths, requested: str, hw: dict[str, Any], tc: Toolchains, sa
     for d in devices:
         say(f"  sees {d.name}: {d.description} ({d.total_mib} MiB)")
     version = parse_version(run(binary, "--version").output) or "unknown"
+    before = load_config(paths).providers.get("llama-server", ProviderConfig())
     set_provider(paths, "llama-server", {"bin": str(binary), "flavor": choice.flavor})
     say(f"llama-server {choice.flavor} (llama.cpp {version}) installed: {binary}, recorded in {paths.hal0_toml}")
+    if (before.bin, before.flavor) != (str(binary), choice.flavor):
+        say("a running hal0 uses it once restarted (sudo systemctl restart hal0, or hal0 serve again)")
     record = b.marker(binary.parent.parent) or {}
     return Installed(choice.flavor, binary, str(record.get("source", "")), version, tuple(devices))
 
