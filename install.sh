@@ -85,6 +85,7 @@ esac
 command -v python3 >/dev/null 2>&1 || die "python3 is missing: apt-get install python3"
 python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' ||
   die "hal0 needs Python 3.11 or newer, this is $(python3 -V 2>&1): upgrade the distribution's python3"
+command -v useradd >/dev/null 2>&1 || die "useradd is missing (hal0 runs as its own user): apt-get install passwd"
 [ -d /run/systemd/system ] ||
   die "systemd is not running here: run hal0 without it as 'python3 hal0.pyz init && python3 hal0.pyz serve'"
 [ -n "$PYZ" ] || die "say which hal0.pyz to install: --pyz FILE|URL (or HAL0_PYZ=...)"

@@ -139,3 +139,34 @@ def test_install_sh_installs_upgrades_and_uninstalls(pyz: Path, tmp_path: Path) 
         assert box.run("test -f /etc/hal0/admin.token && test -d /var/lib/hal0").returncode == 0
         box.run("sh /mnt/install.sh --uninstall --purge")
         assert box.run("test -e /etc/hal0 || test -e /var/lib/hal0 || id hal0", check=False).returncode != 0
+
+
+def test_install_sh_on_debian_13_with_python_3_13(pyz: Path, tmp_path: Path) -> None:
+    """The same pyz on trixie's Python 3.13: it carries each version's compiled extensions, so the
+    service runs with aiohttp's own (doctor says so) and a model chats through it."""
+    m = manifest()
+    port = free_port()
+    binds = {str(pyz.parent): "/mnt/dist", str(Path(m["llama_server"]["bin"]).parent): "/mnt/llama",
+             str(Path(m["models"]["tiny-chat"]).parent): "/mnt/models", str(REPO / "install.sh"): "/mnt/install.sh"}
+    with booted(tmp_path, binds, suite="trixie") as box:
+        assert box.run("python3 -c 'import sys; print(sys.version_info[:2])'").stdout.strip() == "(3, 13)"
+        box.run("mv /usr/sbin/useradd /usr/sbin/useradd.away")  # a box without it is told what to install
+        missing = box.run("sh /mnt/install.sh --pyz /mnt/dist/hal0.pyz", check=False)
+        assert (missing.returncode, missing.stderr.strip()) == (
+            1, "hal0: useradd is missing (hal0 runs as its own user): apt-get install passwd")
+        box.run("mv /usr/sbin/useradd.away /usr/sbin/useradd")
+        out = box.run(f"sh /mnt/install.sh --pyz /mnt/dist/hal0.pyz --llama-server /mnt/llama/llama-server "
+                      f"--no-models --no-engines --port {port}", timeout=300).stdout
+        assert "is running: http://" in out
+        url = f"http://127.0.0.1:{port}"
+        assert get(url + "/health")["status"] == "ok"
+        doctor = {c["name"]: c for c in json.loads(box.run("hal0 doctor --system --json", check=False).stdout)}
+        python = doctor["python"]
+        assert python["level"] == "ok" and python["message"].startswith("Python 3.13."), python
+        assert python["message"].endswith("aiohttp's compiled extensions")
+        box.run("hal0 model register tiny /mnt/models/tiny-chat.gguf --outside-roots --system")
+        box.run("hal0 slot swap primary --model tiny --system", timeout=120)
+        token = box.run("cat /etc/hal0/admin.token").stdout.strip()
+        chat = get(url + "/v1/chat/completions", token, {"messages": [{"role": "user", "content": "hi"}],
+                                                         "max_tokens": 3})
+        assert chat["model"] == "tiny"

@@ -38,11 +38,29 @@ class Check:
     fix: str = ""
 
 
+# aiohttp's compiled extensions: without them (a pyz built for another Python) it runs, slower
+COMPILED = ("aiohttp._http_parser", "aiohttp._http_writer", "multidict._multidict", "yarl._quoting_c",
+            "frozenlist._frozenlist", "propcache._helpers_c")
+
+
 def _python() -> Check:
+    import importlib
+
     v = sys.version_info
     if v < (3, 11):
         return Check("python", "fail", f"Python {v.major}.{v.minor} is too old", "install Python 3.11 or newer")
-    return Check("python", "ok", f"Python {v.major}.{v.minor}.{v.micro}, hal0 {__version__}")
+    missing = []
+    for module in COMPILED:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            missing.append(module)
+    if missing:
+        return Check("python", "warn", f"Python {v.major}.{v.minor}.{v.micro} runs hal0 {__version__} without the "
+                     f"compiled extensions {', '.join(missing)} (slower HTTP)",
+                     f"install a hal0.pyz built for Python {v.major}.{v.minor} (scripts/build)")
+    return Check("python", "ok", f"Python {v.major}.{v.minor}.{v.micro}, hal0 {__version__}, aiohttp's compiled "
+                 "extensions")
 
 
 def _engine(provider: str, paths: Paths, settings: Any, backends: set[str]) -> Check:
