@@ -187,3 +187,26 @@ def test_an_nvidia_box_whose_vulkan_build_sees_no_gpu_is_not_done(tmp_path: Path
     assert "lists no GPU although the probe found the NVIDIA H100 80GB HBM3 at 0000:00:06.0" in r.stderr
     assert "apt-get install" in r.stderr and "libvulkan1" in r.stderr and "Traceback" not in r.stderr
     assert not (home / "etc/hal0.toml").exists()
+
+
+def test_recording_the_binary_keeps_the_rest_of_hal0_toml(tmp_path: Path) -> None:
+    from hal0.config import load_config
+    from hal0.config.edit import set_provider
+    from hal0.errors import ConfigInvalid
+    from hal0.paths import resolve_paths
+
+    paths = resolve_paths({"HAL0_HOME": str(tmp_path)})
+    paths.config_dir.mkdir(parents=True)
+    paths.hal0_toml.write_text('[providers.llama-server]  # mine\nbin = "/old"  # old one\nenv = { A = "1" }\n\n'
+                               '[providers.whisper]\npython = "/w"\n')
+    set_provider(paths, "llama-server", {"bin": '/new "quoted"', "flavor": "vulkan"})
+    assert paths.hal0_toml.read_text() == ('[providers.llama-server]  # mine\nbin = "/new \\"quoted\\""\n'
+                                           'env = { A = "1" }\nflavor = "vulkan"\n\n[providers.whisper]\npython = "/w"\n')
+    settings = load_config(paths).providers["llama-server"]
+    assert (settings.bin, settings.flavor, settings.env) == ('/new "quoted"', "vulkan", {"A": "1"})
+    with pytest.raises(ConfigInvalid, match="flavor: expected"):
+        set_provider(paths, "llama-server", {"flavor": "metal"})  # never written
+    paths.hal0_toml.write_text('providers.llama-server.bin = "/dotted"\n')
+    with pytest.raises(ConfigInvalid, match="could not be updated in place"):
+        set_provider(paths, "llama-server", {"bin": "/x"})
+    assert paths.hal0_toml.read_text() == 'providers.llama-server.bin = "/dotted"\n'

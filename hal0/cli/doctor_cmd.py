@@ -78,7 +78,7 @@ def _engine(provider: str, paths: Paths, settings: Any, backends: set[str]) -> C
 
         ran = run_binary(Path(binary), "--version", timeout=20)
         if ran.code != 0:
-            return Check("engine flm", "fail", f"{binary} --version: {_said(ran)}",
+            return Check("engine flm", "fail", f"{binary} --version {_said(ran)}",
                          "reinstall flm, or point [providers.flm].bin at one that runs")
         return Check("engine flm", "ok", f"{binary} ({(ran.output.strip().splitlines() or ['runs'])[0]})")
     python = settings.python or installed.get("python")
