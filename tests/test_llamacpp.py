@@ -200,8 +200,9 @@ def test_recording_the_binary_keeps_the_rest_of_hal0_toml(tmp_path: Path) -> Non
     paths.hal0_toml.write_text('[providers.llama-server]  # mine\nbin = "/old"  # old one\nenv = { A = "1" }\n\n'
                                '[providers.whisper]\npython = "/w"\n')
     set_provider(paths, "llama-server", {"bin": '/new "quoted"', "flavor": "vulkan"})
-    assert paths.hal0_toml.read_text() == ('[providers.llama-server]  # mine\nbin = "/new \\"quoted\\""\n'
-                                           'env = { A = "1" }\nflavor = "vulkan"\n\n[providers.whisper]\npython = "/w"\n')
+    assert paths.hal0_toml.read_text() == (
+        '[providers.llama-server]  # mine\nbin = "/new \\"quoted\\""\nenv = { A = "1" }\nflavor = "vulkan"\n\n'
+        '[providers.whisper]\npython = "/w"\n')
     settings = load_config(paths).providers["llama-server"]
     assert (settings.bin, settings.flavor, settings.env) == ('/new "quoted"', "vulkan", {"A": "1"})
     with pytest.raises(ConfigInvalid, match="flavor: expected"):
