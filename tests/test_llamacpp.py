@@ -211,3 +211,17 @@ def test_recording_the_binary_keeps_the_rest_of_hal0_toml(tmp_path: Path) -> Non
     with pytest.raises(ConfigInvalid, match="could not be updated in place"):
         set_provider(paths, "llama-server", {"bin": "/x"})
     assert paths.hal0_toml.read_text() == 'providers.llama-server.bin = "/dotted"\n'
+
+
+def test_what_is_tried_in_which_order() -> None:
+    """auto falls through: the prebuilt Vulkan build, Vulkan from source, then CUDA, then the CPU;
+    an explicit flavor tries only its own builds; there is no prebuilt build for aarch64."""
+    from hal0.hardware.flavors import buildable
+    from hal0.llamacpp.install import candidates
+
+    h100 = buildable(box("h100"), CUDA)
+    assert candidates("vulkan", True, h100, "x86_64") == [
+        ("prebuilt", "vulkan"), ("source", "vulkan"), ("source", "cuda"), ("prebuilt", "cpu"), ("source", "cpu")]
+    assert candidates("vulkan", False, h100, "x86_64") == [("prebuilt", "vulkan"), ("source", "vulkan")]
+    assert candidates("cuda", False, h100, "aarch64") == [("source", "cuda")]
+    assert candidates("cpu", True, buildable(box("cpu-vm"), Toolchains()), "aarch64") == [("source", "cpu")]

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hal0.hardware.flavors import GPU_FLAVORS, Toolchains, choose, primary_gpu
+from hal0.hardware.flavors import GPU_FLAVORS, Toolchains, buildable, choose, primary_gpu
 from hal0.llamacpp import build as b
 from hal0.llamacpp.devices import (
     NVIDIA_VULKAN_PACKAGES,
@@ -31,7 +31,7 @@ from hal0.llamacpp.devices import (
 )
 from hal0.paths import Paths
 
-__all__ = ["Installed", "build_dir", "ensure_build", "install", "installed", "nvidia_vulkan_problem"]
+__all__ = ["Installed", "build_dir", "candidates", "ensure_build", "install", "installed", "nvidia_vulkan_problem"]
 
 Say = Callable[[str], None]
 PREBUILT_MACHINES = frozenset({"x86_64"})  # the prebuilt wheel exists for these only
@@ -109,6 +109,15 @@ def ensure_build(root: Path, how: str, flavor: str, say: Say, *, model: Path | N
     return folder / "bin" / "llama-server", verdict
 
 
+def candidates(flavor: str, auto: bool, can: dict[str, str], machine: str) -> list[tuple[str, str]]:
+    """(how, flavor) to try in order: the prebuilt build where it exists for the flavor, then a build
+    from source; for ``auto``, then the other flavors this box can have (CUDA, ROCm), the CPU last."""
+    flavors = [flavor, *(f for f in ("cuda", "rocm", "cpu") if auto and f in can and f != flavor)]
+    prebuilt = machine in PREBUILT_MACHINES
+    return [(how, f) for f in flavors for how in ("prebuilt", "source") if how == "source" or
+            (prebuilt and f in ("cpu", "vulkan"))]
+
+
 def nvidia_vulkan_problem(hw: dict[str, Any], flavor: str, devices: list[Device], missing: list[str]) -> str | None:
     """Why a GPU-flavored llama-server that lists no GPU is not done, naming what to install; None
     when it sees a GPU or none was expected."""
@@ -142,31 +151,36 @@ def install(paths: Paths, requested: str, hw: dict[str, Any], tc: Toolchains, sa
     if nvidia_vulkan and (missing := missing_packages()) and not _apt(missing, say, apt):
         say(f"NVIDIA's Vulkan driver needs {', '.join(missing)}, which are not installed")
     root = paths.backends_dir / "llama-server"
-    ways = ["prebuilt"] if choice.flavor in ("cpu", "vulkan") and platform.machine() in PREBUILT_MACHINES else []
-    binary, why = None, None
-    for how in [*ways, "source"]:
-        binary, why = ensure_build(root, how, choice.flavor, say, apt=apt)
+    binary, flavor, failed = None, "", []
+    for how, flavor in candidates(choice.flavor, requested == "auto", buildable(hw, tc), platform.machine()):
+        try:
+            binary, why = ensure_build(root, how, flavor, say, apt=apt)
+        except RuntimeError as e:
+            if requested != "auto":
+                raise
+            binary, why = None, str(e).splitlines()[0]
         if why is None:
             break
-        say(f"the {how} llama-server does not run here ({why})" + ("; building from source" if how != "source" else ""))
+        failed.append(f"{how} {flavor}: {why}")
+        say(f"the {how} {flavor} llama-server cannot be had here ({why}); trying the next")
     if binary is None or why is not None:
-        raise RuntimeError(f"no llama-server build runs on this box: {why}")
+        raise RuntimeError("no llama-server build runs on this box:\n  " + "\n  ".join(failed))
     devices, ran = list_devices(binary)
     if ran.code != 0:
         raise RuntimeError(f"{binary} --list-devices exits {ran.code}: {ran.output.strip()[-500:]}")
-    problem = nvidia_vulkan_problem(hw, choice.flavor, devices, missing_packages() if nvidia_vulkan else [])
+    problem = nvidia_vulkan_problem(hw, flavor, devices, missing_packages() if nvidia_vulkan else [])
     if problem:
         raise RuntimeError(problem)
     for d in devices:
         say(f"  sees {d.name}: {d.description} ({d.total_mib} MiB)")
     version = parse_version(run(binary, "--version").output) or "unknown"
     before = load_config(paths).providers.get("llama-server", ProviderConfig())
-    set_provider(paths, "llama-server", {"bin": str(binary), "flavor": choice.flavor})
-    say(f"llama-server {choice.flavor} (llama.cpp {version}) installed: {binary}, recorded in {paths.hal0_toml}")
-    if (before.bin, before.flavor) != (str(binary), choice.flavor):
+    set_provider(paths, "llama-server", {"bin": str(binary), "flavor": flavor})
+    say(f"llama-server {flavor} (llama.cpp {version}) installed: {binary}, recorded in {paths.hal0_toml}")
+    if (before.bin, before.flavor) != (str(binary), flavor):
         say("a running hal0 uses it once restarted (sudo systemctl restart hal0, or hal0 serve again)")
     record = b.marker(binary.parent.parent) or {}
-    return Installed(choice.flavor, binary, str(record.get("source", "")), version, tuple(devices))
+    return Installed(flavor, binary, str(record.get("source", "")), version, tuple(devices))
 
 
 def installed(paths: Paths, settings_bin: str, flavor: str) -> dict[str, object] | None:
