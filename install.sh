@@ -125,9 +125,7 @@ for group in render video; do
   if getent group "$group" >/dev/null; then usermod -aG "$group" hal0; fi
 done
 
-set -- init --system
-if [ -n "$LLAMA" ]; then set -- "$@" --provider-bin "llama-server=$LLAMA"; fi
-"$BIN" "$@"  # never overwrites: an upgrade keeps config, tokens and slots
+"$BIN" init --system  # never overwrites: an upgrade keeps config, tokens and slots
 if [ -n "${PORT:-}" ] && [ -z "$upgrade" ]; then
   sed -i "s/^port = 8080$/port = $PORT/" /etc/hal0/hal0.toml
 fi
@@ -136,10 +134,14 @@ port=$(sed -n 's/^port = \([0-9]*\)$/\1/p' /etc/hal0/hal0.toml | head -n 1)
 providers=$(for slot in /etc/hal0/slots/*.toml; do
   if grep -q '^enabled = true' "$slot"; then sed -n 's/^provider = "\(.*\)"$/\1/p' "$slot"; fi
 done | sort -u)
-# llama-server: the build for this box, unless the operator brings one (now or on an earlier run)
+# llama-server: the operator's (checked and recorded), else the build for this box, unless they
+# brought their own on an earlier run
 llama_bin=$(sed -n '/^\[providers\.llama-server\]/,/^\[/s/^bin = "\(.*\)"$/\1/p' /etc/hal0/hal0.toml)
 case $llama_bin in ''|/var/lib/hal0/backends/llama-server/*) ours=1 ;; *) ours= ;; esac
-if [ -z "$LLAMA" ] && [ -n "$ours" ] && printf '%s\n' "$providers" | grep -qx llama-server; then
+if [ -n "$LLAMA" ]; then
+  "$BIN" backend install --system llama-server --bin "$LLAMA" --flavor "$FLAVOR" ||
+    die "$LLAMA cannot serve on this box (see above)"
+elif [ -n "$ours" ] && printf '%s\n' "$providers" | grep -qx llama-server; then
   "$BIN" backend install --system llama-server --flavor "$FLAVOR" ||
     die "llama-server could not be installed (see above): fix that and run this again, or bring one: --llama-server PATH"
 fi

@@ -225,3 +225,20 @@ def test_what_is_tried_in_which_order() -> None:
     assert candidates("vulkan", False, h100, "x86_64") == [("prebuilt", "vulkan"), ("source", "vulkan")]
     assert candidates("cuda", False, h100, "aarch64") == [("source", "cuda")]
     assert candidates("cpu", True, buildable(box("cpu-vm"), Toolchains()), "aarch64") == [("source", "cpu")]
+
+
+def test_an_operators_own_binary_is_checked_and_recorded(tmp_path: Path) -> None:
+    """--bin: the binary must run here; its flavor is what it lists (none: cpu, said when the probe
+    found a GPU); a GPU flavor it does not live up to fails like an installed one."""
+    binary = manifest()["llama_server"]["bin"]
+    home = _home(tmp_path / "a", box("h100"))
+    r = hal0(home, "backend", "install", "llama-server", "--bin", binary, "--no-apt")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"{binary} lists no GPU: recorded as a cpu build" in r.stdout
+    assert tomllib.loads((home / "etc/hal0.toml").read_text())["providers"]["llama-server"] == {
+        "bin": binary, "flavor": "cpu"}
+    vulkan = hal0(home, "backend", "install", "llama-server", "--bin", binary, "--flavor", "vulkan", "--no-apt")
+    assert vulkan.returncode == 1 and "lists no GPU although the probe found the NVIDIA H100" in vulkan.stderr
+    gone = hal0(home, "backend", "install", "llama-server", "--bin", str(tmp_path / "nope"))
+    assert (gone.returncode, gone.stderr.strip()) == (1, f"hal0: {tmp_path / 'nope'} does not exist")
+    assert tomllib.loads((home / "etc/hal0.toml").read_text())["providers"]["llama-server"]["flavor"] == "cpu"

@@ -157,7 +157,9 @@ def test_install_sh_on_debian_13_with_python_3_13(pyz: Path, tmp_path: Path) -> 
         box.run("mv /usr/sbin/useradd.away /usr/sbin/useradd")
         out = box.run(f"sh /mnt/install.sh --pyz /mnt/dist/hal0.pyz --llama-server /mnt/llama/llama-server "
                       f"--no-models --no-engines --port {port}", timeout=300).stdout
-        assert "is running: http://" in out
+        assert "is running: http://" in out and "checking that /mnt/llama/llama-server runs here" in out
+        llama = json.loads(box.run("hal0 backend list --system --json").stdout)["llama-server"]
+        assert (llama["bin"], llama["flavor"], llama["source"]) == ("/mnt/llama/llama-server", "cpu", "yours")
         url = f"http://127.0.0.1:{port}"
         assert get(url + "/health")["status"] == "ok"
         doctor = {c["name"]: c for c in json.loads(box.run("hal0 doctor --system --json", check=False).stdout)}

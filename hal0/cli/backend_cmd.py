@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from hal0.backends import ENGINES, RUNNER_DEPS, install, installed
@@ -26,6 +27,9 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--flavor", choices=["auto", "cpu", "vulkan", "cuda", "rocm"], default="auto",
                    help="llama-server: which build (default auto: Vulkan where a GPU Vulkan driver exists, else "
                         "CUDA or ROCm where their toolkit is installed, else the CPU)")
+    p.add_argument("--bin", metavar="PATH", default="",
+                   help="llama-server: use this binary instead of installing one; it is checked (it runs here, "
+                        "and a GPU flavor sees the GPU) and recorded like an installed one")
     p.add_argument("--no-apt", action="store_true",
                    help="llama-server: never install Debian packages (build tools, NVIDIA's GL libraries); "
                         "say which instead")
@@ -90,7 +94,7 @@ def _install_llama(args: argparse.Namespace, paths: Paths) -> int:
 
     try:
         llama_install(paths, args.flavor, _hardware(paths), toolchains(), lambda line: print(line, flush=True),
-                     apt=not args.no_apt)
+                     apt=not args.no_apt, bring=Path(args.bin).absolute() if args.bin else None)
     except (ValueError, RuntimeError) as e:
         print(f"hal0: {e}", file=sys.stderr)
         return 1
@@ -108,6 +112,9 @@ def run(args: argparse.Namespace, paths: Paths) -> int:
         return 2
     if args.kind == LLAMA:
         return _install_llama(args, paths)
+    if args.bin:
+        print("hal0: --bin applies to llama-server only", file=sys.stderr)
+        return 2
     if args.flavor != "auto":
         print("hal0: --flavor applies to llama-server only", file=sys.stderr)
         return 2

@@ -136,39 +136,73 @@ def nvidia_vulkan_problem(hw: dict[str, Any], flavor: str, devices: list[Device]
 
 
 def install(paths: Paths, requested: str, hw: dict[str, Any], tc: Toolchains, say: Say, *,
-            apt: bool = True) -> Installed:
-    """Choose, get, verify and record llama-server for this box; as root with ``apt``, the Debian
-    packages a build or NVIDIA's Vulkan driver needs are installed. Raises ValueError (a flavor this
-    box cannot have) or RuntimeError (it could not be made, or it does not see the GPU)."""
-    from hal0.config import load_config
-    from hal0.config.edit import set_provider
-    from hal0.config.schema import ProviderConfig
-
+            apt: bool = True, bring: Path | None = None) -> Installed:
+    """Choose, get, verify and record llama-server for this box (or verify and record ``bring``, the
+    operator's own); as root with ``apt``, the Debian packages a build or NVIDIA's Vulkan driver
+    needs are installed. Raises ValueError (a flavor this box cannot have) or RuntimeError (it could
+    not be made, it does not run, or it does not see the GPU)."""
+    if bring is not None:
+        brought, flavor = _brought(bring, requested, hw, say)
+        _nvidia_gl(hw, flavor, say, apt)
+        return _record(paths, hw, say, brought, flavor)
     choice = choose(requested, hw, tc)
     say(f"llama-server flavor: {choice.flavor} ({choice.why})")
-    gpu = primary_gpu(hw)
-    nvidia_vulkan = choice.flavor == "vulkan" and gpu is not None and gpu.get("vendor") == "nvidia"
-    if nvidia_vulkan and (missing := missing_packages()) and not _apt(missing, say, apt):
-        say(f"NVIDIA's Vulkan driver needs {', '.join(missing)}, which are not installed")
+    _nvidia_gl(hw, choice.flavor, say, apt)
     root = paths.backends_dir / "llama-server"
-    binary, flavor, failed = None, "", []
+    failed = []
     for how, flavor in candidates(choice.flavor, requested == "auto", buildable(hw, tc), platform.machine()):
         try:
             binary, why = ensure_build(root, how, flavor, say, apt=apt)
         except RuntimeError as e:
             if requested != "auto":
                 raise
-            binary, why = None, str(e).splitlines()[0]
+            why = str(e).splitlines()[0]
         if why is None:
-            break
+            return _record(paths, hw, say, binary, flavor)
         failed.append(f"{how} {flavor}: {why}")
         say(f"the {how} {flavor} llama-server cannot be had here ({why}); trying the next")
-    if binary is None or why is not None:
-        raise RuntimeError("no llama-server build runs on this box:\n  " + "\n  ".join(failed))
+    raise RuntimeError("no llama-server build runs on this box:\n  " + "\n  ".join(failed))
+
+
+def _nvidia_vulkan(hw: dict[str, Any], flavor: str) -> bool:
+    gpu = primary_gpu(hw)
+    return flavor == "vulkan" and gpu is not None and gpu.get("vendor") == "nvidia"
+
+
+def _nvidia_gl(hw: dict[str, Any], flavor: str, say: Say, apt: bool) -> None:
+    """On NVIDIA, the GL dispatch libraries the Vulkan driver needs (installed when we may)."""
+    if _nvidia_vulkan(hw, flavor) and (missing := missing_packages()) and not _apt(missing, say, apt):
+        say(f"NVIDIA's Vulkan driver needs {', '.join(missing)}, which are not installed")
+
+
+def _brought(binary: Path, requested: str, hw: dict[str, Any], say: Say) -> tuple[Path, str]:
+    """The operator's binary, proven to run here; its flavor: the one asked for, else what its
+    devices say (Vulkan0 -> vulkan, CUDA0 -> cuda, ROCm0 -> rocm, none -> cpu)."""
+    if not binary.is_file():
+        raise RuntimeError(f"{binary} does not exist")
+    say(f"checking that {binary} runs here (a tiny model, one token)")
+    if (why := b.smoke(binary)) is not None:
+        raise RuntimeError(f"{binary} does not run here: {why}")
+    if requested != "auto":
+        return binary, requested
+    devices = gpu_devices(list_devices(binary)[0])
+    prefix = devices[0].name.rstrip("0123456789").lower() if devices else "cpu"
+    flavor = {"vulkan": "vulkan", "cuda": "cuda", "rocm": "rocm", "hip": "rocm"}.get(prefix, "cpu")
+    if flavor == "cpu" and primary_gpu(hw) is not None:
+        say(f"{binary} lists no GPU: recorded as a cpu build (--flavor says which build it is)")
+    return binary, flavor
+
+
+def _record(paths: Paths, hw: dict[str, Any], say: Say, binary: Path, flavor: str) -> Installed:
+    """Check that ``binary`` sees the GPU its flavor is for, then write it to hal0.toml."""
+    from hal0.config import load_config
+    from hal0.config.edit import set_provider
+    from hal0.config.schema import ProviderConfig
+
     devices, ran = list_devices(binary)
     if ran.code != 0:
         raise RuntimeError(f"{binary} --list-devices exits {ran.code}: {ran.output.strip()[-500:]}")
-    problem = nvidia_vulkan_problem(hw, flavor, devices, missing_packages() if nvidia_vulkan else [])
+    problem = nvidia_vulkan_problem(hw, flavor, devices, missing_packages() if _nvidia_vulkan(hw, flavor) else [])
     if problem:
         raise RuntimeError(problem)
     for d in devices:
@@ -180,7 +214,7 @@ def install(paths: Paths, requested: str, hw: dict[str, Any], tc: Toolchains, sa
     if (before.bin, before.flavor) != (str(binary), flavor):
         say("a running hal0 uses it once restarted (sudo systemctl restart hal0, or hal0 serve again)")
     record = b.marker(binary.parent.parent) or {}
-    return Installed(flavor, binary, str(record.get("source", "")), version, tuple(devices))
+    return Installed(flavor, binary, str(record.get("source", "yours")), version, tuple(devices))
 
 
 def installed(paths: Paths, settings_bin: str, flavor: str) -> dict[str, object] | None:
