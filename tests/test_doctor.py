@@ -127,3 +127,21 @@ def test_vulkan_on_a_headless_nvidia_card_checks_its_nvidia_devices(tmp_path: Pa
     assert devices == ["device nvidia-caps", "device nvidia-uvm", "device nvidia-uvm-tools", "device nvidia0",
                        "device nvidiactl"]
     assert found["device nvidia0"].message == "user nobody cannot open /dev/nvidia0 (group root)"  # files: 0644
+
+
+def test_a_runner_engine_must_import_in_its_virtualenv(tmp_path: Path) -> None:
+    """Present is not enough: the engine's interpreter must import its package and hal0's runner."""
+    m = manifest()
+    setup_home(tmp_path, m["llama_server"]["bin"], m["models"]["tiny-chat"])
+    stt = tmp_path / "etc/slots/stt.toml"
+    stt.write_text(stt.read_text().replace('provider = "moonshine"', 'provider = "whisper"'))
+    stt.write_text(stt.read_text().replace("enabled = false", "enabled = true"))
+    toml = tmp_path / "etc/hal0.toml"
+    base = toml.read_text()
+    toml.write_text(base + f'\n[providers.whisper]\npython = "{m["whisper"]["python"]}"\n')
+    engine = {c["name"]: c for c in doctor(tmp_path, HAL0_URL="http://127.0.0.1:9")[1]}["engine whisper"]
+    assert engine["level"] == "ok" and engine["message"].endswith("(imports faster_whisper)"), engine
+    toml.write_text(base + f'\n[providers.whisper]\npython = "{m["kokoro"]["python"]}"\n')  # another engine's
+    engine = {c["name"]: c for c in doctor(tmp_path, HAL0_URL="http://127.0.0.1:9")[1]}["engine whisper"]
+    assert engine["level"] == "fail" and "cannot import faster_whisper: ModuleNotFoundError" in engine["message"]
+    assert engine["fix"] == "hal0 backend install whisper"

@@ -28,6 +28,9 @@ __all__ = ["Check", "checks", "run"]
 DEVICES = {"vulkan": ("dev/dri/renderD*",), "rocm": ("dev/kfd", "dev/dri/renderD*"), "cuda": ("dev/nvidia*",)}
 NVIDIA_VULKAN = ("dev/nvidia*",)  # NVIDIA's Vulkan driver opens /dev/nvidia*; a headless card has no render node
 SERVICE_USER = "hal0"
+# what each engine's process imports first: it starts when these import
+ENGINE_MODULES = {"whisper": "faster_whisper", "moonshine": "moonshine_onnx", "kokoro": "kokoro_onnx",
+                  "comfyui": "torch"}
 
 
 @dataclass(frozen=True)
@@ -85,7 +88,24 @@ def _engine(provider: str, paths: Paths, settings: Any, backends: set[str]) -> C
     if not python or not Path(python).exists():
         return Check(f"engine {provider}", "fail", f"the {provider} engine is not installed",
                      f"hal0 backend install {provider}")
-    return Check(f"engine {provider}", "ok", f"{provider} in {Path(python).parent.parent}")
+    module = ENGINE_MODULES.get(provider)
+    if module is None:
+        return Check(f"engine {provider}", "ok", f"{provider} in {Path(python).parent.parent}")
+    # what the slot's process needs: the engine's package, and for a runner hal0's runner beside it
+    import hal0
+
+    hal0_root = str(Path(hal0.__file__).resolve().parent.parent)
+    code = f"import {module}" if provider == "comfyui" else \
+        f"import sys; sys.path.insert(0, {hal0_root!r}); import hal0.runners.cli, {module}"
+    try:
+        done = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return Check(f"engine {provider}", "fail", f"{python} does not start: {e}", f"hal0 backend install {provider}")
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1][:200]
+        return Check(f"engine {provider}", "fail", f"{python} cannot import {module}: {last}",
+                     f"hal0 backend install {provider}")
+    return Check(f"engine {provider}", "ok", f"{provider} in {Path(python).parent.parent} (imports {module})")
 
 
 def _said(ran: Any) -> str:
