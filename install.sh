@@ -7,7 +7,9 @@
 # Options (environment variable for piped use in brackets):
 #   --pyz FILE|URL        the hal0.pyz to install [HAL0_PYZ]
 #   --port N              the API port of a new install (default 8080) [HAL0_PORT]
-#   --llama-server PATH   use this llama-server binary [HAL0_LLAMA_SERVER]
+#   --llama-server PATH   use this llama-server binary [HAL0_LLAMA_SERVER]; without it, hal0 installs
+#                         the build for this box (hal0 backend install llama-server)
+#   --flavor F            that build: auto (default), cpu, vulkan, cuda or rocm [HAL0_LLAMA_FLAVOR]
 #   --no-engines          do not install the voice/image engines the slots need [HAL0_NO_ENGINES=1]
 #   --no-models           do not pull the slots' default models [HAL0_NO_MODELS=1]
 #   --no-start            install, but do not start the service [HAL0_NO_START=1]
@@ -23,6 +25,7 @@ set -eu
 PYZ=${HAL0_PYZ:-}
 PORT=${HAL0_PORT:-}
 LLAMA=${HAL0_LLAMA_SERVER:-}
+FLAVOR=${HAL0_LLAMA_FLAVOR:-auto}
 NO_ENGINES=${HAL0_NO_ENGINES:-}
 NO_MODELS=${HAL0_NO_MODELS:-}
 NO_START=${HAL0_NO_START:-}
@@ -34,13 +37,14 @@ UNIT=/etc/systemd/system/hal0.service
 
 say() { printf 'hal0: %s\n' "$*"; }
 die() { printf 'hal0: %s\n' "$*" >&2; exit 1; }
-usage() { sed -n '2,20s/^# \{0,1\}//p' "$0" 2>/dev/null || true; exit "${1:-0}"; }
+usage() { sed -n '2,22s/^# \{0,1\}//p' "$0" 2>/dev/null || true; exit "${1:-0}"; }
 
 while [ $# -gt 0 ]; do
   case $1 in
     --pyz) PYZ=${2:?--pyz needs a file or URL}; shift ;;
     --port) PORT=${2:?--port needs a number}; shift ;;
     --llama-server) LLAMA=${2:?--llama-server needs a path}; shift ;;
+    --flavor) FLAVOR=${2:?--flavor needs auto, cpu, vulkan, cuda or rocm}; shift ;;
     --no-engines) NO_ENGINES=1 ;;
     --no-models) NO_MODELS=1 ;;
     --no-start) NO_START=1 ;;
@@ -81,6 +85,7 @@ esac
 command -v python3 >/dev/null 2>&1 || die "python3 is missing: apt-get install python3"
 python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' ||
   die "hal0 needs Python 3.11 or newer, this is $(python3 -V 2>&1): upgrade the distribution's python3"
+command -v useradd >/dev/null 2>&1 || die "useradd is missing (hal0 runs as its own user): apt-get install passwd"
 [ -d /run/systemd/system ] ||
   die "systemd is not running here: run hal0 without it as 'python3 hal0.pyz init && python3 hal0.pyz serve'"
 [ -n "$PYZ" ] || die "say which hal0.pyz to install: --pyz FILE|URL (or HAL0_PYZ=...)"
@@ -120,18 +125,28 @@ for group in render video; do
   if getent group "$group" >/dev/null; then usermod -aG "$group" hal0; fi
 done
 
-set -- init --system
-if [ -n "$LLAMA" ]; then set -- "$@" --provider-bin "llama-server=$LLAMA"; fi
-"$BIN" "$@"  # never overwrites: an upgrade keeps config, tokens and slots
+"$BIN" init --system  # never overwrites: an upgrade keeps config, tokens and slots
 if [ -n "${PORT:-}" ] && [ -z "$upgrade" ]; then
   sed -i "s/^port = 8080$/port = $PORT/" /etc/hal0/hal0.toml
 fi
 port=$(sed -n 's/^port = \([0-9]*\)$/\1/p' /etc/hal0/hal0.toml | head -n 1)
 
+providers=$(for slot in /etc/hal0/slots/*.toml; do
+  if grep -q '^enabled = true' "$slot"; then sed -n 's/^provider = "\(.*\)"$/\1/p' "$slot"; fi
+done | sort -u)
+# llama-server: the operator's (checked and recorded), else the build for this box, unless they
+# brought their own on an earlier run
+llama_bin=$(sed -n '/^\[providers\.llama-server\]/,/^\[/s/^bin = "\(.*\)"$/\1/p' /etc/hal0/hal0.toml)
+case $llama_bin in ''|/var/lib/hal0/backends/llama-server/*) ours=1 ;; *) ours= ;; esac
+if [ -n "$LLAMA" ]; then
+  "$BIN" backend install --system llama-server --bin "$LLAMA" --flavor "$FLAVOR" ||
+    die "$LLAMA cannot serve on this box (see above)"
+elif [ -n "$ours" ] && printf '%s\n' "$providers" | grep -qx llama-server; then
+  "$BIN" backend install --system llama-server --flavor "$FLAVOR" ||
+    die "llama-server could not be installed (see above): fix that and run this again, or bring one: --llama-server PATH"
+fi
 if [ -z "$NO_ENGINES" ]; then
-  for slot in /etc/hal0/slots/*.toml; do
-    if grep -q '^enabled = true' "$slot"; then sed -n 's/^provider = "\(.*\)"$/\1/p' "$slot"; fi
-  done | sort -u | while read -r provider; do
+  for provider in $providers; do
     case $provider in
       whisper|moonshine|kokoro|comfyui) "$BIN" backend install --system "$provider" ;;
     esac
@@ -160,6 +175,3 @@ say "hal0 $version is running: http://$(hostname):$port/v1"
 say "admin token: /etc/hal0/admin.token (hal0 token create NAME makes more)"
 say "try: curl -H \"Authorization: Bearer \$(sudo cat /etc/hal0/admin.token)\" http://127.0.0.1:$port/v1/models"
 say "check the box any time: sudo hal0 doctor --system"
-if [ -z "$LLAMA" ] && ! grep -q '^bin = ' /etc/hal0/hal0.toml && ! command -v llama-server >/dev/null 2>&1; then
-  say "no llama-server found: chat and embeddings need one; rerun with --llama-server PATH"
-fi

@@ -14,6 +14,7 @@ from hal0.auth import create_token
 from hal0.config import BUILTIN_SLOTS, PROVIDER_NAMES, Hal0Config, render_slot_toml, to_dict
 from hal0.config.overrides import read_override
 from hal0.hardware import probe
+from hal0.hardware.flavors import Toolchains
 from hal0.hardware.seeding import seed_slots
 from hal0.models.catalog import catalog_entry
 from hal0.models.registry import Registry
@@ -37,12 +38,15 @@ def _create(path: Path, text: str, created: list[Path], mode: int = 0o644) -> No
 
 
 def write_seeds(paths: Paths, hardware: dict[str, Any], slot_models: dict[str, str] | None = None,
-                slot_providers: dict[str, str] | None = None, *, dry_run: bool = False) -> list[Path]:
-    """Write the seeded TOML of each built-in slot that has none; returns the files (to be) written."""
+                slot_providers: dict[str, str] | None = None, *, dry_run: bool = False,
+                toolchains: Toolchains | None = None) -> list[Path]:
+    """Write the seeded TOML of each built-in slot that has none; returns the files (to be) written.
+    ``toolchains`` (default: what is installed here) says which llama-server builds the box can have."""
     slot_models, slot_providers = slot_models or {}, slot_providers or {}
     written: list[Path] = []
-    for name, seed in seed_slots(hardware).items():
-        slot, note = seed.slot, seed.reason and f"disabled at install: {seed.reason}"
+    for name, seed in seed_slots(hardware, toolchains).items():
+        slot = seed.slot
+        note = "\n# ".join(n for n in (seed.reason and f"disabled at install: {seed.reason}", seed.note) if n)
         if name in slot_models:
             slot = replace(slot, model=replace(slot.model, default=slot_models[name]))
         if name in slot_providers:
@@ -59,7 +63,7 @@ def write_seeds(paths: Paths, hardware: dict[str, Any], slot_models: dict[str, s
 def init_tree(paths: Paths, slot_models: dict[str, str] | None = None,
               providers: dict[str, dict[str, str]] | None = None,
               slot_providers: dict[str, str] | None = None,
-              hardware: dict[str, Any] | None = None) -> list[Path]:
+              hardware: dict[str, Any] | None = None, toolchains: Toolchains | None = None) -> list[Path]:
     """Create what is missing and return the files created.
 
     Built-in slot TOMLs that do not exist yet are seeded from the hardware snapshot
@@ -83,7 +87,7 @@ def init_tree(paths: Paths, slot_models: dict[str, str] | None = None,
         if not paths.hardware_json.exists():
             _create(paths.hardware_json, json.dumps(probe(disk=paths.state_dir), indent=2) + "\n", created)
         hardware = json.loads(paths.hardware_json.read_text())
-    created += write_seeds(paths, hardware, slot_models, slot_providers)
+    created += write_seeds(paths, hardware, slot_models, slot_providers, toolchains=toolchains)
     if not paths.admin_token.exists():
         _, token = create_token(paths.tokens_toml, "admin", "admin")
         _create(paths.admin_token, token + "\n", created, mode=0o600)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -70,3 +71,77 @@ def test_a_gpu_device_the_service_user_cannot_open(tmp_path: Path) -> None:
     node.chmod(0o666)
     found = {c.name: c for c in checks(resolve_paths({"HAL0_HOME": str(home)}), tmp_path / "root", "nobody")}
     assert found["device renderD128"].level == "ok"
+
+
+def test_a_vulkan_llama_server_that_sees_no_gpu_names_the_libraries(tmp_path: Path) -> None:
+    """The recorded H100 box with the real Vulkan build on this GPU-less machine: it starts, but
+    lists no GPU, so the engine check fails naming NVIDIA's GL libraries; as cpu it is fine."""
+    from hal0.hardware import probe
+
+    m = manifest()
+    setup_home(tmp_path, m["llama_server"]["bin"], m["models"]["tiny-chat"])
+    hw = probe(Path(__file__).parent / "fixtures/hw/h100")
+    (tmp_path / "etc/hardware.json").write_text(json.dumps(hw))
+    toml = tmp_path / "etc/hal0.toml"
+    toml.write_text(toml.read_text().replace(f'bin = "{m["llama_server"]["bin"]}"',
+                                             f'bin = "{m["llama_server"]["bin"]}"\nflavor = "vulkan"'))
+    _, found = doctor(tmp_path, HAL0_URL="http://127.0.0.1:9")
+    engine = {c["name"]: c for c in found}["engine llama-server"]
+    assert engine["level"] == "fail", engine
+    assert "lists no GPU although the probe found the NVIDIA H100 80GB HBM3" in engine["message"]
+    assert engine["fix"].startswith("sudo apt-get install ") and "libvulkan1" in engine["fix"]
+    toml.write_text(toml.read_text().replace('flavor = "vulkan"', 'flavor = "cpu"'))
+    _, found = doctor(tmp_path, HAL0_URL="http://127.0.0.1:9")
+    engine = {c["name"]: c for c in found}["engine llama-server"]
+    assert engine["level"] == "ok" and "(cpu, llama.cpp 0.1.0-dev (build 1, commit 7e4c0a9); no GPU device)" in \
+        engine["message"]
+
+
+def test_a_llama_server_that_does_not_start(tmp_path: Path) -> None:
+    """A binary that is there but cannot load (its libraries are missing): fail, with the reinstall."""
+    m = manifest()
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    shutil.copy(m["llama_server"]["bin"], broken / "llama-server")  # without the .so files beside it
+    setup_home(tmp_path / "home", str(broken / "llama-server"), m["models"]["tiny-chat"])
+    _, found = doctor(tmp_path / "home", HAL0_URL="http://127.0.0.1:9")
+    engine = {c["name"]: c for c in found}["engine llama-server"]
+    assert engine["level"] == "fail" and "--version exits 127" in engine["message"], engine
+    assert engine["fix"] == "hal0 backend install llama-server"
+
+
+def test_vulkan_on_a_headless_nvidia_card_checks_its_nvidia_devices(tmp_path: Path) -> None:
+    """The recorded H100 box has no /dev/dri (no render node): its Vulkan slots use /dev/nvidia*."""
+    from hal0.hardware import probe
+
+    home = tmp_path / "home"
+    m = manifest()
+    setup_home(home, m["llama_server"]["bin"], m["models"]["tiny-chat"])
+    h100 = Path(__file__).parent / "fixtures/hw/h100"
+    (home / "etc/hardware.json").write_text(json.dumps(probe(h100)))
+    primary = home / "etc/slots/primary.toml"
+    primary.write_text(primary.read_text().replace('backend = "cpu"', 'backend = "vulkan"'))
+    found = {c.name: c for c in checks(resolve_paths({"HAL0_HOME": str(home)}), h100, "nobody")}
+    assert "devices vulkan" not in found  # before: "no /dev/dri/renderD*", a fail on every such box
+    devices = sorted(name for name in found if name.startswith("device "))
+    assert devices == ["device nvidia-caps", "device nvidia-uvm", "device nvidia-uvm-tools", "device nvidia0",
+                       "device nvidiactl"]
+    assert found["device nvidia0"].message == "user nobody cannot open /dev/nvidia0 (group root)"  # files: 0644
+
+
+def test_a_runner_engine_must_import_in_its_virtualenv(tmp_path: Path) -> None:
+    """Present is not enough: the engine's interpreter must import its package and hal0's runner."""
+    m = manifest()
+    setup_home(tmp_path, m["llama_server"]["bin"], m["models"]["tiny-chat"])
+    stt = tmp_path / "etc/slots/stt.toml"
+    stt.write_text(stt.read_text().replace('provider = "moonshine"', 'provider = "whisper"'))
+    stt.write_text(stt.read_text().replace("enabled = false", "enabled = true"))
+    toml = tmp_path / "etc/hal0.toml"
+    base = toml.read_text()
+    toml.write_text(base + f'\n[providers.whisper]\npython = "{m["whisper"]["python"]}"\n')
+    engine = {c["name"]: c for c in doctor(tmp_path, HAL0_URL="http://127.0.0.1:9")[1]}["engine whisper"]
+    assert engine["level"] == "ok" and engine["message"].endswith("(imports faster_whisper)"), engine
+    toml.write_text(base + f'\n[providers.whisper]\npython = "{m["kokoro"]["python"]}"\n')  # another engine's
+    engine = {c["name"]: c for c in doctor(tmp_path, HAL0_URL="http://127.0.0.1:9")[1]}["engine whisper"]
+    assert engine["level"] == "fail" and "cannot import faster_whisper: ModuleNotFoundError" in engine["message"]
+    assert engine["fix"] == "hal0 backend install whisper"

@@ -10,10 +10,12 @@ from typing import Any
 import pytest
 
 from hal0.hardware import probe
+from hal0.hardware.flavors import Toolchains
 from tests.helpers.env import HAL0, hal0_env
 from tests.helpers.hwtrees import BOXES, strix_halo, write
 
 FIXTURES = Path(__file__).parent / "fixtures" / "hw"
+CUDA = Toolchains(nvcc="/usr/local/cuda/bin/nvcc")  # a box with the CUDA toolkit (tests/test_llamacpp.py: one without)
 GOLDEN = FIXTURES / "golden"
 GiB = 2**30
 
@@ -32,7 +34,7 @@ def test_golden_seeds() -> None:
 
     def tier_of(box: str) -> tuple[str, str, bool]:
         hw = json.loads((GOLDEN / f"{box}.json").read_text())
-        seeds = seed_slots(hw)
+        seeds = seed_slots(hw, CUDA)
         return match_tier(hw)["name"], seeds["primary"].slot.backend, seeds["img"].slot.enabled
     assert {box: tier_of(box) for box in sorted(BOXES)} == {
         "intel-arc": ("cpu", "cpu", False),  # memory unknown: no GPU tier can be proven
@@ -108,7 +110,7 @@ def test_the_tier_table_seeds_each_box(tmp_path: Path) -> None:
 
     h100 = probe(FIXTURES / "h100")
     assert match_tier(h100)["name"] == "nvidia-datacenter"
-    seeds = seed_slots(h100)
+    seeds = seed_slots(h100, CUDA)
     assert (seeds["primary"].slot.backend, seeds["img"].slot.backend, seeds["img"].slot.enabled) == (
         "cuda", "cuda", True)
     assert seeds["stt"].slot.provider == "moonshine" and seeds["stt"].slot.backend == "cpu"
@@ -135,7 +137,7 @@ def test_init_seeds_from_hardware_and_never_overwrites(tmp_path: Path) -> None:
     from hal0.paths import resolve_paths
 
     paths = resolve_paths({"HAL0_HOME": str(tmp_path / "home")})
-    init_tree(paths, hardware=probe(FIXTURES / "h100"))
+    init_tree(paths, hardware=probe(FIXTURES / "h100"), toolchains=CUDA)
     slots = load_slots(paths)
     assert slots["primary"].backend == "cuda" and slots["primary"].model.default.startswith("qwen3-30b")
     paths.slot_toml("primary").write_text(paths.slot_toml("primary").read_text().replace("cuda", "vulkan"))

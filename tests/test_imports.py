@@ -45,7 +45,7 @@ LAYERS: tuple[frozenset[str], ...] = tuple(frozenset(layer.split()) for layer in
     "__init__ errors atomic paths events roles systemd",  # facts, helpers and data with no hal0 dependencies
     "web config auth models backends",  # the shared aiohttp base, config, tokens, the registry, engines
     "hardware client runners",  # the probe, the CLI's API client, the adapter servers
-    "providers bootstrap",  # how each backend is launched and probed; `hal0 init`
+    "providers bootstrap llamacpp",  # how each backend is launched and probed; `hal0 init`; llama-server builds
     "slots",  # owners, processes, the gate, the change channel
     "dispatch capabilities",  # /v1 routing and proxying; the capability service
     "images dialects wyoming metrics",  # OpenAI <-> ComfyUI; Ollama, Anthropic, Responses, FIM; Wyoming; Prometheus

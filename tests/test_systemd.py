@@ -13,6 +13,7 @@ from tests.helpers.container import Container, booted
 from tests.helpers.env import REPO, free_port, manifest
 
 pytestmark = pytest.mark.slow
+CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 
 
 def install(box: Container, port: int) -> str:
@@ -89,8 +90,9 @@ def test_the_service_starts_serves_and_comes_back(pyz: Path, tmp_path: Path) -> 
 
 
 def test_install_sh_installs_upgrades_and_uninstalls(pyz: Path, tmp_path: Path) -> None:
-    """The installer on a fresh Debian: the service answers, a registered model chats; a second run
-    keeps the token; a pyz that does not run changes nothing; uninstall keeps the config, purge not."""
+    """The installer on a fresh Debian: it installs llama-server for the box, the service answers, a
+    registered model chats on it; a second run keeps the token and the cached build; a pyz that does
+    not run changes nothing; uninstall keeps the config, purge not."""
     m = manifest()
     port = free_port()
     corrupt = tmp_path / "bad"
@@ -99,11 +101,17 @@ def test_install_sh_installs_upgrades_and_uninstalls(pyz: Path, tmp_path: Path) 
     binds = {str(pyz.parent): "/mnt/dist", str(Path(m["llama_server"]["bin"]).parent): "/mnt/llama",
              str(Path(m["models"]["tiny-chat"]).parent): "/mnt/models", str(REPO / "install.sh"): "/mnt/install.sh",
              str(corrupt): "/mnt/bad"}
+    # the installer downloads llama-server: the box trusts what this machine trusts (a proxy's CA, where
+    # one intercepts HTTPS), as a box behind such a proxy is set up
+    binds[CA_BUNDLE] = CA_BUNDLE
     with booted(tmp_path, binds) as box:
-        install = (f"sh /mnt/install.sh --pyz /mnt/dist/hal0.pyz --llama-server /mnt/llama/llama-server "
-                   f"--no-models --no-engines --port {port}")
+        # no --llama-server: the installer gets the build for this (GPU-less) box from PyPI
+        install = f"sh /mnt/install.sh --pyz /mnt/dist/hal0.pyz --no-models --no-engines --port {port}"
         out = box.run(install, timeout=300).stdout
         assert "is running: http://" in out and f":{port}/v1" in out
+        assert "llama-server flavor: cpu (no GPU)" in out and "checking that it runs here" in out
+        llama = json.loads(box.run("hal0 backend list --system --json").stdout)["llama-server"]
+        assert llama["flavor"] == "cpu" and llama["bin"].startswith("/var/lib/hal0/backends/llama-server/")
         assert box.run("systemctl is-active hal0").stdout.strip() == "active"
         token = box.run("cat /etc/hal0/admin.token").stdout.strip()
         url = f"http://127.0.0.1:{port}"
@@ -114,15 +122,16 @@ def test_install_sh_installs_upgrades_and_uninstalls(pyz: Path, tmp_path: Path) 
                                                         "max_tokens": 3})
         assert out["model"] == "tiny"
         assert box.run("stat -c %U /var/lib/hal0 /etc/hal0/admin.token").stdout.split() == ["hal0", "hal0"]
-        doctor = json.loads(box.run("hal0 doctor --system --json", check=False).stdout)
-        assert {c["name"]: c["level"] for c in doctor}["service"] == "ok"
+        doctor = {c["name"]: c for c in json.loads(box.run("hal0 doctor --system --json", check=False).stdout)}
+        assert doctor["service"]["level"] == "ok" and doctor["engine llama-server"]["level"] == "ok"
         box.run("systemctl stop hal0")
         stopped = box.run("hal0 doctor --system", check=False)
         assert stopped.returncode == 1 and "fail  service: hal0.service is inactive" in stopped.stdout
         assert "fix: sudo systemctl start hal0" in stopped.stdout
         box.run("systemctl start hal0")
 
-        box.run(install, timeout=300)  # again: an upgrade in place
+        again = box.run(install, timeout=300).stdout  # again: an upgrade in place
+        assert "is cached in /var/lib/hal0/backends/llama-server/" in again
         assert get(url + "/v1/models", token)["data"]  # the same token still works
         assert box.run("cat /etc/hal0/slots/primary.env").stdout.strip() == "HAL0_MODEL=tiny"  # the swap stays
         bad = box.run("sh /mnt/install.sh --pyz /mnt/bad/hal0.pyz --no-models --no-engines", check=False)
@@ -135,3 +144,36 @@ def test_install_sh_installs_upgrades_and_uninstalls(pyz: Path, tmp_path: Path) 
         assert box.run("test -f /etc/hal0/admin.token && test -d /var/lib/hal0").returncode == 0
         box.run("sh /mnt/install.sh --uninstall --purge")
         assert box.run("test -e /etc/hal0 || test -e /var/lib/hal0 || id hal0", check=False).returncode != 0
+
+
+def test_install_sh_on_debian_13_with_python_3_13(pyz: Path, tmp_path: Path) -> None:
+    """The same pyz on trixie's Python 3.13: it carries each version's compiled extensions, so the
+    service runs with aiohttp's own (doctor says so) and a model chats through it."""
+    m = manifest()
+    port = free_port()
+    binds = {str(pyz.parent): "/mnt/dist", str(Path(m["llama_server"]["bin"]).parent): "/mnt/llama",
+             str(Path(m["models"]["tiny-chat"]).parent): "/mnt/models", str(REPO / "install.sh"): "/mnt/install.sh"}
+    with booted(tmp_path, binds, suite="trixie") as box:
+        assert box.run("python3 -c 'import sys; print(sys.version_info[:2])'").stdout.strip() == "(3, 13)"
+        box.run("mv /usr/sbin/useradd /usr/sbin/useradd.away")  # a box without it is told what to install
+        missing = box.run("sh /mnt/install.sh --pyz /mnt/dist/hal0.pyz", check=False)
+        assert (missing.returncode, missing.stderr.strip()) == (
+            1, "hal0: useradd is missing (hal0 runs as its own user): apt-get install passwd")
+        box.run("mv /usr/sbin/useradd.away /usr/sbin/useradd")
+        out = box.run(f"sh /mnt/install.sh --pyz /mnt/dist/hal0.pyz --llama-server /mnt/llama/llama-server "
+                      f"--no-models --no-engines --port {port}", timeout=300).stdout
+        assert "is running: http://" in out and "checking that /mnt/llama/llama-server runs here" in out
+        llama = json.loads(box.run("hal0 backend list --system --json").stdout)["llama-server"]
+        assert (llama["bin"], llama["flavor"], llama["source"]) == ("/mnt/llama/llama-server", "cpu", "yours")
+        url = f"http://127.0.0.1:{port}"
+        assert get(url + "/health")["status"] == "ok"
+        doctor = {c["name"]: c for c in json.loads(box.run("hal0 doctor --system --json", check=False).stdout)}
+        python = doctor["python"]
+        assert python["level"] == "ok" and python["message"].startswith("Python 3.13."), python
+        assert python["message"].endswith("aiohttp's compiled extensions")
+        box.run("hal0 model register tiny /mnt/models/tiny-chat.gguf --outside-roots --system")
+        box.run("hal0 slot swap primary --model tiny --system", timeout=120)
+        token = box.run("cat /etc/hal0/admin.token").stdout.strip()
+        chat = get(url + "/v1/chat/completions", token, {"messages": [{"role": "user", "content": "hi"}],
+                                                         "max_tokens": 3})
+        assert chat["model"] == "tiny"

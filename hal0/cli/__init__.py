@@ -72,6 +72,8 @@ def cmd_init(args: argparse.Namespace) -> int:
         print(f"config: {paths.config_dir}\nstate:  {paths.state_dir}")
         for p in created:
             print(f"  created {p}")
+        for line in _seed_notes(paths, created):
+            print(f"  {line}")
         if not created:
             print("  nothing to do: everything already exists")
         if paths.admin_token in created:
@@ -83,6 +85,16 @@ def cmd_init(args: argparse.Namespace) -> int:
 
         return pull_here(paths, sorted({m for _, m, _ in missing}), args.json)
     return 0
+
+
+def _seed_notes(paths: Any, created: list[Any]) -> list[str]:
+    """Why a slot just seeded has another backend than its tier's (a build the box cannot have)."""
+    from hal0.hardware.seeding import seed_slots
+
+    if not any(p.parent == paths.slots_dir for p in created) or not paths.hardware_json.is_file():
+        return []
+    seeds = seed_slots(json.loads(paths.hardware_json.read_text()))
+    return [f"{name}: {seed.note}" for name, seed in seeds.items() if seed.note and paths.slot_toml(name) in created]
 
 
 def _client(module: str) -> Callable[[argparse.Namespace], int]:

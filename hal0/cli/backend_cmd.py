@@ -1,9 +1,11 @@
-"""``hal0 backend {install,list}``: engine virtualenvs (local, no server needed)."""
+"""``hal0 backend {install,list}``: llama-server builds and engine virtualenvs (local, no server needed)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from hal0.backends import ENGINES, RUNNER_DEPS, install, installed
@@ -12,13 +14,25 @@ from hal0.paths import Paths
 
 __all__ = ["add_parser", "run"]
 
+LLAMA = "llama-server"
+
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
-    b = sub.add_parser("backend", help="install engines: runner virtualenvs and ComfyUI", parents=[common],
-                       description="install engines: runner virtualenvs and ComfyUI")
+    b = sub.add_parser("backend", help="install engines: llama-server, runner virtualenvs and ComfyUI",
+                       parents=[common], description="install engines: llama-server, runner virtualenvs and ComfyUI")
     bs = b.add_subparsers(dest="backend_command", required=True, metavar="ACTION")
-    p = bs.add_parser("install", help="create or update an engine's virtualenv", parents=[common])
-    p.add_argument("kind", choices=sorted(ENGINES))
+    p = bs.add_parser("install", help="install llama-server for this box, or create or update an engine's virtualenv",
+                      parents=[common])
+    p.add_argument("kind", choices=sorted([LLAMA, *ENGINES]))
+    p.add_argument("--flavor", choices=["auto", "cpu", "vulkan", "cuda", "rocm"], default="auto",
+                   help="llama-server: which build (default auto: Vulkan where a GPU Vulkan driver exists, else "
+                        "CUDA or ROCm where their toolkit is installed, else the CPU)")
+    p.add_argument("--bin", metavar="PATH", default="",
+                   help="llama-server: use this binary instead of installing one; it is checked (it runs here, "
+                        "and a GPU flavor sees the GPU) and recorded like an installed one")
+    p.add_argument("--no-apt", action="store_true",
+                   help="llama-server: never install Debian packages (build tools, NVIDIA's GL libraries); "
+                        "say which instead")
     p.add_argument("--torch", metavar="SPECS", default="",
                    help="comfyui: the torch and torchvision requirements to install instead of hal0's pair, "
                         "e.g. 'torch==2.9.1 torchvision==0.24.1' (with --torch-index-url for a ROCm build)")
@@ -27,19 +41,82 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     bs.add_parser("list", help="installed engines", parents=[common])
 
 
+def _hardware(paths: Paths) -> dict[str, Any]:
+    """hardware.json, probed now (and written) when there is none."""
+    from hal0.atomic import atomic_write
+    from hal0.hardware import probe
+
+    if paths.hardware_json.is_file():
+        return json.loads(paths.hardware_json.read_text())  # type: ignore[no-any-return]
+    hw = probe(disk=paths.state_dir if paths.state_dir.exists() else None)
+    atomic_write(paths.hardware_json, json.dumps(hw, indent=2) + "\n")
+    return hw
+
+
+def _llama(paths: Paths) -> dict[str, object] | None:
+    from hal0.config import load_config
+    from hal0.config.schema import ProviderConfig
+    from hal0.llamacpp.install import installed as llama_installed
+
+    settings = load_config(paths).providers.get(LLAMA, ProviderConfig())
+    return llama_installed(paths, settings.bin, settings.flavor)
+
+
+def _list(args: argparse.Namespace, paths: Paths) -> int:
+    found: dict[str, Any] = dict(installed(paths))
+    llama = _llama(paths)
+    if llama is not None:
+        found = {LLAMA: llama, **found}
+    if args.json:
+        print_json(found)
+        return 0
+    rows: list[tuple[object, ...]] = []
+    if llama is not None:
+        rows.append((LLAMA, "yes", llama["installed_at"], f"{llama['flavor']}, llama.cpp {llama['version']}",
+                     llama["bin"]))
+    else:
+        rows.append((LLAMA, "no", None, None, None))
+    for k in ENGINES:
+        if k in found:
+            packages = " ".join(p for p in found[k]["packages"] if p not in RUNNER_DEPS)
+            rows.append((k, "yes", found[k].get("installed_at"), packages, found[k].get("bin") or
+                         str(paths.backends_dir / k / "venv")))
+        else:
+            rows.append((k, "no", None, None, None))
+    table(rows, ["ENGINE", "INSTALLED", "WHEN", "WHAT", "PATH"])
+    return 0
+
+
+def _install_llama(args: argparse.Namespace, paths: Paths) -> int:
+    from hal0.errors import Hal0Error
+    from hal0.hardware.flavors import toolchains
+    from hal0.llamacpp.install import install as llama_install
+
+    try:
+        llama_install(paths, args.flavor, _hardware(paths), toolchains(), lambda line: print(line, flush=True),
+                     apt=not args.no_apt, bring=Path(args.bin).absolute() if args.bin else None)
+    except (ValueError, RuntimeError) as e:
+        print(f"hal0: {e}", file=sys.stderr)
+        return 1
+    except Hal0Error as e:  # a download that failed
+        print(f"hal0: llama-server could not be downloaded: {e.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def run(args: argparse.Namespace, paths: Paths) -> int:
     if args.backend_command == "list":
-        found = installed(paths)
-        if args.json:
-            print_json(found)
-        else:
-            table([(k, "yes" if k in found else "no", found.get(k, {}).get("installed_at"),
-                    " ".join(p for p in found[k]["packages"] if p not in RUNNER_DEPS)  # type: ignore[attr-defined]
-                    if k in found else None)
-                   for k in ENGINES], ["ENGINE", "INSTALLED", "WHEN", "PACKAGES"])
-        return 0
+        return _list(args, paths)
     if args.kind != "comfyui" and (args.torch or args.torch_index_url):
         print("hal0: --torch and --torch-index-url apply to comfyui only", file=sys.stderr)
+        return 2
+    if args.kind == LLAMA:
+        return _install_llama(args, paths)
+    if args.bin:
+        print("hal0: --bin applies to llama-server only", file=sys.stderr)
+        return 2
+    if args.flavor != "auto":
+        print("hal0: --flavor applies to llama-server only", file=sys.stderr)
         return 2
     try:
         install(paths, args.kind, lambda line: print(line, flush=True), torch=args.torch.split(),

@@ -26,7 +26,11 @@ from hal0.paths import Paths
 __all__ = ["Check", "checks", "run"]
 
 DEVICES = {"vulkan": ("dev/dri/renderD*",), "rocm": ("dev/kfd", "dev/dri/renderD*"), "cuda": ("dev/nvidia*",)}
+NVIDIA_VULKAN = ("dev/nvidia*",)  # NVIDIA's Vulkan driver opens /dev/nvidia*; a headless card has no render node
 SERVICE_USER = "hal0"
+# what each engine's process imports first: it starts when these import
+ENGINE_MODULES = {"whisper": "faster_whisper", "moonshine": "moonshine_onnx", "kokoro": "kokoro_onnx",
+                  "comfyui": "torch"}
 
 
 @dataclass(frozen=True)
@@ -37,38 +41,113 @@ class Check:
     fix: str = ""
 
 
+# aiohttp's compiled extensions: without them (a pyz built for another Python) it runs, slower
+COMPILED = ("aiohttp._http_parser", "aiohttp._http_writer", "multidict._multidict", "yarl._quoting_c",
+            "frozenlist._frozenlist", "propcache._helpers_c")
+
+
 def _python() -> Check:
+    import importlib
+
     v = sys.version_info
     if v < (3, 11):
         return Check("python", "fail", f"Python {v.major}.{v.minor} is too old", "install Python 3.11 or newer")
-    return Check("python", "ok", f"Python {v.major}.{v.minor}.{v.micro}, hal0 {__version__}")
+    missing = []
+    for module in COMPILED:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            missing.append(module)
+    if missing:
+        return Check("python", "warn", f"Python {v.major}.{v.minor}.{v.micro} runs hal0 {__version__} without the "
+                     f"compiled extensions {', '.join(missing)} (slower HTTP)",
+                     f"install a hal0.pyz built for Python {v.major}.{v.minor} (scripts/build)")
+    return Check("python", "ok", f"Python {v.major}.{v.minor}.{v.micro}, hal0 {__version__}, aiohttp's compiled "
+                 "extensions")
 
 
-def _engine(provider: str, paths: Paths, settings: Any) -> Check:
+def _engine(provider: str, paths: Paths, settings: Any, backends: set[str]) -> Check:
     from hal0.backends import engine_settings
 
     installed = engine_settings(paths, provider)
-    if provider in ("llama-server", "flm"):
-        binary = settings.bin or installed.get("bin") or shutil.which(provider if provider != "flm" else "flm")
+    if provider == "llama-server":
+        return _llama_server(paths, settings, backends)
+    if provider == "flm":
+        binary = settings.bin or shutil.which("flm")
         if not binary or not Path(binary).exists():
-            return Check(f"engine {provider}", "fail", f"{provider} is not installed",
-                         f"put {provider} on PATH, or set [providers.{provider}].bin in hal0.toml to its path")
-        try:
-            r = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=20,
-                               env={**os.environ, "LD_LIBRARY_PATH": str(Path(binary).parent)})
-        except (OSError, subprocess.TimeoutExpired) as e:
-            return Check(f"engine {provider}", "fail", f"{binary} does not run: {e}",
-                         f"reinstall {provider}, or point [providers.{provider}].bin at one that runs")
-        if r.returncode != 0:
-            return Check(f"engine {provider}", "fail", f"{binary} --version exits {r.returncode}",
-                         f"reinstall {provider}, or point [providers.{provider}].bin at one that runs")
-        version = (r.stdout + r.stderr).strip().splitlines()
-        return Check(f"engine {provider}", "ok", f"{binary} ({version[0] if version else 'runs'})")
+            return Check("engine flm", "fail", "flm is not installed",
+                         "put flm on PATH, or set [providers.flm].bin in hal0.toml to its path")
+        from hal0.llamacpp.devices import run as run_binary
+
+        ran = run_binary(Path(binary), "--version", timeout=20)
+        if ran.code != 0:
+            return Check("engine flm", "fail", f"{binary} --version {_said(ran)}",
+                         "reinstall flm, or point [providers.flm].bin at one that runs")
+        return Check("engine flm", "ok", f"{binary} ({(ran.output.strip().splitlines() or ['runs'])[0]})")
     python = settings.python or installed.get("python")
     if not python or not Path(python).exists():
         return Check(f"engine {provider}", "fail", f"the {provider} engine is not installed",
                      f"hal0 backend install {provider}")
-    return Check(f"engine {provider}", "ok", f"{provider} in {Path(python).parent.parent}")
+    module = ENGINE_MODULES.get(provider)
+    if module is None:
+        return Check(f"engine {provider}", "ok", f"{provider} in {Path(python).parent.parent}")
+    # what the slot's process needs: the engine's package, and for a runner hal0's runner beside it
+    import hal0
+
+    hal0_root = str(Path(hal0.__file__).resolve().parent.parent)
+    code = f"import {module}" if provider == "comfyui" else \
+        f"import sys; sys.path.insert(0, {hal0_root!r}); import hal0.runners.cli, {module}"
+    try:
+        done = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return Check(f"engine {provider}", "fail", f"{python} does not start: {e}", f"hal0 backend install {provider}")
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1][:200]
+        return Check(f"engine {provider}", "fail", f"{python} cannot import {module}: {last}",
+                     f"hal0 backend install {provider}")
+    return Check(f"engine {provider}", "ok", f"{provider} in {Path(python).parent.parent} (imports {module})")
+
+
+def _said(ran: Any) -> str:
+    last = ran.output.strip().splitlines()[-1:] or [""]
+    return f"{'exits ' + str(ran.code) if ran.code is not None else 'does not start'}: {last[0][:200]}"
+
+
+def _llama_server(paths: Paths, settings: Any, backends: set[str]) -> Check:
+    """Present, starts (``--version``), and, when its flavor or a slot's backend wants the GPU the
+    probe found, lists that GPU (``--list-devices``), else the libraries or driver to fix."""
+    import json
+
+    from hal0.hardware.flavors import primary_gpu
+    from hal0.llamacpp.devices import NVIDIA_VULKAN_PACKAGES, list_devices, missing_packages, parse_version, run
+    from hal0.llamacpp.install import nvidia_vulkan_problem
+
+    name, reinstall = "engine llama-server", "hal0 backend install llama-server"
+    binary = settings.bin or shutil.which("llama-server")
+    if not binary or not Path(binary).exists():
+        return Check(name, "fail", "llama-server is not installed", reinstall)
+    ran = run(Path(binary), "--version", timeout=20)
+    if ran.code != 0:
+        return Check(name, "fail", f"{binary} --version {_said(ran)}", reinstall)
+    version = parse_version(ran.output) or "unknown build"
+    flavor = settings.flavor or next(iter(sorted(backends - {"cpu", "npu"})), "cpu")
+    try:
+        hw = json.loads(paths.hardware_json.read_text())
+    except (OSError, ValueError):
+        hw = {}
+    devices, listed = list_devices(Path(binary))
+    if listed.code != 0:
+        return Check(name, "fail", f"{binary} --list-devices {_said(listed)}", reinstall)
+    gpu = primary_gpu(hw)
+    nvidia_vulkan = flavor == "vulkan" and gpu is not None and gpu.get("vendor") == "nvidia"
+    missing = missing_packages(NVIDIA_VULKAN_PACKAGES) if nvidia_vulkan else []
+    problem = nvidia_vulkan_problem(hw, flavor, devices, missing)
+    if problem:
+        fix = f"sudo apt-get install {' '.join(missing or NVIDIA_VULKAN_PACKAGES)}" if nvidia_vulkan else \
+            f"{reinstall} --flavor cpu, or fix the GPU driver"
+        return Check(name, "fail", problem, fix)
+    seen = ", ".join(f"{d.name} {d.description}" for d in devices) or "no GPU device"
+    return Check(name, "ok", f"{binary} ({settings.flavor or 'flavor unknown'}, llama.cpp {version}; {seen})")
 
 
 def _model(name: str, slot: Any, paths: Paths) -> Check:
@@ -103,8 +182,9 @@ def _model(name: str, slot: Any, paths: Paths) -> Check:
     return Check(f"slot {name}", "ok", f"{ref} ({how}, {model.path})")
 
 
-def _devices(backends: set[str], root: Path, service_user: str) -> list[Check]:
-    """Can hal0 open the GPU devices its backends use? For the service user when it exists."""
+def _devices(backends: set[str], root: Path, service_user: str, vendor: str | None = None) -> list[Check]:
+    """Can hal0 open the GPU devices its backends use (``vendor``: the probe's primary GPU's)? For the
+    service user when it exists."""
     try:
         user = pwd.getpwnam(service_user)
         groups = {g.gr_gid for g in grp.getgrall() if service_user in g.gr_mem} | {user.pw_gid}
@@ -112,9 +192,10 @@ def _devices(backends: set[str], root: Path, service_user: str) -> list[Check]:
         user, groups = None, set()
     out = []
     for backend in sorted(backends & set(DEVICES)):
-        found = sorted({p for pattern in DEVICES[backend] for p in root.glob(pattern)})
+        patterns = NVIDIA_VULKAN if backend == "vulkan" and vendor == "nvidia" else DEVICES[backend]
+        found = sorted({p for pattern in patterns for p in root.glob(pattern)})
         if not found:
-            out.append(Check(f"devices {backend}", "fail", f"no {', '.join('/' + p for p in DEVICES[backend])}",
+            out.append(Check(f"devices {backend}", "fail", f"no {', '.join('/' + p for p in patterns)}",
                              "install the GPU driver, or give the slot backend = \"cpu\""))
             continue
         for dev in found:
@@ -166,6 +247,18 @@ def _server(paths: Paths) -> list[Check]:
     return out
 
 
+def _primary_vendor(paths: Paths) -> str | None:
+    import json
+
+    from hal0.hardware.flavors import primary_gpu
+
+    try:
+        gpu = primary_gpu(json.loads(paths.hardware_json.read_text()))
+    except (OSError, ValueError, AttributeError):
+        return None
+    return str(gpu["vendor"]) if gpu and gpu.get("vendor") else None
+
+
 def _ago(seconds: float) -> str:
     for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
         if seconds >= size:
@@ -186,9 +279,10 @@ def checks(paths: Paths, root: Path = Path("/"), service_user: str = SERVICE_USE
     out.append(Check("config", "ok", f"{paths.config_dir} ({paths.mode} mode)"))
     enabled = {name: s for name, s in slots.items() if s.enabled}
     for provider in sorted({s.provider for s in enabled.values()}):
-        out.append(_engine(provider, paths, config.providers.get(provider, ProviderConfig())))
+        backends: set[str] = {s.backend for s in enabled.values() if s.provider == provider}
+        out.append(_engine(provider, paths, config.providers.get(provider, ProviderConfig()), backends))
     out += [_model(name, s, paths) for name, s in enabled.items()]
-    out += _devices({s.backend for s in enabled.values()}, root, service_user)
+    out += _devices({s.backend for s in enabled.values()}, root, service_user, _primary_vendor(paths))
     from hal0.bootstrap import missing_models
 
     need = sum(size for _, _, size in missing_models(paths))

@@ -38,6 +38,7 @@ RERANK_SLOT = "embed-rerank"
 Provider = Literal["llama-server", "moonshine", "whisper", "kokoro", "comfyui", "flm"]
 PROVIDER_NAMES: tuple[str, ...] = typing.get_args(Provider)
 Backend = Literal["vulkan", "rocm", "cuda", "cpu", "npu"]
+Flavor = Literal["", "cpu", "vulkan", "cuda", "rocm"]
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,7 @@ class ProviderConfig:
 
     bin: str = ""  # the engine's executable (llama-server, flm)
     python: str = ""  # the interpreter of the engine's virtualenv (runners, comfyui)
+    flavor: Flavor = ""  # llama-server: the build `hal0 backend install` put there (cpu, vulkan, cuda, rocm)
     env: dict[str, str] = field(default_factory=dict)
 
 

@@ -12,14 +12,17 @@ from typing import Any
 
 from hal0.config.defaults import builtin_slot
 from hal0.config.schema import BUILTIN_SLOTS, SlotConfig
+from hal0.hardware.flavors import Toolchains, buildable, toolchains
 
-__all__ = ["Seed", "box_memory", "gpu_gib", "match_tier", "memory_for", "rerank_model", "seed_slots", "tiers"]
+__all__ = ["Seed", "box_memory", "gpu_gib", "llama_backend", "match_tier", "memory_for", "rerank_model", "seed_slots",
+           "tiers"]
 
 
 @dataclass(frozen=True)
 class Seed:
     slot: SlotConfig
     reason: str  # why a slot is written disabled ("" when enabled)
+    note: str = ""  # why its backend is not the tier's (a build this box cannot have)
 
 
 def tiers() -> list[dict[str, Any]]:
@@ -74,9 +77,23 @@ def match_tier(hw: dict[str, Any]) -> dict[str, Any]:
     return next(t for t in tiers() if _holds(t.get("when", {}), hw))
 
 
-def seed_slots(hw: dict[str, Any]) -> dict[str, Seed]:
-    """Provider, backend, default model and enabled flag for each built-in slot on this box."""
+def llama_backend(tier: dict[str, Any], hw: dict[str, Any], tc: Toolchains) -> tuple[str, str]:
+    """The llama-server slots' backend: the tier's when this box can have that build of llama-server,
+    else Vulkan (or the CPU), with a note saying so."""
+    wanted, can = tier["backend"], buildable(hw, tc)
+    if wanted in can:
+        return wanted, ""
+    instead = "vulkan" if "vulkan" in can else "cpu"
+    return instead, (f"backend: the {tier['name']} tier prefers {wanted}, but this box cannot build a {wanted} "
+                     f"llama-server (no {'CUDA toolkit' if wanted == 'cuda' else 'ROCm'}), so it uses {instead}"
+                     + (" (the GPU's Vulkan driver)" if instead == "vulkan" else ""))
+
+
+def seed_slots(hw: dict[str, Any], tc: Toolchains | None = None) -> dict[str, Seed]:
+    """Provider, backend, default model and enabled flag for each built-in slot on this box; ``tc``
+    (default: what is installed here) says which llama-server builds it can have."""
     tier = match_tier(hw)
+    llama, note = llama_backend(tier, hw, toolchains() if tc is None else tc)
     disabled: dict[str, str] = dict(tier.get("disabled", {}))
     if tier.get("img_needs_rocm") and not hw["rocm"]["kfd"]:
         disabled.setdefault("img", "ComfyUI needs ROCm here and /dev/kfd is missing (install ROCm, then "
@@ -84,9 +101,9 @@ def seed_slots(hw: dict[str, Any]) -> dict[str, Seed]:
     seeds = {}
     for name in BUILTIN_SLOTS:
         slot = builtin_slot(name, model=tier["models"].get(name, ""))
-        backend = {"stt": "cpu", "tts": "cpu", "img": tier.get("img_backend", "cpu")}.get(name, tier["backend"])
+        backend = {"stt": "cpu", "tts": "cpu", "img": tier.get("img_backend", "cpu")}.get(name, llama)
         slot = replace(slot, backend=backend, enabled=name not in disabled)
-        seeds[name] = Seed(slot, disabled.get(name, ""))
+        seeds[name] = Seed(slot, disabled.get(name, ""), note if slot.provider == "llama-server" else "")
     return seeds
 
 

@@ -48,8 +48,8 @@ class Container:
             time.sleep(0.2)  # polling a state inside another machine: there is no event to wait on
 
 
-def _can_boot() -> str | None:
-    rootfs = manifest().get("rootfs")
+def _can_boot(suite: str) -> str | None:
+    rootfs = manifest().get("rootfs" if suite == "bookworm" else f"rootfs_{suite}")
     if os.geteuid() != 0 or not rootfs or not shutil.which("systemd-nspawn"):
         return None
     if not all(c.is_dir() for c in CGROUPS):
@@ -58,9 +58,10 @@ def _can_boot() -> str | None:
 
 
 @contextmanager
-def booted(tmp: Path, binds: dict[str, str]) -> Iterator[Container]:
-    """Boot the provisioned root filesystem; ``binds``: host path -> container path, read-only."""
-    rootfs = _can_boot()
+def booted(tmp: Path, binds: dict[str, str], suite: str = "bookworm") -> Iterator[Container]:
+    """Boot the provisioned root filesystem of Debian ``suite`` (bookworm, trixie); ``binds``: host
+    path -> container path, read-only."""
+    rootfs = _can_boot(suite)
     if rootfs is None:
         pytest.skip("booting a systemd container needs root, systemd-nspawn and the provisioned root filesystem "
                     "(scripts/setup-backends makes it when run as root)")

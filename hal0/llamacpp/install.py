@@ -1,0 +1,230 @@
+"""``hal0 backend install llama-server``: the build for this box, proven to run, recorded.
+
+Builds live in ``<state>/backends/llama-server/<how>-<flavor>-<version>/`` (the downloads beside
+them in ``downloads/``), each finished by its marker, so a second install of the same version and
+flavor is a no-op. The chosen one is recorded as ``[providers.llama-server]`` ``bin`` and
+``flavor`` in hal0.toml. Blocks for the whole install (a build from source takes minutes).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hal0.hardware.flavors import GPU_FLAVORS, Toolchains, buildable, choose, primary_gpu
+from hal0.llamacpp import build as b
+from hal0.llamacpp.devices import (
+    NVIDIA_VULKAN_PACKAGES,
+    Device,
+    gpu_devices,
+    list_devices,
+    missing_packages,
+    parse_version,
+    run,
+)
+from hal0.paths import Paths
+
+__all__ = ["Installed", "build_dir", "candidates", "ensure_build", "install", "installed", "nvidia_vulkan_problem"]
+
+Say = Callable[[str], None]
+PREBUILT_MACHINES = frozenset({"x86_64"})  # the prebuilt wheel exists for these only
+
+
+@dataclass(frozen=True)
+class Installed:
+    flavor: str
+    bin: Path
+    source: str  # what it was made from
+    version: str  # llama-server --version
+    devices: tuple[Device, ...]
+
+
+def build_dir(root: Path, how: str, flavor: str) -> Path:
+    """Where one build lives under ``root``: the prebuilt one serves the cpu and vulkan flavors."""
+    if how == "prebuilt":
+        return root / f"prebuilt-vulkan-{b.PREBUILT.version}"
+    return root / f"source-{flavor}-{b.SOURCE.version}"
+
+
+def _apt(packages: list[str], say: Say, allowed: bool) -> bool:
+    """apt-get install ``packages`` when this process may; False when it cannot (not allowed, not
+    root, no apt)."""
+    if not allowed or os.geteuid() != 0 or shutil.which("apt-get") is None:
+        return False
+    say(f"apt-get install {' '.join(packages)}")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages]
+    for argv in (["apt-get", "update", "-q"], install):
+        done = subprocess.run(argv, env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            last = (done.stdout + done.stderr).splitlines()[-10:]
+            raise RuntimeError(f"{' '.join(argv)} failed:\n" + "\n".join(last))
+    return True
+
+
+def ensure_build(root: Path, how: str, flavor: str, say: Say, *, model: Path | None = None,
+                 apt: bool = True) -> tuple[Path, str | None]:
+    """The build ``how`` (``prebuilt`` or ``source``) of ``flavor`` under ``root``: cached, or fetched or
+    compiled now and smoke-tested once. Returns the binary and None, or the folder and why it does
+    not run here. Raises RuntimeError when it cannot be made at all."""
+    folder = build_dir(root, how, flavor)
+    done = b.marker(folder)
+    if done is not None:
+        say(f"llama-server {how} ({done['source']}) is cached in {folder}")
+        return Path(str(done["bin"])), None if done.get("smoke") == "ok" else str(done.get("smoke"))
+    downloads = root / "downloads"
+    partial = folder.with_name(f".{folder.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    try:
+        if how == "prebuilt":
+            binary = b.unpack_prebuilt(b.fetch(b.PREBUILT, downloads, say), partial)
+            source = b.PREBUILT.spec
+        else:
+            missing = b.missing_tools(flavor)
+            if missing and not _apt(sorted(set(missing.values())), say, apt):
+                raise RuntimeError(f"building llama-server ({flavor}) needs {', '.join(missing)}: "
+                                   f"apt-get install {' '.join(sorted(set(missing.values())))}")
+            binary = b.build_from_source(b.fetch(b.SOURCE, downloads, say), flavor, partial, say)
+            source = f"{b.SOURCE.spec} (built for {flavor})"
+        say("checking that it runs here (a tiny model, one token)")
+        verdict = b.smoke(binary, model)
+        ran = run(binary, "--version")
+        b.write_marker(partial, {"kind": "llama-server", "how": how, "flavor": flavor, "source": source,
+                                 "bin": str(folder / "bin" / "llama-server"), "smoke": verdict or "ok",
+                                 "version": parse_version(ran.output) or "",
+                                 "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    shutil.rmtree(folder, ignore_errors=True)
+    partial.rename(folder)
+    return folder / "bin" / "llama-server", verdict
+
+
+def candidates(flavor: str, auto: bool, can: dict[str, str], machine: str) -> list[tuple[str, str]]:
+    """(how, flavor) to try in order: the prebuilt build where it exists for the flavor, then a build
+    from source; for ``auto``, then the other flavors this box can have (CUDA, ROCm), the CPU last."""
+    flavors = [flavor, *(f for f in ("cuda", "rocm", "cpu") if auto and f in can and f != flavor)]
+    prebuilt = machine in PREBUILT_MACHINES
+    return [(how, f) for f in flavors for how in ("prebuilt", "source") if how == "source" or
+            (prebuilt and f in ("cpu", "vulkan"))]
+
+
+def nvidia_vulkan_problem(hw: dict[str, Any], flavor: str, devices: list[Device], missing: list[str]) -> str | None:
+    """Why a GPU-flavored llama-server that lists no GPU is not done, naming what to install; None
+    when it sees a GPU or none was expected."""
+    gpu = primary_gpu(hw)
+    if flavor not in GPU_FLAVORS or gpu is None or gpu_devices(devices):
+        return None
+    what = f"the {gpu.get('name') or gpu.get('vendor') or 'GPU'} at {gpu.get('pci')}"
+    if flavor == "vulkan" and gpu.get("vendor") == "nvidia":
+        libs = missing or list(NVIDIA_VULKAN_PACKAGES)
+        return (f"llama-server ({flavor}) lists no GPU although the probe found {what}: NVIDIA's Vulkan driver "
+                f"needs the GL dispatch libraries{' (missing: ' + ', '.join(missing) + ')' if missing else ''}: "
+                f"apt-get install {' '.join(libs)}, then `hal0 backend install llama-server` again")
+    check = {"vulkan": "vulkaninfo --summary", "cuda": "nvidia-smi", "rocm": "rocminfo"}[flavor]
+    return (f"llama-server ({flavor}) lists no GPU although the probe found {what}: check the GPU driver "
+            f"(`{check}`) and that this user may open its devices, or use --flavor cpu")
+
+
+def install(paths: Paths, requested: str, hw: dict[str, Any], tc: Toolchains, say: Say, *,
+            apt: bool = True, bring: Path | None = None) -> Installed:
+    """Choose, get, verify and record llama-server for this box (or verify and record ``bring``, the
+    operator's own); as root with ``apt``, the Debian packages a build or NVIDIA's Vulkan driver
+    needs are installed. Raises ValueError (a flavor this box cannot have) or RuntimeError (it could
+    not be made, it does not run, or it does not see the GPU)."""
+    if bring is not None:
+        brought, flavor = _brought(bring, requested, hw, say)
+        _nvidia_gl(hw, flavor, say, apt)
+        return _record(paths, hw, say, brought, flavor)
+    choice = choose(requested, hw, tc)
+    say(f"llama-server flavor: {choice.flavor} ({choice.why})")
+    _nvidia_gl(hw, choice.flavor, say, apt)
+    root = paths.backends_dir / "llama-server"
+    failed = []
+    for how, flavor in candidates(choice.flavor, requested == "auto", buildable(hw, tc), platform.machine()):
+        try:
+            binary, why = ensure_build(root, how, flavor, say, apt=apt)
+        except RuntimeError as e:
+            if requested != "auto":
+                raise
+            why = str(e).splitlines()[0]
+        if why is None:
+            return _record(paths, hw, say, binary, flavor)
+        failed.append(f"{how} {flavor}: {why}")
+        say(f"the {how} {flavor} llama-server cannot be had here ({why}); trying the next")
+    raise RuntimeError("no llama-server build runs on this box:\n  " + "\n  ".join(failed))
+
+
+def _nvidia_vulkan(hw: dict[str, Any], flavor: str) -> bool:
+    gpu = primary_gpu(hw)
+    return flavor == "vulkan" and gpu is not None and gpu.get("vendor") == "nvidia"
+
+
+def _nvidia_gl(hw: dict[str, Any], flavor: str, say: Say, apt: bool) -> None:
+    """On NVIDIA, the GL dispatch libraries the Vulkan driver needs (installed when we may)."""
+    if _nvidia_vulkan(hw, flavor) and (missing := missing_packages()) and not _apt(missing, say, apt):
+        say(f"NVIDIA's Vulkan driver needs {', '.join(missing)}, which are not installed")
+
+
+def _brought(binary: Path, requested: str, hw: dict[str, Any], say: Say) -> tuple[Path, str]:
+    """The operator's binary, proven to run here; its flavor: the one asked for, else what its
+    devices say (Vulkan0 -> vulkan, CUDA0 -> cuda, ROCm0 -> rocm, none -> cpu)."""
+    if not binary.is_file():
+        raise RuntimeError(f"{binary} does not exist")
+    say(f"checking that {binary} runs here (a tiny model, one token)")
+    if (why := b.smoke(binary)) is not None:
+        raise RuntimeError(f"{binary} does not run here: {why}")
+    if requested != "auto":
+        return binary, requested
+    devices = gpu_devices(list_devices(binary)[0])
+    prefix = devices[0].name.rstrip("0123456789").lower() if devices else "cpu"
+    flavor = {"vulkan": "vulkan", "cuda": "cuda", "rocm": "rocm", "hip": "rocm"}.get(prefix, "cpu")
+    if flavor == "cpu" and primary_gpu(hw) is not None:
+        say(f"{binary} lists no GPU: recorded as a cpu build (--flavor says which build it is)")
+    return binary, flavor
+
+
+def _record(paths: Paths, hw: dict[str, Any], say: Say, binary: Path, flavor: str) -> Installed:
+    """Check that ``binary`` sees the GPU its flavor is for, then write it to hal0.toml."""
+    from hal0.config import load_config
+    from hal0.config.edit import set_provider
+    from hal0.config.schema import ProviderConfig
+
+    devices, ran = list_devices(binary)
+    if ran.code != 0:
+        raise RuntimeError(f"{binary} --list-devices exits {ran.code}: {ran.output.strip()[-500:]}")
+    problem = nvidia_vulkan_problem(hw, flavor, devices, missing_packages() if _nvidia_vulkan(hw, flavor) else [])
+    if problem:
+        raise RuntimeError(problem)
+    for d in devices:
+        say(f"  sees {d.name}: {d.description} ({d.total_mib} MiB)")
+    version = parse_version(run(binary, "--version").output) or "unknown"
+    before = load_config(paths).providers.get("llama-server", ProviderConfig())
+    set_provider(paths, "llama-server", {"bin": str(binary), "flavor": flavor})
+    say(f"llama-server {flavor} (llama.cpp {version}) installed: {binary}, recorded in {paths.hal0_toml}")
+    if (before.bin, before.flavor) != (str(binary), flavor):
+        say("a running hal0 uses it once restarted (sudo systemctl restart hal0, or hal0 serve again)")
+    record = b.marker(binary.parent.parent) or {}
+    return Installed(flavor, binary, str(record.get("source", "yours")), version, tuple(devices))
+
+
+def installed(paths: Paths, settings_bin: str, flavor: str) -> dict[str, object] | None:
+    """What ``backend list`` shows of the configured llama-server: flavor, llama.cpp build, path,
+    and where hal0 got it; None when none is configured or on PATH."""
+    binary = settings_bin or shutil.which("llama-server")
+    if not binary:
+        return None
+    ran = run(Path(binary), "--version", timeout=20)
+    record = b.marker(Path(binary).parent.parent) or {}
+    return {"bin": binary, "flavor": flavor or "unknown", "version": parse_version(ran.output) or
+            ("does not run: " + ran.output.strip()[-200:] if ran.code != 0 else "unknown"),
+            "source": record.get("source", "yours"), "installed_at": record.get("built_at")}
