@@ -242,3 +242,21 @@ def test_an_operators_own_binary_is_checked_and_recorded(tmp_path: Path) -> None
     gone = hal0(home, "backend", "install", "llama-server", "--bin", str(tmp_path / "nope"))
     assert (gone.returncode, gone.stderr.strip()) == (1, f"hal0: {tmp_path / 'nope'} does not exist")
     assert tomllib.loads((home / "etc/hal0.toml").read_text())["providers"]["llama-server"]["flavor"] == "cpu"
+
+
+def test_a_box_without_pypi_installs_from_a_pinned_file_it_was_given(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    (home / "etc").mkdir(parents=True)
+    (home / "etc/hardware.json").write_text(json.dumps(box("cpu-vm")))
+    given = Path(manifest()["llama_server"]["downloads"]) / PREBUILT.filename
+    # No network: every request through a proxy that is not there (the smoke test's own request to
+    # 127.0.0.1 must not go through it: a box behind a proxy once hung here for minutes).
+    env = {**hal0_env(home), "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}
+    run = [*HAL0, "backend", "install", "llama-server", "--flavor", "cpu", "--no-apt"]
+    r = subprocess.run([*run, "--from", str(given)], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"using {given}" in r.stdout and "fetching" not in r.stdout
+    wrong = tmp_path / "llama.tar.gz"
+    wrong.write_bytes(b"not it")
+    r = subprocess.run([*run, "--from", str(wrong)], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1 and "is not a file hal0 builds llama-server from" in r.stderr

