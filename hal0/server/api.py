@@ -44,6 +44,7 @@ def status_body(app: web.Application) -> dict[str, Any]:
         "api": {"host": cfg.api.host, "port": cfg.api.port, "auth": cfg.api.auth},
         "slots": slots,
         "capabilities": app[CAPABILITIES].cards(),
+        "memory": app[SLOTS].memory(),
     }
 
 

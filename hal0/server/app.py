@@ -27,7 +27,7 @@ from hal0.images.service import ImageService
 from hal0.models.pulls import Pulls
 from hal0.models.registry import Registry
 from hal0.paths import Paths
-from hal0.server import api, capabilities_api, hardware_api, models_api, slots_api, v1_api
+from hal0.server import api, capabilities_api, gpu_api, hardware_api, models_api, slots_api, v1_api
 from hal0.server.keys import (
     CAPABILITIES,
     CONFIG,
@@ -71,7 +71,7 @@ def _slots_ctx(autostart: bool, supervision: Supervision):  # type: ignore[no-un
         cfg = app[CONFIG]
         deps = SlotDeps(paths=app[PATHS], settings=cfg.slots, registry=app[REGISTRY],
                         providers=cfg.providers, session=app[HTTP], supervision=supervision,
-                        pulls=app[PULLS] if cfg.models.autopull else None)
+                        pulls=app[PULLS] if cfg.models.autopull else None, memory=cfg.memory)
         async with SlotManager(deps, app[SLOT_CONFIGS], app[EVENTS], autostart=autostart) as manager:
             app[SLOTS] = manager
             app[CAPABILITIES] = CapabilityService(app[PATHS], cfg, app[REGISTRY], manager)
@@ -107,6 +107,7 @@ def build_app(paths: Paths, config: Hal0Config, slots: dict[str, SlotConfig], *,
     app.add_routes(v1_api.routes)
     app.add_routes(hardware_api.routes)
     app.add_routes(capabilities_api.routes)
+    app.add_routes(gpu_api.routes)
     app.on_shutdown.append(_close_events)
     app.cleanup_ctx.append(_http_client)
     app.cleanup_ctx.append(_slots_ctx(autostart, supervision or Supervision()))

@@ -76,6 +76,7 @@ async def remove_model(request: web.Request) -> web.Response:
         raise ModelInUse(f"{mid} is running in {', '.join(using)}: unload it (`hal0 slot unload {using[0]}`) or "
                          "swap it out first", model=mid, slots=using)
     entry = await asyncio.to_thread(request.app[REGISTRY].remove, mid)
+    await request.app[SLOTS].forget_model(entry.id)  # its measured memory and saved prompt caches
     return json_response({"removed": entry.id, "path": entry.path})
 
 

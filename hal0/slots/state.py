@@ -65,6 +65,8 @@ class SlotSnapshot:
     starts: int = 0
     pull: dict[str, Any] | None = None  # the pull's progress while ``pulling``
     loaded_at: float | None = None  # wall time of the latest successful load (a start that became ready)
+    memory: dict[str, Any] | None = None  # the backend's latest measurement: rss_bytes, gpu_bytes, measured_at
+    pinned: bool = False
 
     @property
     def served(self) -> frozenset[str]:
@@ -79,7 +81,8 @@ class SlotSnapshot:
                 "model": self.model, "model_ref": self.model_ref, "model_configured": self.configured,
                 "pid": self.pid, "message": self.message, "last_error": self.last_error,
                 "inflight": self.inflight, "queued": self.queued, "updated_at": self.updated_at,
-                "starts": self.starts, "loaded_at": self.loaded_at, **({"pull": self.pull} if self.pull else {})}
+                "starts": self.starts, "loaded_at": self.loaded_at, "memory": self.memory, "pinned": self.pinned,
+                **({"pull": self.pull} if self.pull else {})}
 
 
 @dataclass(frozen=True)
