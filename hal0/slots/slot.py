@@ -638,6 +638,8 @@ class Slot(Owner):
                            bin=settings.bin or installed.get("bin", ""))
         spec = await asyncio.to_thread(provider.launch, self.config, model, settings,  # may read the model's head
                                        self._deps.paths.slot_state_dir(self.name))
+        if self.config.provider == "llama-server" and self._kind == "chat":  # its --slot-save-path must exist
+            await asyncio.to_thread(self._cache_folder().mkdir, parents=True, exist_ok=True)
         self._need = await asyncio.to_thread(self._need_for, model)  # held from now on: two loads cannot share room
         try:
             if budget and self._deps.room is not None:
