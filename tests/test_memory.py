@@ -54,9 +54,11 @@ XE_NEW = ("pos:\t0\nflags:\t02100002\ndrm-driver:\txe\ndrm-client-id:\t77\ndrm-p
           "drm-total-system0:\t59832 KiB\ndrm-shared-system0:\t0\ndrm-active-system0:\t0\n"
           "drm-resident-system0:\t59832 KiB\ndrm-purgeable-system0:\t0\ndrm-total-gtt:\t4 KiB\n"
           "drm-total-stolen:\t0\ndrm-cycles-rcs:\t28257900\n")
-# What NVIDIA's driver prints for
-# `nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader,nounits` (MiB), including
-# a row it cannot fill (a process in another container, or MIG).
+# `nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader,nounits` (MiB), recorded on an
+# H200 (driver 580.159.04) with one process holding a 3 GiB tensor: "512, 3590\n". Below, that
+# format for several processes, one of them on two GPUs, and a row the driver cannot fill ("[N/A]":
+# a process in another container, or MIG). NVIDIA's driver gives compute processes no drm-* fdinfo keys.
+NVIDIA_RECORDED = "512, 3590\n"
 NVIDIA_APPS = "1234, 4416\n2345, 812\n3456, [N/A]\n1234, 100\n"
 
 
@@ -90,6 +92,7 @@ def test_drm_bytes_counts_each_client_once_and_leaves_out_host_memory(tmp_path: 
 
 
 def test_nvidia_smi_rows() -> None:
+    assert parse_nvidia_apps(NVIDIA_RECORDED) == {512: 3590 * MIB}
     assert parse_nvidia_apps(NVIDIA_APPS) == {1234: 4516 * MIB, 2345: 812 * MIB}
     assert parse_nvidia_apps("") == {}
 
@@ -152,6 +155,8 @@ def test_budget_from_the_probe_minus_the_reserve() -> None:
     hw = {"memory": {"total_bytes": 64 << 30, "cgroup_limit_bytes": 32 << 30}, "primary_gpu": "0000:03:00.0",
           "gpus": [{"pci": "0000:03:00.0", "vram_bytes": 16 << 30, "gtt_bytes": 32 << 30}]}
     assert budget_from(MemoryConfig(), hw) == Budget(ram=30 << 30, gpu=14 << 30)
+    small = {"memory": {"total_bytes": 4 << 30}}  # the reserve takes at most a quarter of a small box
+    assert budget_from(MemoryConfig(), small) == Budget(ram=3 << 30)
     assert budget_from(MemoryConfig(), None) == Budget()
     assert budget_from(MemoryConfig(ram_budget="off", gpu_budget="12GiB"), hw) == Budget(None, 12 << 30)
     assert budget_from(MemoryConfig(ram_budget=1000, reserve=0), hw).ram == 1000
@@ -342,3 +347,21 @@ def test_gpu_release_unloads_idle_unpinned_and_leaves_pinned_and_busy(tmp_path: 
             assert stream.read().rstrip().endswith(b"data: [DONE]")  # the answer was not cut
         states = {s["name"]: s["state"] for s in srv.get("/api/slots", token)[1]["slots"]}
         assert states["embed"] == "offline" and states["primary"] == "ready" and states["extra"] == "ready"
+
+
+def test_memory_config_is_validated(paths: Paths) -> None:
+    from hal0.config.load import load_config
+    from hal0.errors import ConfigInvalid
+
+    paths.hal0_toml.parent.mkdir(parents=True, exist_ok=True)
+    paths.hal0_toml.write_text('[memory]\nram_budget = 12884901888\ngpu_budget = "12GiB"\n'
+                               '[memory.idle_unload_s]\nchat = 600\n"audio.speech" = 60\n')
+    mem = load_config(paths).memory
+    assert (mem.ram_budget, mem.gpu_budget, mem.idle_unload_s) == (12884901888, "12GiB",
+                                                                    {"chat": 600.0, "audio.speech": 60.0})
+    for bad, key in (('ram_budget = "lots"', "memory.ram_budget"), ("gpu_budget = true", "memory.gpu_budget"),
+                     ("[memory.idle_unload_s]\nimage = 5", "memory.idle_unload_s.image")):
+        paths.hal0_toml.write_text(f"[memory]\n{bad}\n")
+        with pytest.raises(ConfigInvalid) as e:
+            load_config(paths)
+        assert e.value.details["key"] == key

@@ -19,6 +19,7 @@ from hal0.config.schema import BUILTIN_SLOTS, PROVIDER_NAMES, Hal0Config, SlotCo
 from hal0.config.sizes import parse_size
 from hal0.errors import ConfigInvalid
 from hal0.paths import Paths
+from hal0.roles import Modality
 
 __all__ = ["SLOT_NAME_RE", "load_config", "load_slot", "load_slots", "parse_section", "to_dict"]
 
@@ -163,6 +164,9 @@ def _check_memory(file: str, cfg: Hal0Config) -> None:
         if getattr(mem, key) < 0:
             raise ConfigInvalid(file, f"memory.{key}", "must not be negative")
     for kind, seconds in mem.idle_unload_s.items():
+        if kind not in set(Modality):
+            raise ConfigInvalid(file, f"memory.idle_unload_s.{kind}",
+                                f"unknown slot kind; known: {', '.join(Modality)}")
         if seconds < 0:
             raise ConfigInvalid(file, f"memory.idle_unload_s.{kind}", "must not be negative")
 

@@ -101,7 +101,7 @@ class ModelsConfig:
 
 
 def _idle_unload_defaults() -> dict[str, float]:
-    return {"image": 900.0}  # ComfyUI holds GPU memory for minutes of nothing; chat stays warm
+    return {"images": 900.0}  # ComfyUI holds GPU memory for minutes of nothing; chat stays warm
 
 
 @dataclass(frozen=True)
@@ -118,7 +118,7 @@ class MemoryConfig:
     # How long a load waits for a slot that has requests in flight to drain before giving up on it.
     drain_wait_s: float = 30.0
     measure_interval_s: float = 10.0  # how often a loaded slot's memory is measured; 0 = only after loading
-    # By slot kind (chat, completions, embeddings, rerank, transcriptions, speech, image): seconds
+    # By slot kind (chat, embeddings, rerank, audio.transcriptions, audio.speech, images): seconds
     # idle before the model is unloaded, for slots whose own unload_after_s is 0 and not pinned.
     idle_unload_s: dict[str, float] = field(default_factory=_idle_unload_defaults)
     prompt_cache: bool = True  # llama-server chat slots keep their prompt cache across unloads

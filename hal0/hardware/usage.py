@@ -88,7 +88,7 @@ def rss_bytes(root: Path, pids: Iterable[int]) -> int:
 
 def parse_fdinfo(text: str) -> tuple[str | None, dict[str, int]]:
     """One fdinfo file: its ``drm-client-id`` and GPU bytes per memory region (``drm-total-R``
-    where the driver gives it, else ``drm-memory-R``); ({}, None) for a file that is no DRM client."""
+    where the driver gives it, else ``drm-memory-R``); (None, {}) for a file that is no DRM client."""
     client: str | None = None
     total: dict[str, int] = {}
     memory: dict[str, int] = {}

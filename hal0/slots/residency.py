@@ -96,8 +96,8 @@ def plan(need: Need, residents: list[Resident], budget: Budget) -> Plan:
 
 def budget_from(mem: MemoryConfig, hw: dict[str, Any] | None) -> Budget:
     """The budget ``[memory]`` asks for: "auto" is what the probe found (``hardware.json``: RAM or
-    the cgroup limit; the primary GPU's memory) minus ``reserve``, unknown when it found nothing;
-    "off" is no limit."""
+    the cgroup limit; the primary GPU's memory) minus ``reserve`` (at most a quarter of it), no
+    limit when it found nothing; "off" is no limit."""
     reserve = parse_size(mem.reserve)
 
     def one(value: int | str, backend: str) -> int | None:
@@ -105,7 +105,7 @@ def budget_from(mem: MemoryConfig, hw: dict[str, Any] | None) -> Budget:
             return None
         if value == "auto":
             found = memory_for(hw, backend) if hw else None
-            return max(found - reserve, 0) if found else None
+            return found - min(reserve, found // 4) if found else None  # a small box keeps most of its memory
         return parse_size(value)
     return Budget(one(mem.ram_budget, "cpu"), one(mem.gpu_budget, "vulkan"))
 
