@@ -21,7 +21,7 @@ __all__ = ["FOLDER", "files_of", "forget", "prune", "restore", "save"]
 
 log = logging.getLogger("hal0.slots")
 FOLDER = "prompt-cache"
-TIMEOUT = aiohttp.ClientTimeout(total=60)
+TIMEOUT = aiohttp.ClientTimeout(total=30)  # a hung backend must not hold an unload for long
 
 
 def _stem(model_id: str) -> str:
