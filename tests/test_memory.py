@@ -365,3 +365,38 @@ def test_memory_config_is_validated(paths: Paths) -> None:
         with pytest.raises(ConfigInvalid) as e:
             load_config(paths)
         assert e.value.details["key"] == key
+
+
+@pytest.mark.backends
+@pytest.mark.slow
+async def test_idle_unload_by_kind_spares_pinned_slots(paths: Paths) -> None:
+    """A slot with unload_after_s = 0 takes its kind's [memory].idle_unload_s; a pinned one keeps its model."""
+    mem = MemoryConfig(idle_unload_s={"chat": 0.2})
+    cfgs = [slot_config("a", models()["tiny-chat"], idle_timeout_s=0.1),
+            slot_config("p", models()["tiny-chat"], idle_timeout_s=0.1, pinned=True)]
+    async with slot_manager(paths, cfgs, llama_bin(), memory=mem) as (mgr, _):
+        a, p = mgr.get("a"), mgr.get("p")
+        await a.ensure_ready()
+        await p.ensure_ready()
+        assert await a.wait_state(S.OFFLINE, timeout=30) is S.OFFLINE
+        assert await p.wait_state(S.IDLE, timeout=30) is S.IDLE
+        assert p.snapshot().pid is not None and p.snapshot().pinned
+
+
+@pytest.mark.backends
+@pytest.mark.slow
+async def test_parallel_decoding_sets_the_in_flight_cap(paths: Paths) -> None:
+    cfg = slot_config("chat", models()["tiny-chat"], max_inflight=16)
+    cfg = replace(cfg, server=replace(cfg.server, parallel=2))
+    async with slot_manager(paths, [cfg], llama_bin()) as (mgr, _):
+        slot = mgr.get("chat")
+        await slot.ensure_ready()
+        async with aiohttp.ClientSession() as http, http.get(slot.base_url + "/slots") as r:
+            assert len(await r.json()) == 2  # llama-server runs two sequences at once
+        async with slot.admit(), slot.admit():
+            third = asyncio.create_task(slot.admit().__aenter__())
+            await asyncio.sleep(0)  # one turn of the loop: the third request reaches the gate and waits
+            assert (slot.snapshot().inflight, slot.snapshot().queued) == (2, 1)
+        await third  # a place was handed over
+        assert slot.snapshot().inflight == 1
+        await slot.admit().__aexit__(None, None, None)

@@ -20,7 +20,6 @@ import asyncio
 import json
 import os
 import re
-import shutil
 import statistics
 import subprocess
 import sys
@@ -36,8 +35,11 @@ from tests.helpers.env import REPO, free_port, hal0_env, manifest
 from tests.helpers.serve import Served, serving, setup_home
 
 # Prose that tokenizes like text (not like a list of numbers), long enough for ~2,000 Gemma tokens.
-_WORDS = ("the appliance keeps every model it serves in one place and answers each request with the slot "
-          "that runs it while the operator watches memory and time on a small box under the desk").split()
+_WORDS = [
+    "the", "appliance", "keeps", "every", "model", "it", "serves", "in", "one", "place", "and", "answers",
+    "each", "request", "with", "the", "slot", "that", "runs", "it", "while", "the", "operator", "watches",
+    "memory", "and", "time", "on", "a", "small", "box", "under", "the", "desk",
+]
 
 
 def long_prompt(tokens: int = 2000) -> str:
@@ -173,7 +175,7 @@ def _serve_to_health(argv: list[str], home: Path) -> float:
 
 
 def bench_startup(runs: int, pyz: Path) -> dict[str, Any]:
-    py = shutil.which("python3") or sys.executable
+    py = sys.executable  # a real interpreter (a pyenv shim would add its own start-up to both sides)
     argv = [py, str(pyz)]
     with tempfile.TemporaryDirectory() as t:
         home = Path(t) / "home"
