@@ -400,3 +400,29 @@ async def test_parallel_decoding_sets_the_in_flight_cap(paths: Paths) -> None:
         await third  # a place was handed over
         assert slot.snapshot().inflight == 1
         await slot.admit().__aexit__(None, None, None)
+
+
+def test_gpu_used_by_everyone(tmp_path: Path) -> None:
+    from hal0.hardware.usage import gpu_used, parse_nvidia_used
+    from hal0.slots.residency import outside_share
+
+    dgpu = tmp_path / "sys/bus/pci/devices/0000:03:00.0"
+    dgpu.mkdir(parents=True)
+    for name, value in (("mem_info_vram_used", 6 << 30), ("mem_info_vram_total", 16 << 30),
+                        ("mem_info_gtt_used", 1 << 30), ("mem_info_gtt_total", 32 << 30)):
+        (dgpu / name).write_text(f"{value}\n")
+    assert gpu_used("0000:03:00.0", tmp_path, nvidia=lambda: None) == (6 << 30, 16 << 30)  # GTT is not the card's
+    apu = tmp_path / "sys/bus/pci/devices/0000:c3:00.0"
+    apu.mkdir(parents=True)
+    for name, value in (("mem_info_vram_used", 256 << 20), ("mem_info_vram_total", 512 << 20),
+                        ("mem_info_gtt_used", 40 << 30), ("mem_info_gtt_total", 96 << 30)):
+        (apu / name).write_text(f"{value}\n")
+    assert gpu_used("0000:c3:00.0", tmp_path, nvidia=lambda: None) == ((256 << 20) + (40 << 30),
+                                                                       (512 << 20) + (96 << 30))
+    # nvidia-smi --query-gpu=pci.bus_id,memory.used,memory.total --format=csv,noheader,nounits (an H200)
+    smi = parse_nvidia_used("00000000:00:06.0, 3590, 143771\n")
+    assert smi == {"0000:00:06.0": (3590 * MIB, 143771 * MIB)}
+    assert gpu_used("0000:00:06.0", tmp_path, nvidia=lambda: smi) == (3590 * MIB, 143771 * MIB)
+    assert gpu_used("0000:99:00.0", tmp_path, nvidia=lambda: None) is None
+    assert outside_share(6 << 30, 16 << 30, 2 << 30) == 0.25 and outside_share(1, 0, 0) == 0.0
+    assert outside_share(1 << 30, 16 << 30, 2 << 30) == 0.0  # hal0's own figure may run ahead of the driver's

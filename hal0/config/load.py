@@ -163,6 +163,8 @@ def _check_memory(file: str, cfg: Hal0Config) -> None:
     for key in ("drain_wait_s", "measure_interval_s"):
         if getattr(mem, key) < 0:
             raise ConfigInvalid(file, f"memory.{key}", "must not be negative")
+    if not 0 <= mem.release_above_share < 1:
+        raise ConfigInvalid(file, "memory.release_above_share", "must be a share from 0 (off) to below 1")
     for kind, seconds in mem.idle_unload_s.items():
         if kind not in set(Modality):
             raise ConfigInvalid(file, f"memory.idle_unload_s.{kind}",

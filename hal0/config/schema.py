@@ -121,6 +121,9 @@ class MemoryConfig:
     # By slot kind (chat, embeddings, rerank, audio.transcriptions, audio.speech, images): seconds
     # idle before the model is unloaded, for slots whose own unload_after_s is 0 and not pinned.
     idle_unload_s: dict[str, float] = field(default_factory=_idle_unload_defaults)
+    # Opt-in: when processes outside hal0 hold more than this share of the GPU's memory (a game, a
+    # render), every idle, unpinned slot is unloaded. 0 = off.
+    release_above_share: float = 0.0
     prompt_cache: bool = True  # llama-server chat slots keep their prompt cache across unloads
     prompt_cache_max: int | str = "4GiB"  # disk used by saved prompt caches, oldest removed first
 

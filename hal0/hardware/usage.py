@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Usage", "drm_bytes", "measure", "nvidia_apps", "parse_fdinfo", "parse_nvidia_apps",
-           "process_tree", "rss_bytes"]
+__all__ = ["Usage", "drm_bytes", "gpu_used", "measure", "nvidia_apps", "nvidia_used", "parse_fdinfo",
+           "parse_nvidia_apps", "parse_nvidia_used", "process_tree", "rss_bytes"]
 
 _UNITS = {"": 1, "B": 1, "KiB": 1024, "kB": 1024, "MiB": 1 << 20, "GiB": 1 << 30}
 # DRM memory regions that are the CPU's own pages, not the GPU's (amdgpu's "cpu").
@@ -173,3 +173,46 @@ def measure(pid: int, root: Path = Path("/"), *,
         if mine:
             gpu = (gpu or 0) + sum(mine)
     return Usage(rss_bytes(root, pids), gpu, time.time())
+
+
+def parse_nvidia_used(text: str) -> dict[str, tuple[int, int]]:
+    """``nvidia-smi --query-gpu=pci.bus_id,memory.used,memory.total --format=csv,noheader,nounits``:
+    (used, total) bytes by PCI address as sysfs spells it (``0000:00:06.0``)."""
+    out = {}
+    for line in text.splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
+            out[parts[0].lower()[-12:]] = (int(parts[1]) << 20, int(parts[2]) << 20)
+    return out
+
+
+def nvidia_used() -> dict[str, tuple[int, int]] | None:
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return None
+    try:
+        done = subprocess.run([exe, "--query-gpu=pci.bus_id,memory.used,memory.total", "--format=csv,noheader,nounits"],
+                              capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return parse_nvidia_used(done.stdout) if done.returncode == 0 else None
+
+
+def gpu_used(pci: str, root: Path = Path("/"), *,
+             nvidia: Callable[[], dict[str, tuple[int, int]] | None] = nvidia_used) -> tuple[int, int] | None:
+    """(used, total) bytes of the GPU at ``pci``, by every process: AMD's sysfs counters (VRAM, plus
+    GTT on an APU whose VRAM is a small carve-out), else ``nvidia-smi``; None when neither says."""
+    dev = root / "sys/bus/pci/devices" / pci
+
+    def read(name: str) -> int | None:
+        try:
+            return int((dev / name).read_text().strip())
+        except (OSError, ValueError):
+            return None
+    vram_used, vram_total = read("mem_info_vram_used"), read("mem_info_vram_total")
+    if vram_used is not None and vram_total:
+        gtt_used, gtt_total = read("mem_info_gtt_used"), read("mem_info_gtt_total")
+        if vram_total < 4 << 30 and gtt_used is not None and gtt_total:  # an APU: GTT is most of its memory
+            return vram_used + gtt_used, vram_total + gtt_total
+        return vram_used, vram_total
+    return (nvidia() or {}).get(pci)

@@ -29,13 +29,14 @@ from hal0.errors import (
     SlotPortInUse,
 )
 from hal0.events import EventBus
+from hal0.hardware.usage import gpu_used
 from hal0.slots import prompt_cache
 from hal0.slots.changes import ChangeChannel
 from hal0.slots.commands import Autostart
 from hal0.slots.ledger import MemoryLedger
 from hal0.slots.orphans import reap_orphans
 from hal0.slots.ports import allocate_port, port_is_free
-from hal0.slots.residency import Budget, Need, Resident, budget_from, plan
+from hal0.slots.residency import Budget, Need, Resident, budget_from, outside_share, plan
 from hal0.slots.slot import Slot, SlotDeps
 from hal0.slots.state import DISPATCHABLE, SlotChanged, SlotSnapshot
 
@@ -52,6 +53,11 @@ def _hardware(file: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def _primary_gpu(hw: dict[str, Any] | None) -> str | None:
+    pci = (hw or {}).get("primary_gpu")
+    return pci if isinstance(pci, str) else None
 
 
 def _gib(need: Need) -> str:
@@ -78,6 +84,7 @@ class SlotManager:
         self._deps = replace(deps, changes=self.changes, room=self, ledger=self.ledger)
         self.budget = Budget()  # set from [memory] and hardware.json on entry
         self._room = asyncio.Lock()  # one load makes room at a time
+        self._watcher: asyncio.Task[None] | None = None  # opt-in: steps aside when others take the GPU
         self._events = events
         self._directory: dict[str, SlotSnapshot] = {}
         self.changes.subscribe(self._record)
@@ -95,7 +102,8 @@ class SlotManager:
             if not paths.slot_toml(name).exists():
                 await asyncio.to_thread(atomic_write, paths.slot_toml(name),
                                         render_slot_toml(self._configs.get(name) or builtin_slot(name)))
-        self.budget = budget_from(self._deps.memory, await asyncio.to_thread(_hardware, paths.hardware_json))
+        hw = await asyncio.to_thread(_hardware, paths.hardware_json)
+        self.budget = budget_from(self._deps.memory, hw)
         state_files = sorted((paths.state_dir / "slots").glob("*/state.json"))
         await reap_orphans(state_files, self._deps.settings.stop_grace_s)
         await self._tg.__aenter__()
@@ -105,11 +113,16 @@ class SlotManager:
             for slot in self._slots.values():
                 if slot.config.enabled and slot.configured_model():
                     slot.send_nowait(Autostart())
+        gpu = _primary_gpu(hw)
+        if self._deps.memory.release_above_share > 0 and gpu is not None:
+            self._watcher = self._tg.create_task(self._watch_outside(gpu), name="memory-outside")
         return self
 
     async def __aexit__(self, et: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
         try:
+            if self._watcher is not None:
+                self._watcher.cancel()
             await asyncio.shield(self._shutdown_all())
         finally:
             await self._tg.__aexit__(et, exc, tb)
@@ -239,6 +252,27 @@ class SlotManager:
             elif reason != "not loaded":
                 kept.append({"slot": slot.name, "reason": reason})
         return {"released": released, "kept": kept}
+
+    async def _watch_outside(self, pci: str) -> None:
+        """Every ``measure_interval_s`` (at least 1 s): when processes outside hal0 hold more than
+        ``release_above_share`` of the GPU, release every idle, unpinned slot (once per crossing)."""
+        mem = self._deps.memory
+        above = False
+        while True:  # polled: no driver announces another process's allocations
+            await asyncio.sleep(max(mem.measure_interval_s, 1.0))
+            try:
+                found = await asyncio.to_thread(gpu_used, pci)
+                if found is None:
+                    continue
+                share = outside_share(found[0], found[1], sum(r.held.gpu for r in self.residents()))
+                if share > mem.release_above_share and not above:
+                    out = await self.release()
+                    log.warning("memory: processes outside hal0 hold %.0f %% of the GPU: released %s",
+                                100 * share, ", ".join(out["released"]) or "nothing")
+                    self._events.publish("memory.release", {"outside_share": share, **out})
+                above = share > mem.release_above_share
+            except Exception:  # a watcher's bug must not take the slots down with it
+                log.exception("memory: watching the GPU failed")
 
     def memory(self) -> dict[str, Any]:
         """The budget and what each slot holds, for /api/status (display only)."""

@@ -16,7 +16,7 @@ from hal0.config.schema import MemoryConfig
 from hal0.config.sizes import parse_size
 from hal0.hardware.seeding import memory_for
 
-__all__ = ["Budget", "Need", "Plan", "Resident", "RoomKeeper", "budget_from", "plan"]
+__all__ = ["Budget", "Need", "Plan", "Resident", "RoomKeeper", "budget_from", "outside_share", "plan"]
 
 @dataclass(frozen=True)
 class Need:
@@ -108,6 +108,12 @@ def budget_from(mem: MemoryConfig, hw: dict[str, Any] | None) -> Budget:
             return found - min(reserve, found // 4) if found else None  # a small box keeps most of its memory
         return parse_size(value)
     return Budget(one(mem.ram_budget, "cpu"), one(mem.gpu_budget, "vulkan"))
+
+
+def outside_share(used: int, total: int, ours: int) -> float:
+    """The share of a GPU's memory that processes outside hal0 hold: what the driver counts as
+    used, less what hal0's slots were measured to hold."""
+    return max(used - ours, 0) / total if total > 0 else 0.0
 
 
 class RoomKeeper(Protocol):

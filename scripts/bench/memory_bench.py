@@ -142,7 +142,9 @@ def bench_parallel(rounds: int, threads: int, max_tokens: int) -> dict[str, Any]
                         n, secs = asyncio.run(_chats(url, token, conc, 2, max_tokens))
                         rates[name].append(n / secs)
                 med = {k: statistics.median(v) for k, v in rates.items()}
-                out[f"c={conc}"] = {"tokens_per_s": med, "ratio": med["hal0"] / med["direct"], "rounds": rates}
+                paired = statistics.median(h / d for h, d in zip(rates["hal0"], rates["direct"], strict=True))
+                out[f"c={conc}"] = {"tokens_per_s": med, "ratio": med["hal0"] / med["direct"],
+                                    "paired_ratio": paired, "rounds": rates}
     return out
 
 
