@@ -426,3 +426,27 @@ def test_gpu_used_by_everyone(tmp_path: Path) -> None:
     assert gpu_used("0000:99:00.0", tmp_path, nvidia=lambda: None) is None
     assert outside_share(6 << 30, 16 << 30, 2 << 30) == 0.25 and outside_share(1, 0, 0) == 0.0
     assert outside_share(1 << 30, 16 << 30, 2 << 30) == 0.0  # hal0's own figure may run ahead of the driver's
+
+
+async def test_a_gate_is_vacant_only_when_nobody_holds_or_waits_for_a_place() -> None:
+    """An eviction waits on ``vacant``, not ``drained``: a request that woke a slot holds a place
+    while the slot loads, before it is active, and must not see the slot taken from it."""
+    from hal0.slots.gate import Gate
+
+    gate = Gate("g", 1, 4)
+    assert gate.vacant.is_set()
+    await gate.enter()
+    assert not gate.vacant.is_set() and gate.drained.is_set()  # holds a place, not yet active
+    second = asyncio.ensure_future(gate.enter())
+    await asyncio.sleep(0)
+    gate.leave()  # the place goes to the waiter
+    await second
+    assert not gate.vacant.is_set()
+    third = asyncio.ensure_future(gate.enter())
+    await asyncio.sleep(0)
+    third.cancel()  # a waiter that gives up
+    with pytest.raises(asyncio.CancelledError):
+        await third
+    assert not gate.vacant.is_set()
+    gate.leave()
+    assert gate.vacant.is_set()

@@ -213,7 +213,7 @@ class Slot(Owner):
             gpu = self._memory.gpu_bytes if self._memory.gpu_bytes is not None else held.gpu
             held = Need(self._memory.rss_bytes, gpu)
         return Resident(self.name, self.model_id, held, self.config.pinned,
-                        busy=self._gate.active > 0 or self._gate.queued > 0,
+                        busy=not self._gate.vacant.is_set(),
                         evictable=self._proc is not None and self._state in DISPATCHABLE, last_used=self._last_used)
 
     def configured_model(self) -> str | None:
@@ -549,14 +549,14 @@ class Slot(Owner):
             return "pinned"
         if self._proc is None or self._state not in DISPATCHABLE:
             return "not loaded"
-        if self._gate.active or self._gate.queued:
+        if not self._gate.vacant.is_set():  # requests in flight, or waiting for this slot
             if wait_s <= 0:
                 return "busy"
-            try:  # never mid-answer: the requests in flight finish first
-                await asyncio.wait_for(self._gate.drained.wait(), min(wait_s, max(until - time.monotonic(), 0)))
+            try:  # never mid-answer: they finish first
+                await asyncio.wait_for(self._gate.vacant.wait(), min(wait_s, max(until - time.monotonic(), 0)))
             except TimeoutError:
                 return "busy"
-            if self._proc is None or self._state not in DISPATCHABLE or self._gate.active:
+            if self._proc is None or self._state not in DISPATCHABLE or not self._gate.vacant.is_set():
                 return "busy"
         self._disarm()
         self.log.append("[hal0] unloading to free memory for another slot")
