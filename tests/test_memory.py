@@ -315,6 +315,9 @@ def test_gemma_memory_is_measured_and_shown(tmp_path: Path) -> None:
                              check=True).stdout
         row = next(line for line in out.splitlines() if line.startswith("primary"))
         assert "MEMORY" in out and re.search(r" \d+ MiB ", row), out  # measured again since: the figure may move
+        out = subprocess.run([*HAL0, "status"], env=hal0_env(tmp_path), capture_output=True, text=True,
+                             check=True).stdout
+        assert re.search(r"^RAM: +\d+\.\d\d GiB held by slots, budget \d+\.\d\d GiB$", out, re.M), out
 
 
 @pytest.mark.backends
