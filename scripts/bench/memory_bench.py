@@ -231,8 +231,9 @@ def main() -> None:
         elif what == "parallel":
             report["parallel"] = bench_parallel(args.runs, args.threads, args.max_tokens)
         else:
-            if not args.pyz.exists():
-                subprocess.run([str(REPO / "scripts/build")], check=True)
+            newest = max(f.stat().st_mtime for f in (REPO / "hal0").rglob("*"))
+            if args.pyz == REPO / "dist" / "hal0.pyz" and (not args.pyz.exists() or args.pyz.stat().st_mtime < newest):
+                subprocess.run([str(REPO / "scripts/build")], check=True)  # a zipapp of this checkout
             report["startup"] = bench_startup(max(args.runs, 5), args.pyz)
         print(json.dumps({what: report[what]}, indent=1), flush=True)
 
