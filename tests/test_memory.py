@@ -453,3 +453,22 @@ async def test_a_gate_is_vacant_only_when_nobody_holds_or_waits_for_a_place() ->
     assert not gate.vacant.is_set()
     gate.leave()
     assert gate.vacant.is_set()
+
+
+@pytest.mark.backends
+@pytest.mark.slow
+async def test_a_swap_to_a_model_over_the_budget_rolls_back(paths: Paths) -> None:
+    """The swap stops the old model, the new one has no room (its fit estimate is over the budget),
+    and the old one, whose measured figure fits, serves again."""
+    from hal0.errors import SlotSwapFailed
+
+    await _measure_both(paths)  # tiny-chat's measured figure is in the ledger: tens of MiB
+    cfg = slot_config("a", models()["tiny-chat"])
+    mem = MemoryConfig(ram_budget="200MiB", reserve=0)  # Gemma 3 270M's estimate alone is over 500 MiB
+    async with slot_manager(paths, [cfg], llama_bin(), memory=mem) as (mgr, _):
+        a = mgr.get("a")
+        await a.ensure_ready()
+        with pytest.raises(SlotSwapFailed) as err:
+            await a.swap(models()["gemma3-270m"])
+        assert err.value.details["rolled_back"] is True and "cannot load" in err.value.details["reason"]
+        assert (a.state, a.model_id) == (S.READY, "tiny-chat")

@@ -485,7 +485,7 @@ class Slot(Owner):
         self.log.append(f"[hal0] swap to {model} failed; rolling back to {previous}")
         try:
             await self._start(previous)
-        except SlotStartFailed as e:
+        except (SlotStartFailed, SlotNoMemory) as e:
             raise SlotSwapFailed(f"swap of {self.name} to {model} failed ({reason}) and rolling back "
                                  f"to {previous} failed too: {e.message}", slot=self.name,
                                  model=model, reason=reason, rolled_back=False) from None
