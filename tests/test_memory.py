@@ -472,3 +472,19 @@ async def test_a_swap_to_a_model_over_the_budget_rolls_back(paths: Paths) -> Non
             await a.swap(models()["gemma3-270m"])
         assert err.value.details["rolled_back"] is True and "cannot load" in err.value.details["reason"]
         assert (a.state, a.model_id) == (S.READY, "tiny-chat")
+
+
+def test_the_tier_pins_chat_on_big_boxes_and_sets_parallel_decoding() -> None:
+    from hal0.hardware.seeding import seed_slots
+
+    def box(vendor: str, vram_gib: int) -> dict[str, Any]:
+        gpu = {"pci": "0000:01:00.0", "vendor": vendor, "vram_bytes": vram_gib << 30, "gtt_bytes": None}
+        return {"gpus": [gpu], "primary_gpu": gpu["pci"], "rocm": {"kfd": False}, "vulkan": {"gpu": True},
+                "memory": {"total_bytes": 64 << 30}}
+
+    big = seed_slots(box("nvidia", 80))
+    assert big["primary"].slot.pinned and big["embed"].slot.pinned and not big["img"].slot.pinned
+    assert big["primary"].slot.server.parallel == 8 and big["embed"].slot.server.parallel == 0
+    cpu = seed_slots({"gpus": [], "primary_gpu": None, "rocm": {"kfd": False}, "vulkan": {"gpu": False},
+                      "memory": {"total_bytes": 16 << 30}})
+    assert not any(s.slot.pinned for s in cpu.values()) and cpu["primary"].slot.server.parallel == 0
