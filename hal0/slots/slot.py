@@ -44,8 +44,6 @@ from hal0.errors import (
 )
 from hal0.hardware.fit import too_large
 from hal0.hardware.usage import Usage, measure
-from hal0.models.fit import estimate
-from hal0.models.gguf import read_gguf
 from hal0.models.pulls import PullJob, Pulls
 from hal0.models.registry import Registry, ResolvedModel
 from hal0.paths import Paths
@@ -73,7 +71,7 @@ from hal0.slots.commands import (
     UnloadIdle,
 )
 from hal0.slots.gate import Gate
-from hal0.slots.ledger import Measured, MemoryLedger
+from hal0.slots.ledger import Measured, MemoryLedger, expected_need
 from hal0.slots.owner import Owner
 from hal0.slots.persist import StateWriter
 from hal0.slots.policy import RestartPolicy, Supervision
@@ -640,10 +638,11 @@ class Slot(Owner):
                                        self._deps.paths.slot_state_dir(self.name))
         if self.config.provider == "llama-server" and self._kind == "chat":  # its --slot-save-path must exist
             await asyncio.to_thread(self._cache_folder().mkdir, parents=True, exist_ok=True)
-        self._need = await asyncio.to_thread(self._need_for, model)  # held from now on: two loads cannot share room
+        need = await asyncio.to_thread(expected_need, self._deps.ledger, self.config, model)
+        self._need = need  # counted as held from now on, so that two loads cannot both take the room
         try:
             if budget and self._deps.room is not None:
-                await self._deps.room.make_room(self.name, model.id, self._need)  # raises SlotNoMemory
+                await self._deps.room.make_room(self.name, model.id, need)  # raises SlotNoMemory
         except BaseException:
             self._need = None
             raise
@@ -682,24 +681,6 @@ class Slot(Owner):
         if self._deps.memory.measure_interval_s > 0:
             self._tg.create_task(self._watch_memory(self._proc))
         self._arm(IdleCheck, self.config.idle_timeout_s)
-
-    def _need_for(self, model: ResolvedModel) -> Need:
-        """What ``model`` will hold here: its last measured figure on this setup, else the fit
-        estimate (weights + KV cache + overhead) for a GGUF, else nothing known. Blocks (reads)."""
-        gpu_backend = self.config.backend != "cpu"
-        figure = self._deps.ledger.get(model.id) if self._deps.ledger is not None else None
-        setup = (self.config.backend, self.config.model.context_size, self.config.server.parallel)
-        if (figure is not None and (figure.backend, figure.context_size, figure.parallel) == setup
-                and (not gpu_backend or figure.gpu_bytes is not None)):
-            return Need(figure.rss_bytes, figure.gpu_bytes or 0)
-        if self.config.provider != "llama-server" or model.path.suffix.lower() != ".gguf":
-            return Need()
-        try:
-            est = estimate(read_gguf(model.path), self.config.model.context_size,
-                           parallel=max(self.config.server.parallel, 1)).total_bytes
-        except (Hal0Error, OSError, ValueError):
-            return Need()
-        return Need(0, est) if gpu_backend else Need(est, 0)
 
     async def _after_ready(self, model: ResolvedModel) -> None:
         """Restore the saved prompt cache and take the first measurement (still ``warming``)."""
