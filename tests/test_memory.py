@@ -350,6 +350,10 @@ def test_gpu_release_unloads_idle_unpinned_and_leaves_pinned_and_busy(tmp_path: 
             assert stream.read().rstrip().endswith(b"data: [DONE]")  # the answer was not cut
         states = {s["name"]: s["state"] for s in srv.get("/api/slots", token)[1]["slots"]}
         assert states["embed"] == "offline" and states["primary"] == "ready" and states["extra"] == "ready"
+        subprocess.run([*HAL0, "slot", "create", "pin2", "--model", tiny, "--pinned", "--parallel", "2", "--disabled"],
+                       env=hal0_env(tmp_path), check=True, capture_output=True)
+        pin2 = srv.get("/api/slots/pin2", token)[1]
+        assert pin2["pinned"] is True and "parallel = 2" in (tmp_path / "etc/slots/pin2.toml").read_text()
 
 
 def test_memory_config_is_validated(paths: Paths) -> None:

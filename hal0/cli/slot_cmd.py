@@ -50,6 +50,8 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--extra-arg", action="append", default=[], dest="extra_args",
                    help="an extra backend argument (repeatable), e.g. --extra-arg=--lora")
     p.add_argument("--disabled", action="store_true")
+    p.add_argument("--pinned", action="store_true", help="never unload it to make room for another slot")
+    p.add_argument("--parallel", type=int, help="llama-server: chats decoded at once (its in-flight cap)")
 
 
 def _memory(mem: dict[str, Any] | None) -> str | None:
@@ -166,8 +168,13 @@ def run(args: argparse.Namespace, paths: Paths) -> int:
                 body["model"] = args.model
             if args.port:
                 body["port"] = args.port
-            if args.extra_args:
-                body["server"] = {"extra_args": args.extra_args}
+            server: dict[str, Any] = {"extra_args": args.extra_args} if args.extra_args else {}
+            if args.parallel is not None:
+                server["parallel"] = args.parallel
+            if server:
+                body["server"] = server
+            if args.pinned:
+                body["pinned"] = True
             slot = api.call("POST", "/api/slots", body)
             print_json(slot) if args.json else print(f"created slot {slot['name']} on port {slot['port']}")
             return 0
