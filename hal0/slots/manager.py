@@ -200,6 +200,8 @@ class SlotManager:
         (a busy one only after its requests drain, up to ``[memory].drain_wait_s``). Raises
         SlotNoMemory, with what is needed and what is held by whom, when it cannot fit."""
         mem = self._deps.memory
+        if need == Need():
+            return  # nothing known about it (a runner before its first load): no grounds to refuse or evict
         refused: set[str] = set()
         async with self._room:
             while True:
