@@ -6,7 +6,9 @@ the CPU, with the prompt cache hal0 saved at the unload and restored at the load
 
 ``parallel``: aggregate completion tokens/s of 1, 4 and 8 concurrent chats through hal0 and
 straight to the same llama-server (the slot's own port: same process, same flags), alternating
-within each round; the median of the rounds.
+within each round; the median of the rounds. Beside it, each chat's wall time less the time the
+backend reports for it (``timings``): the cost of the path, which a busy machine blurs far less
+than it blurs throughput.
 
 ``startup``: ``hal0.pyz serve`` from exec to a ``/health`` answer, and client commands
 (``version``, ``status``, ``slot list``) from exec to exit, each against a bare
@@ -104,7 +106,10 @@ def bench_cache(runs: int, threads: int) -> dict[str, Any]:
 
 # --- parallel -----------------------------------------------------------------------------------
 
-async def _chats(url: str, token: str, conc: int, per_worker: int, max_tokens: int) -> tuple[int, float]:
+async def _chats(url: str, token: str, conc: int, per_worker: int, max_tokens: int,
+                 residuals: list[float] | None = None) -> tuple[int, float]:
+    """``conc`` clients, ``per_worker`` chats each: (completion tokens, seconds). ``residuals`` gets
+    each chat's wall time less the backend's own (its ``timings``: prompt and generation)."""
     body = {"model": "primary", "messages": [{"role": "user", "content": "Tell me about memory."}],
             "max_tokens": max_tokens, "ignore_eos": True, "temperature": 0.7}
     headers = {"Authorization": f"Bearer {token}"}
@@ -113,11 +118,15 @@ async def _chats(url: str, token: str, conc: int, per_worker: int, max_tokens: i
     async def worker(http: aiohttp.ClientSession) -> None:
         nonlocal tokens
         for _ in range(per_worker):
+            t0 = time.perf_counter()
             async with http.post(url + "/v1/chat/completions", json=body, headers=headers) as r:
                 out = await r.json()
                 if r.status != 200:
                     raise RuntimeError(f"{url}: {r.status} {out}")
                 tokens += out["usage"]["completion_tokens"]
+            if residuals is not None:
+                own = (out["timings"]["prompt_ms"] + out["timings"]["predicted_ms"]) / 1000
+                residuals.append(time.perf_counter() - t0 - own)
 
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=900)) as http:
         t0 = time.perf_counter()
@@ -136,15 +145,19 @@ def bench_parallel(rounds: int, threads: int, max_tokens: int) -> dict[str, Any]
             asyncio.run(_chats(srv.url, token, 1, 1, 8))  # warm up
             for conc in (1, 4, 8):
                 rates: dict[str, list[float]] = {"hal0": [], "direct": []}
+                beyond: dict[str, list[float]] = {"hal0": [], "direct": []}
                 for r in range(rounds):
                     order = (("hal0", srv.url), ("direct", direct))
                     for name, url in order if r % 2 == 0 else order[::-1]:
-                        n, secs = asyncio.run(_chats(url, token, conc, 2, max_tokens))
+                        n, secs = asyncio.run(_chats(url, token, conc, 2, max_tokens, beyond[name]))
                         rates[name].append(n / secs)
                 med = {k: statistics.median(v) for k, v in rates.items()}
                 paired = statistics.median(h / d for h, d in zip(rates["hal0"], rates["direct"], strict=True))
+                # Each chat's time beyond the backend's own: what the path to it costs (median).
+                extra = {k: statistics.median(v) for k, v in beyond.items()}
                 out[f"c={conc}"] = {"tokens_per_s": med, "ratio": med["hal0"] / med["direct"],
-                                    "paired_ratio": paired, "rounds": rates}
+                                    "paired_ratio": paired, "beyond_backend_s": extra,
+                                    "added_by_hal0_s": extra["hal0"] - extra["direct"], "rounds": rates}
     return out
 
 
