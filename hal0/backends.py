@@ -19,7 +19,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import venv
 from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
@@ -114,6 +113,8 @@ def install_into(target: Path, kind: str, say: Say, *, torch: Sequence[str] = ()
         return False
     started = time.monotonic()
     say(f"creating {target} with Python {sys.version_info[0]}.{sys.version_info[1]}")
+    import venv  # only here: every CLI command imports this module while building its parser
+
     venv.EnvBuilder(with_pip=True, clear=marker is None and target.exists()).create(target)
     python = target / "bin" / "python"
     record: dict[str, object] = {"kind": kind, "packages": packages, "python": sys.executable}

@@ -1,15 +1,17 @@
-"""The small local API client the CLI uses (stdlib only, so the CLI starts fast)."""
+"""The small local API client the CLI uses (stdlib only, so the CLI starts fast).
+
+urllib and the config loader are imported when first needed: every CLI command imports this
+module (through ``hal0.cli.output``) while building its parser, ``hal0 version`` included, and
+a client that finds the running server in ``hal0.pid`` never reads ``hal0.toml``.
+"""
 
 from __future__ import annotations
 
 import json
 import os
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
-from hal0.config import load_config
 from hal0.paths import Paths
 
 __all__ = ["ApiClient", "ApiError"]
@@ -41,6 +43,8 @@ class ApiClient:
     def __init__(self, paths: Paths, base_url: str | None = None, token: str | None = None) -> None:
         base_url = base_url or os.environ.get("HAL0_URL") or _running_url(paths)
         if base_url is None:
+            from hal0.config import load_config
+
             api = load_config(paths).api
             host = "127.0.0.1" if api.host in ("0.0.0.0", "::", "") else api.host
             base_url = f"http://{host}:{api.port}"
@@ -51,6 +55,9 @@ class ApiClient:
 
     def _request(self, method: str, path: str, body: Any = None,
                  timeout: float | None = 30) -> Any:
+        import urllib.error
+        import urllib.request
+
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(self.base_url + path, data=data, method=method)
         if data is not None:

@@ -56,6 +56,7 @@ __all__ = [
     "SlotInterrupted",
     "SlotInvalidName",
     "SlotLoading",
+    "SlotNoMemory",
     "SlotNoModel",
     "SlotNotFound",
     "SlotNpuExclusive",
@@ -255,6 +256,14 @@ class SlotNoModel(Hal0Error):
     code = "slot.no_model"
     type = "invalid_request_error"
     retryable = False
+
+
+class SlotNoMemory(Hal0Error):
+    """The slot cannot load within the memory budget even with every idle, unpinned slot unloaded
+    (``details``: what it needs, the budget, and what is held by whom)."""
+
+    status = 503
+    code = "slot.no_memory"
 
 
 class SlotDisabled(Hal0Error):

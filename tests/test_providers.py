@@ -42,7 +42,7 @@ def test_launch_on_cpu_binds_loopback_and_offloads_nothing() -> None:
     spec = LlamaServer().launch(slot(env={"FOO": "bar"}), MODEL, BIN, Path("/nonexistent"))
     assert spec.argv == ("/opt/llama/llama-server", "--model", "/models/q.gguf", "--host", "127.0.0.1",
                          "--port", "8081", "--alias", "qwen3-4b", "--ctx-size", "4096", "--n-gpu-layers", "0",
-                         "--metrics")
+                         "--metrics", "--slot-save-path", "/nonexistent/prompt-cache")
     assert spec.env["FOO"] == "bar" and spec.env["GGML_X"] == "1"
     assert spec.env["LD_LIBRARY_PATH"] == "/opt/llama"
 
@@ -52,6 +52,19 @@ def test_launch_for_embed_on_gpu_with_overrides() -> None:
     argv = LlamaServer().launch(s, MODEL, BIN, Path("/nonexistent")).argv
     assert "--embedding" in argv and argv[-2:] == ("-ngl", "20") and "--n-gpu-layers" not in argv
     assert argv[argv.index("--threads") + 1] == "2"
+
+
+def test_parallel_decoding_gives_each_sequence_the_context() -> None:
+    """[server].parallel N: --parallel N with continuous batching, and N times the context (one shared cache)."""
+    argv = LlamaServer().launch(slot(server=ServerSection(parallel=3)), MODEL, BIN, Path("/w")).argv
+    assert argv[argv.index("--parallel") + 1] == "3" and "--cont-batching" in argv
+    assert argv[argv.index("--ctx-size") + 1] == str(3 * 4096)
+    assert "--parallel" not in LlamaServer().launch(slot(), MODEL, BIN, Path("/w")).argv  # 0: the backend decides
+
+
+def test_only_chat_slots_keep_a_prompt_cache() -> None:
+    embed = LlamaServer().launch(slot(name="embed"), MODEL, BIN, Path("/w")).argv
+    assert "--slot-save-path" not in embed
 
 
 def test_extra_args_may_not_move_the_port() -> None:

@@ -159,13 +159,15 @@ def build_parser() -> argparse.ArgumentParser:
     model_cmd.add_parser(sub, common)
     sub.choices["model"].set_defaults(func=_client("model_cmd"))
 
-    from hal0.cli import backend_cmd, capability_cmd
+    from hal0.cli import backend_cmd, capability_cmd, gpu_cmd
     from hal0.runners import cli as runner_cli
 
     capability_cmd.add_parser(sub, common)
     sub.choices["capability"].set_defaults(func=_client("capability_cmd"))
     backend_cmd.add_parser(sub, common)
     sub.choices["backend"].set_defaults(func=_client("backend_cmd"))
+    gpu_cmd.add_parser(sub, common)
+    sub.choices["gpu"].set_defaults(func=_client("gpu_cmd"))
 
     runner_cli.add_parser(sub, common)
     sub.choices["runner"].set_defaults(func=_runner_cmd)

@@ -50,12 +50,26 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--extra-arg", action="append", default=[], dest="extra_args",
                    help="an extra backend argument (repeatable), e.g. --extra-arg=--lora")
     p.add_argument("--disabled", action="store_true")
+    p.add_argument("--pinned", action="store_true", help="never unload it to make room for another slot")
+    p.add_argument("--parallel", type=int, help="llama-server: chats decoded at once (its in-flight cap)")
+
+
+def _memory(mem: dict[str, Any] | None) -> str | None:
+    """``812 MiB`` resident, ``+ 3.1 GiB GPU`` where the driver tells; None before a measurement."""
+    if not mem:
+        return None
+
+    def size(n: int) -> str:
+        return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+    gpu = mem.get("gpu_bytes")
+    return size(mem["rss_bytes"]) + (f" + {size(gpu)} GPU" if gpu else "")
 
 
 def _print_slot(slot: dict[str, Any]) -> None:
-    for key in ("name", "state", "provider", "backend", "port", "enabled", "model", "model_configured",
+    for key in ("name", "state", "provider", "backend", "port", "enabled", "pinned", "model", "model_configured",
                 "model_default", "pid", "inflight", "message"):
         print(f"{key + ':':18} {slot.get(key) if slot.get(key) not in (None, '') else '-'}")
+    print(f"{'memory:':18} {_memory(slot.get('memory')) or '-'}")
     for line in slot.get("log_tail", []):
         print(f"  | {line}")
 
@@ -137,8 +151,9 @@ def run(args: argparse.Namespace, paths: Paths) -> int:
                 print_json(slots)
             else:
                 table([(s["name"], s["state"], s["provider"], s["port"], "yes" if s["enabled"] else "no",
-                        s["model"] or s["model_configured"], s["message"][:60] or None) for s in slots],
-                      ["SLOT", "STATE", "PROVIDER", "PORT", "ENABLED", "MODEL", "MESSAGE"])
+                        s["model"] or s["model_configured"], _memory(s.get("memory")),
+                        "yes" if s.get("pinned") else None, s["message"][:60] or None) for s in slots],
+                      ["SLOT", "STATE", "PROVIDER", "PORT", "ENABLED", "MODEL", "MEMORY", "PINNED", "MESSAGE"])
             return 0
         if cmd == "show":
             slot = api.call("GET", f"/api/slots/{args.name}")
@@ -153,8 +168,13 @@ def run(args: argparse.Namespace, paths: Paths) -> int:
                 body["model"] = args.model
             if args.port:
                 body["port"] = args.port
-            if args.extra_args:
-                body["server"] = {"extra_args": args.extra_args}
+            server: dict[str, Any] = {"extra_args": args.extra_args} if args.extra_args else {}
+            if args.parallel is not None:
+                server["parallel"] = args.parallel
+            if server:
+                body["server"] = server
+            if args.pinned:
+                body["pinned"] = True
             slot = api.call("POST", "/api/slots", body)
             print_json(slot) if args.json else print(f"created slot {slot['name']} on port {slot['port']}")
             return 0

@@ -24,6 +24,11 @@ def run(args: argparse.Namespace, paths: Paths) -> int:
             for s in st["slots"]]
     table(rows, ["SLOT", "STATE", "PROVIDER", "BACKEND", "PORT", "ENABLED", "MODEL"])
     print()
+    if mem := st.get("memory"):
+        for what, key in (("RAM", "ram_bytes"), ("GPU", "gpu_bytes")):
+            limit = mem["budget"][key]
+            print(f"{what + ':':7} {mem['held'][key] / 2**30:.2f} GiB held by slots, budget "
+                  f"{f'{limit / 2**30:.2f} GiB' if limit is not None else 'none'}")
     for card, children in st.get("capabilities", {}).items():
         parts = [f"{child} {c['state'] if c['enabled'] else 'disabled' if c['exists'] else 'off'}"
                  for child, c in children.items()]

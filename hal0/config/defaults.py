@@ -40,9 +40,11 @@ def render_slot_toml(slot: SlotConfig, note: str = "") -> str:
         "unload_after_s": slot.unload_after_s,
         "max_queue": slot.max_queue,
         "max_inflight": slot.max_inflight,
+        "pinned": slot.pinned,
         "model": {"default": slot.model.default, "context_size": slot.model.context_size,
                   "gpu_layers": slot.model.gpu_layers},
         "server": {"extra_args": list(slot.server.extra_args), "threads": slot.server.threads,
+                   "parallel": slot.server.parallel,
                    **({"accept_token_ids": True} if slot.server.accept_token_ids else {})},
         "env": dict(slot.env),
     }

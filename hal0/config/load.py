@@ -10,14 +10,17 @@ import dataclasses
 import ipaddress
 import re
 import tomllib
+import types
 import typing
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from hal0.config.defaults import builtin_slot
 from hal0.config.schema import BUILTIN_SLOTS, PROVIDER_NAMES, Hal0Config, SlotConfig
+from hal0.config.sizes import parse_size
 from hal0.errors import ConfigInvalid
 from hal0.paths import Paths
+from hal0.roles import Modality
 
 __all__ = ["SLOT_NAME_RE", "is_loopback", "load_config", "load_slot", "load_slots", "parse_section", "to_dict"]
 
@@ -59,6 +62,10 @@ def _convert(tp: Any, value: Any, file: str, key: str) -> Any:
         if not isinstance(value, dict):
             raise bad()
         return parse_section(tp, value, file, key)  # type: ignore[arg-type]
+    if origin is types.UnionType and set(args) == {int, str}:  # a size: bytes or "12GiB"
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise ConfigInvalid(file, key, f"expected a size (bytes or a string such as \"12GiB\"), got {value!r}")
+        return value
     if origin is Literal:
         if value not in args:
             raise bad()
@@ -164,6 +171,7 @@ def load_config(paths: Paths) -> Hal0Config:
             raise ConfigInvalid(str(file), "models.roots", f"{root!r} must be an absolute path without '..'")
     _check_ollama(str(file), cfg)
     _check_wyoming(str(file), cfg)
+    _check_memory(str(file), cfg)
     return cfg
 
 
@@ -211,6 +219,29 @@ def _check_wyoming(file: str, cfg: Hal0Config) -> None:
                                 f"{net!r} is not a network (192.168.1.0/24) or an address") from None
 
 
+def _check_memory(file: str, cfg: Hal0Config) -> None:
+    mem = cfg.memory
+    for key in ("ram_budget", "gpu_budget", "reserve", "prompt_cache_max"):
+        value = getattr(mem, key)
+        if key.endswith("budget") and value in ("auto", "off"):
+            continue
+        try:
+            parse_size(value)
+        except ValueError as e:
+            raise ConfigInvalid(file, f"memory.{key}", str(e)) from None
+    for key in ("drain_wait_s", "measure_interval_s"):
+        if getattr(mem, key) < 0:
+            raise ConfigInvalid(file, f"memory.{key}", "must not be negative")
+    if not 0 <= mem.release_above_share < 1:
+        raise ConfigInvalid(file, "memory.release_above_share", "must be a share from 0 (off) to below 1")
+    for kind, seconds in mem.idle_unload_s.items():
+        if kind not in set(Modality):
+            raise ConfigInvalid(file, f"memory.idle_unload_s.{kind}",
+                                f"unknown slot kind; known: {', '.join(Modality)}")
+        if seconds < 0:
+            raise ConfigInvalid(file, f"memory.idle_unload_s.{kind}", "must not be negative")
+
+
 def load_slot(file: Path) -> SlotConfig:
     """One ``slots/<name>.toml``. Raises ConfigInvalid."""
     data = _read_toml(file)
@@ -224,6 +255,8 @@ def load_slot(file: Path) -> SlotConfig:
     for key in ("idle_timeout_s", "unload_after_s"):
         if getattr(slot, key) < 0:
             raise ConfigInvalid(str(file), key, "must not be negative")
+    if slot.server.parallel < 0:
+        raise ConfigInvalid(str(file), "server.parallel", "must not be negative")
     if slot.max_queue < 0 or slot.max_inflight < 1:
         raise ConfigInvalid(str(file), "max_inflight", "max_inflight must be >= 1, max_queue >= 0")
     return slot

@@ -20,6 +20,7 @@ __all__ = [
     "Hal0Config",
     "ImagesConfig",
     "LogConfig",
+    "MemoryConfig",
     "MetricsConfig",
     "ModelSection",
     "ModelsConfig",
@@ -116,6 +117,34 @@ class ModelsConfig:
     autopull: bool = True  # a slot whose catalogue model is not on disk pulls it when it starts
 
 
+def _idle_unload_defaults() -> dict[str, float]:
+    return {"images": 900.0}  # ComfyUI holds GPU memory for minutes of nothing; chat stays warm
+
+
+@dataclass(frozen=True)
+class MemoryConfig:
+    """``[memory]``: what the slots may hold together, and how long an idle one keeps its model.
+
+    Budgets are bytes (an integer) or a size string ("12GiB", "512MiB"); "auto" is what the
+    probe found (hardware.json) minus ``reserve``; "off" means no limit.
+    """
+
+    ram_budget: int | str = "auto"
+    gpu_budget: int | str = "auto"
+    reserve: int | str = "2GiB"
+    # How long a load waits for a slot that has requests in flight to drain before giving up on it.
+    drain_wait_s: float = 30.0
+    measure_interval_s: float = 10.0  # how often a loaded slot's memory is measured; 0 = only after loading
+    # By slot kind (chat, embeddings, rerank, audio.transcriptions, audio.speech, images): seconds
+    # idle before the model is unloaded, for slots whose own unload_after_s is 0 and not pinned.
+    idle_unload_s: dict[str, float] = field(default_factory=_idle_unload_defaults)
+    # Opt-in: when processes outside hal0 hold more than this share of the GPU's memory (a game, a
+    # render), every idle, unpinned slot is unloaded. 0 = off.
+    release_above_share: float = 0.0
+    prompt_cache: bool = True  # llama-server chat slots keep their prompt cache across unloads
+    prompt_cache_max: int | str = "4GiB"  # disk used by saved prompt caches, oldest removed first
+
+
 @dataclass(frozen=True)
 class OllamaConfig:
     """``[ollama]``: a second listener on Ollama's port serving only the Ollama routes (and ``/``),
@@ -172,6 +201,7 @@ class Hal0Config:
     wyoming: WyomingConfig = field(default_factory=WyomingConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
 
 
 @dataclass(frozen=True)
@@ -188,6 +218,7 @@ class ServerSection:
     # /v1/embeddings with token ids: refused (they are the client's tokenizer's) unless the operator
     # knows the clients send this model's own ids
     accept_token_ids: bool = False
+    parallel: int = 0  # llama-server: sequences decoded at once (--parallel); 0: the backend decides
 
 
 @dataclass(frozen=True)
@@ -202,7 +233,8 @@ class SlotConfig:
     idle_timeout_s: float = 300.0
     unload_after_s: float = 0.0
     max_queue: int = 64
-    max_inflight: int = 4
+    max_inflight: int = 4  # a llama-server slot with [server].parallel N admits N at once instead
+    pinned: bool = False  # never unloaded to make room for another slot, nor by `hal0 gpu release`
     model: ModelSection = field(default_factory=ModelSection)
     server: ServerSection = field(default_factory=ServerSection)
     env: dict[str, str] = field(default_factory=dict)

@@ -102,7 +102,9 @@ def seed_slots(hw: dict[str, Any], tc: Toolchains | None = None) -> dict[str, Se
     for name in BUILTIN_SLOTS:
         slot = builtin_slot(name, model=tier["models"].get(name, ""))
         backend = {"stt": "cpu", "tts": "cpu", "img": tier.get("img_backend", "cpu")}.get(name, llama)
-        slot = replace(slot, backend=backend, enabled=name not in disabled)
+        slot = replace(slot, backend=backend, enabled=name not in disabled, pinned=name in tier.get("pinned", ()))
+        if name == "primary" and tier.get("parallel"):
+            slot = replace(slot, server=replace(slot.server, parallel=int(tier["parallel"])))
         seeds[name] = Seed(slot, disabled.get(name, ""), note if slot.provider == "llama-server" else "")
     return seeds
 

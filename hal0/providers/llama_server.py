@@ -72,14 +72,20 @@ class LlamaServer:
                workdir: Path) -> LaunchSpec:
         binary = self.binary(settings)  # [server].extra_args are checked before (hal0.providers.reserved)
         gpu_layers = 0 if slot.backend == "cpu" else slot.model.gpu_layers
+        parallel = slot.server.parallel
+        # Each of ``parallel`` sequences gets the slot's context_size (they share one KV cache).
         base = [str(binary), "--model", str(model.path), "--host", "127.0.0.1", "--port", str(slot.port),
-                "--alias", model.id, "--ctx-size", str(slot.model.context_size),
+                "--alias", model.id, "--ctx-size", str(slot.model.context_size * max(parallel, 1)),
                 "--n-gpu-layers", str(gpu_layers), "--metrics"]  # re-exported by hal0's /metrics
+        if parallel > 0:
+            base += ["--parallel", str(parallel), "--cont-batching"]
         if slot.server.threads > 0:
             base += ["--threads", str(slot.server.threads)]
         kind = slot_kind(slot.name, self.name, slot.server.extra_args)
         if mode := _MODE_FLAGS.get(kind):
             base.append(mode)  # embed and embed-rerank need no flag in their TOML
+        if kind is Modality.CHAT:  # the prompt cache is saved there across unloads (hal0.slots.prompt_cache)
+            base += ["--slot-save-path", str(workdir / "prompt-cache")]
         hint = entry.chat_template if (entry := catalog_entry(model.id)) else None
         if kind is Modality.CHAT and (template := family_template(model.path, slot.server.extra_args, hint)):
             base += ["--no-jinja", "--chat-template", template]  # a built-in name, not Jinja source

@@ -45,6 +45,7 @@ def status_body(app: web.Application) -> dict[str, Any]:
         "slots": slots,
         "capabilities": app[CAPABILITIES].cards(),
         "wyoming": app[WYOMING].status(),
+        "memory": app[SLOTS].memory(),
     }
 
 

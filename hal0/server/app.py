@@ -36,6 +36,7 @@ from hal0.server import (
     api,
     capabilities_api,
     dashboard_api,
+    gpu_api,
     hardware_api,
     metrics_api,
     model_status_api,
@@ -102,7 +103,7 @@ def _slots_ctx(autostart: bool, supervision: Supervision):  # type: ignore[no-un
         cfg = app[CONFIG]
         deps = SlotDeps(paths=app[PATHS], settings=cfg.slots, registry=app[REGISTRY],
                         providers=cfg.providers, session=app[HTTP], supervision=supervision,
-                        pulls=app[PULLS] if cfg.models.autopull else None)
+                        pulls=app[PULLS] if cfg.models.autopull else None, memory=cfg.memory)
         metrics = app.get(METRICS)
         async with SlotManager(deps, app[SLOT_CONFIGS], app[EVENTS], autostart=autostart) as manager:
             app[SLOTS] = manager
@@ -172,6 +173,7 @@ def build_app(paths: Paths, config: Hal0Config, slots: dict[str, SlotConfig], *,
     app.add_routes(ui.routes)
     app.add_routes(metrics_api.routes)
     app.on_response_prepare.append(add_cors_headers)
+    app.add_routes(gpu_api.routes)
     app.on_shutdown.append(_close_events)
     app.cleanup_ctx.append(_http_client)
     app.cleanup_ctx.append(_slots_ctx(autostart, supervision or Supervision()))

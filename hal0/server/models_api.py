@@ -82,7 +82,9 @@ async def remove_model_entry(app: web.Application, mid: str) -> ModelEntry:
     if using:
         raise ModelInUse(f"{mid} is running in {', '.join(using)}: unload it (`hal0 slot unload {using[0]}`) or "
                          "swap it out first", model=mid, slots=using)
-    return await asyncio.to_thread(app[REGISTRY].remove, mid)
+    entry = await asyncio.to_thread(app[REGISTRY].remove, mid)
+    await app[SLOTS].forget_model(entry.id)  # its measured memory and saved prompt caches
+    return entry
 
 
 def _header(path: Path) -> dict[str, Any]:

@@ -10,11 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from hal0.hardware.usage import Usage
 from hal0.slots.process import BackendProcess
 
 __all__ = [
-    "Autorestart", "Autostart", "BackendLost", "Command", "Disable", "Enable", "EnsureReady", "IdleCheck", "KeepAlive",
-    "Load", "Restart", "SetBackend", "Shutdown", "Swap", "Unload", "UnloadIdle",
+    "Autorestart", "Autostart", "BackendLost", "Command", "Disable", "Enable", "EnsureReady", "Evict", "IdleCheck",
+    "KeepAlive", "Load", "MemoryMeasured", "Restart", "SetBackend", "Shutdown", "Swap", "Unload", "UnloadIdle",
 ]
 
 
@@ -117,3 +118,20 @@ class BackendLost(Command):
 
     proc: BackendProcess
     reason: str
+
+
+@dataclass(frozen=True)
+class Evict(Command):
+    """Unload to free memory for another slot, unless pinned or still busy after ``wait_s``
+    (answers "unloaded", "pinned", "busy" or "not loaded")."""
+
+    wait_s: float = 0.0
+    until: float = float("inf")  # monotonic time after which the sender no longer waits: then do nothing
+
+
+@dataclass(frozen=True)
+class MemoryMeasured(Command):
+    """What ``proc`` held at the latest measurement."""
+
+    proc: BackendProcess
+    usage: Usage

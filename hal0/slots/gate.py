@@ -25,6 +25,10 @@ class Gate:
         self.active = 0
         self.drained = asyncio.Event()  # set while nobody is active (unload waits on it)
         self.drained.set()
+        # Set while nobody holds or waits for a place: not even a request waiting for the slot to
+        # load (an eviction waits on it, so a slot is not taken from requests that came for it).
+        self.vacant = asyncio.Event()
+        self.vacant.set()
 
     @property
     def queued(self) -> int:
@@ -35,6 +39,7 @@ class Gate:
         Every successful ``enter()`` is paired with ``leave()``."""
         if self._places < self._max_inflight and not self._waiters:
             self._places += 1  # the common case: no allocation, no await
+            self.vacant.clear()
             return
         if len(self._waiters) >= self._max_queue:
             raise SlotBusy(f"slot {self._slot} is busy: {self._places} requests in flight and "
@@ -42,6 +47,7 @@ class Gate:
                            inflight=self._places, queued=len(self._waiters))
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(fut)
+        self.vacant.clear()
         try:
             await fut  # the place is handed over by the holder that leaves
         except asyncio.CancelledError:
@@ -49,6 +55,8 @@ class Gate:
                 self.leave()  # we were handed a place but are gone: pass it on
             else:
                 self._waiters.remove(fut)
+                if not self._places and not self._waiters:
+                    self.vacant.set()
             raise
 
     def leave(self) -> None:
@@ -58,6 +66,8 @@ class Gate:
                 fut.set_result(None)
                 return
         self._places -= 1
+        if not self._places:
+            self.vacant.set()
 
     def begin(self) -> bool:
         """One holder starts forwarding; True when it is the first (the slot starts serving)."""

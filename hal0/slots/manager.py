@@ -4,10 +4,12 @@ orphan clean-up before start and a bounded parallel stop at shutdown."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import shutil
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -21,16 +23,21 @@ from hal0.errors import (
     SlotBuiltin,
     SlotExists,
     SlotInvalidName,
+    SlotNoMemory,
     SlotNotFound,
     SlotNpuExclusive,
     SlotPortInUse,
 )
 from hal0.events import EventBus
+from hal0.hardware.usage import gpu_used
 from hal0.providers import check_extra_args
+from hal0.slots import prompt_cache
 from hal0.slots.changes import ChangeChannel
 from hal0.slots.commands import Autostart
+from hal0.slots.ledger import MemoryLedger
 from hal0.slots.orphans import reap_orphans
 from hal0.slots.ports import allocate_port, port_is_free
+from hal0.slots.residency import Budget, Need, Resident, budget_from, outside_share, plan
 from hal0.slots.slot import Slot, SlotDeps
 from hal0.slots.state import DISPATCHABLE, SlotChanged, SlotSnapshot
 
@@ -39,6 +46,24 @@ __all__ = ["USER_PORT_START", "SlotManager"]
 log = logging.getLogger("hal0.slots")
 USER_PORT_START = 8087  # 8081-8085 built-ins, 8086 embed-rerank
 SHUTDOWN_TIMEOUT_S = 30.0
+
+
+def _hardware(file: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(file.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _primary_gpu(hw: dict[str, Any] | None) -> str | None:
+    pci = (hw or {}).get("primary_gpu")
+    return pci if isinstance(pci, str) else None
+
+
+def _gib(need: Need) -> str:
+    parts = [f"{n / 2**30:.2f} GiB of {what}" for what, n in (("RAM", need.ram), ("GPU memory", need.gpu)) if n]
+    return " and ".join(parts) or "nothing known"
 
 
 def _is_npu(config: SlotConfig) -> bool:
@@ -56,7 +81,11 @@ class SlotManager:
     def __init__(self, deps: SlotDeps, configs: dict[str, SlotConfig], events: EventBus, *,
                  autostart: bool = True) -> None:
         self.changes = ChangeChannel()
-        self._deps = replace(deps, changes=self.changes)
+        self.ledger = deps.ledger or MemoryLedger(deps.paths.state_dir / "memory.json")
+        self._deps = replace(deps, changes=self.changes, room=self, ledger=self.ledger)
+        self.budget = Budget()  # set from [memory] and hardware.json on entry
+        self._room = asyncio.Lock()  # one load makes room at a time
+        self._watcher: asyncio.Task[None] | None = None  # opt-in: steps aside when others take the GPU
         self._events = events
         self._directory: dict[str, SlotSnapshot] = {}
         self.changes.subscribe(self._record)
@@ -74,6 +103,8 @@ class SlotManager:
             if not paths.slot_toml(name).exists():
                 await asyncio.to_thread(atomic_write, paths.slot_toml(name),
                                         render_slot_toml(self._configs.get(name) or builtin_slot(name)))
+        hw = await asyncio.to_thread(_hardware, paths.hardware_json)
+        self.budget = budget_from(self._deps.memory, hw)
         state_files = sorted((paths.state_dir / "slots").glob("*/state.json"))
         await reap_orphans(state_files, self._deps.settings.stop_grace_s)
         await self._tg.__aenter__()
@@ -83,11 +114,16 @@ class SlotManager:
             for slot in self._slots.values():
                 if slot.config.enabled and slot.configured_model():
                     slot.send_nowait(Autostart())
+        gpu = _primary_gpu(hw)
+        if self._deps.memory.release_above_share > 0 and gpu is not None:
+            self._watcher = self._tg.create_task(self._watch_outside(gpu), name="memory-outside")
         return self
 
     async def __aexit__(self, et: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
         try:
+            if self._watcher is not None:
+                self._watcher.cancel()
             await asyncio.shield(self._shutdown_all())
         finally:
             await self._tg.__aexit__(et, exc, tb)
@@ -153,6 +189,104 @@ class SlotManager:
                     snap = replace(snap, state=state, inflight=inflight, queued=queued)
             out.append(snap)
         return out
+
+    # --- memory ------------------------------------------------------------------
+
+    def residents(self, but: str | None = None) -> list[Resident]:
+        """Every slot holding memory (or loading), except ``but``: for decisions the owners re-check."""
+        return [r for s in self._slots.values() if s.name != but and (r := s.resident()) is not None]
+
+    async def make_room(self, slot: str, model: str, need: Need) -> None:
+        """Unload idle, unpinned slots, least recently used first, until ``need`` fits the budget
+        (a busy one only after its requests drain, up to ``[memory].drain_wait_s``). Raises
+        SlotNoMemory, with what is needed and what is held by whom, when it cannot fit."""
+        mem = self._deps.memory
+        if need == Need():
+            return  # nothing known about it (a runner before its first load): no grounds to refuse or evict
+        refused: set[str] = set()
+        async with self._room:
+            while True:
+                residents = [replace(r, evictable=False) if r.slot in refused else r for r in self.residents(slot)]
+                p = plan(need, residents, self.budget)
+                if not p.fits:
+                    raise self._no_memory(slot, model, need, residents)
+                if not p.evict:
+                    return
+                for name in p.evict:
+                    victim = self._slots.get(name)
+                    if victim is None:
+                        continue
+                    if name in p.wait:
+                        self._events.publish("memory.wait", {"slot": name, "for": slot})
+                    try:
+                        outcome = await victim.evict(mem.drain_wait_s,
+                                                     timeout=mem.drain_wait_s + self._deps.settings.stop_grace_s + 30)
+                    except TimeoutError:
+                        outcome = "late"
+                    log.info("memory: %s for %s: %s", name, slot, outcome)
+                    self._events.publish("memory.evict", {"slot": name, "for": slot, "outcome": outcome})
+                    if outcome != "unloaded":
+                        refused.add(name)
+                        break  # plan again with what is held now
+
+    def _no_memory(self, slot: str, model: str, need: Need, residents: list[Resident]) -> SlotNoMemory:
+        held = sum((r.held for r in residents), Need())
+        b = self.budget
+        short = [f"{what} {(n + h) / 2**30:.2f} GiB of {lim / 2**30:.2f} GiB" for what, n, h, lim in
+                 (("RAM", need.ram, held.ram, b.ram), ("GPU", need.gpu, held.gpu, b.gpu))
+                 if lim is not None and n + h > lim]
+        who = ", ".join(f"{r.slot} ({max(r.held.ram, r.held.gpu) / 2**20:.0f} MiB{', pinned' if r.pinned else ''}"
+                        f"{', busy' if r.busy else ''})" for r in residents) or "nothing else"
+        return SlotNoMemory(f"{slot} cannot load {model}: it needs {_gib(need)} and would bring the total to "
+                            f"{'; '.join(short)}; held by {who}. Unload a slot (`hal0 slot unload NAME`), unpin "
+                            "one, or raise [memory] budgets in hal0.toml", slot=slot, model=model,
+                            needs=need.to_json(), budget=b.to_json(), held=[r.to_json() for r in residents])
+
+    async def release(self) -> dict[str, Any]:
+        """Unload every idle, unpinned slot at once (``hal0 gpu release``); pinned and busy ones stay."""
+        slots = [self._slots[r.slot] for r in self.residents()]
+        outcomes = await asyncio.gather(*(s.evict(0, timeout=self._deps.settings.stop_grace_s + 30) for s in slots),
+                                        return_exceptions=True)
+        released, kept = [], []
+        for slot, outcome in zip(slots, outcomes, strict=True):
+            reason = "late" if isinstance(outcome, BaseException) else outcome
+            if reason == "unloaded":
+                released.append(slot.name)
+            elif reason != "not loaded":
+                kept.append({"slot": slot.name, "reason": reason})
+        return {"released": released, "kept": kept}
+
+    async def _watch_outside(self, pci: str) -> None:
+        """Every ``measure_interval_s`` (at least 1 s): when processes outside hal0 hold more than
+        ``release_above_share`` of the GPU, release every idle, unpinned slot (once per crossing)."""
+        mem = self._deps.memory
+        above = False
+        while True:  # polled: no driver announces another process's allocations
+            await asyncio.sleep(max(mem.measure_interval_s, 1.0))
+            try:
+                found = await asyncio.to_thread(gpu_used, pci)
+                if found is None:
+                    continue
+                share = outside_share(found[0], found[1], sum(r.held.gpu for r in self.residents()))
+                if share > mem.release_above_share and not above:
+                    out = await self.release()
+                    log.warning("memory: processes outside hal0 hold %.0f %% of the GPU: released %s",
+                                100 * share, ", ".join(out["released"]) or "nothing")
+                    self._events.publish("memory.release", {"outside_share": share, **out})
+                above = share > mem.release_above_share
+            except Exception:  # a watcher's bug must not take the slots down with it
+                log.exception("memory: watching the GPU failed")
+
+    def memory(self) -> dict[str, Any]:
+        """The budget and what each slot holds, for /api/status (display only)."""
+        residents = self.residents()
+        held = sum((r.held for r in residents), Need())
+        return {"budget": self.budget.to_json(), "held": held.to_json(), "slots": [r.to_json() for r in residents]}
+
+    async def forget_model(self, model_id: str) -> None:
+        """A model was removed: drop its measured figure and its saved prompt caches."""
+        await asyncio.to_thread(self.ledger.forget, model_id)
+        await asyncio.to_thread(prompt_cache.forget, self._deps.paths.state_dir / "slots", model_id)
 
     # --- custom slots --------------------------------------------------------------
 

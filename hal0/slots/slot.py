@@ -14,6 +14,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -23,7 +24,8 @@ from hal0.atomic import atomic_write
 from hal0.backends import engine_settings
 from hal0.config.defaults import render_slot_toml
 from hal0.config.overrides import read_override, write_override
-from hal0.config.schema import ProviderConfig, SlotConfig, SlotsConfig
+from hal0.config.schema import MemoryConfig, ProviderConfig, SlotConfig, SlotsConfig
+from hal0.config.sizes import parse_size
 from hal0.errors import (
     Hal0Error,
     InternalError,
@@ -32,6 +34,7 @@ from hal0.errors import (
     SlotDisabled,
     SlotIllegalTransition,
     SlotLoading,
+    SlotNoMemory,
     SlotNoModel,
     SlotPortInUse,
     SlotPulling,
@@ -41,12 +44,13 @@ from hal0.errors import (
     SlotSwapFailed,
 )
 from hal0.hardware.fit import too_large
+from hal0.hardware.usage import Usage, measure
 from hal0.models.pulls import PullJob, Pulls
 from hal0.models.registry import Registry, ResolvedModel
 from hal0.paths import Paths
 from hal0.providers import PROVIDERS, Provider, check_extra_args, get_provider
 from hal0.roles import slot_kind
-from hal0.slots import readiness
+from hal0.slots import prompt_cache, readiness
 from hal0.slots.changes import ChangeChannel
 from hal0.slots.commands import (
     Autorestart,
@@ -56,9 +60,11 @@ from hal0.slots.commands import (
     Disable,
     Enable,
     EnsureReady,
+    Evict,
     IdleCheck,
     KeepAlive,
     Load,
+    MemoryMeasured,
     Restart,
     SetBackend,
     Shutdown,
@@ -67,11 +73,13 @@ from hal0.slots.commands import (
     UnloadIdle,
 )
 from hal0.slots.gate import Gate
+from hal0.slots.ledger import Measured, MemoryLedger, expected_need
 from hal0.slots.owner import Owner
 from hal0.slots.persist import StateWriter
 from hal0.slots.policy import RestartPolicy, Supervision
 from hal0.slots.ports import port_is_free
 from hal0.slots.process import BackendProcess, LogRing
+from hal0.slots.residency import Need, Resident, RoomKeeper
 from hal0.slots.state import DISPATCHABLE, SlotChanged, SlotSnapshot, SlotState, is_legal
 
 __all__ = ["Slot", "SlotDeps"]
@@ -79,6 +87,13 @@ __all__ = ["Slot", "SlotDeps"]
 log = logging.getLogger("hal0.slots")
 S = SlotState
 _NOT_ERROR = tuple(set(SlotState) - {SlotState.ERROR})
+
+
+def _inflight_cap(config: SlotConfig) -> int:
+    """Requests admitted at once: a llama-server's parallel sequences when set, else ``max_inflight``."""
+    if config.provider == "llama-server" and config.server.parallel > 0:
+        return config.server.parallel
+    return config.max_inflight
 
 
 def _retrieve(fut: asyncio.Future[Any]) -> None:
@@ -99,6 +114,9 @@ class SlotDeps:
     supervision: Supervision = field(default_factory=Supervision)
     changes: ChangeChannel = field(default_factory=ChangeChannel)  # the manager sets its own
     pulls: Pulls | None = None  # set: a catalogue model that is not on disk is pulled on start
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    ledger: MemoryLedger | None = None  # the last measured figure per model (memory.json)
+    room: RoomKeeper | None = None  # the manager: makes room within the memory budget before a load
 
 
 class Admitted:
@@ -146,7 +164,7 @@ class Slot(Owner):
         self._updated_at = time.time()
         self._changed: asyncio.Event | None = None  # made by the first waiter, set by the next move
         self._movers: list[asyncio.Future[None]] = []  # futures done at the next move
-        self._gate = Gate(config.name, config.max_inflight, config.max_queue)
+        self._gate = Gate(config.name, _inflight_cap(config), config.max_queue)
         self._kind: str = slot_kind(config.name, config.provider, config.server.extra_args)
         self._last_used = time.monotonic()
         self._keep_alive: float | None = None  # KeepAlive's seconds while the backend runs, else None
@@ -157,6 +175,9 @@ class Slot(Owner):
         self._tg: asyncio.TaskGroup | None = None
         self._timers: dict[type[Command], asyncio.TimerHandle] = {}
         self._writer = StateWriter(deps.paths.slot_state_dir(config.name) / "state.json", self._state_json)
+        self._memory: Usage | None = None  # the latest measurement of the running backend
+        self._peak: Usage | None = None  # the largest of this load (what the ledger keeps)
+        self._need: Need | None = None  # what the load in progress or the running backend was given room for
 
     # --- reading -----------------------------------------------------------------
 
@@ -173,7 +194,8 @@ class Slot(Owner):
             message=self._message, last_error=self._last_error, inflight=self._gate.active,
             queued=self._gate.queued, updated_at=self._updated_at, starts=self._starts,
             pull=self._pull.to_json() if self._pull is not None else None, loaded_at=self._loaded_at,
-            expires_at=self._expires_at())
+            expires_at=self._expires_at(), memory=self._memory.to_json() if self._memory is not None else None,
+            pinned=self.config.pinned)
 
     def _expires_at(self) -> float | None:
         """Wall time the running backend will be unloaded if no request comes (None: never)."""
@@ -197,6 +219,19 @@ class Slot(Owner):
     @property
     def kind(self) -> str:
         return self._kind
+
+    def resident(self) -> Resident | None:
+        """What this slot holds, for the manager's eviction plan (the owner re-checks before it
+        unloads); None when it holds nothing and is not loading."""
+        if self._need is None and self._proc is None:
+            return None
+        held = self._need or Need()
+        if self._memory is not None:
+            gpu = self._memory.gpu_bytes if self._memory.gpu_bytes is not None else held.gpu
+            held = Need(self._memory.rss_bytes, gpu)
+        return Resident(self.name, self.model_id, held, self.config.pinned,
+                        busy=not self._gate.vacant.is_set(),
+                        evictable=self._proc is not None and self._state in DISPATCHABLE, last_used=self._last_used)
 
     def configured_model(self) -> str | None:
         """The model a start uses: the swap override, else ``[model].default``."""
@@ -275,6 +310,15 @@ class Slot(Owner):
     async def shutdown(self) -> None:
         """Stop the backend and end the owner task."""
         await self.send(Shutdown(), type(None))
+
+    async def evict(self, wait_s: float, *, timeout: float | None = None) -> str:
+        """Unload to free memory unless pinned, or busy for longer than ``wait_s``: "unloaded",
+        "pinned", "busy" or "not loaded" (the owner decides, on its own state). Raises
+        TimeoutError when the owner does not answer within ``timeout`` (busy with another
+        operation); the command then does nothing when its turn comes."""
+        until = time.monotonic() + timeout if timeout is not None else float("inf")
+        async with asyncio.timeout(timeout):
+            return await self.send(Evict(wait_s, until), str)
 
     # --- admission (synchronous counts, see the module docstring) -------------------
 
@@ -356,7 +400,7 @@ class Slot(Owner):
     async def _on_shutdown(self) -> None:
         await self._stop_backend()
 
-    async def _handle(self, cmd: Command) -> SlotSnapshot | None:
+    async def _handle(self, cmd: Command) -> SlotSnapshot | str | None:
         match cmd:
             case EnsureReady():
                 return await self._handle_ensure_ready()
@@ -384,6 +428,10 @@ class Slot(Owner):
                 return await self._handle_keep_alive(seconds)
             case UnloadIdle():
                 await self._handle_unload_idle()
+            case Evict(wait_s=wait_s, until=until):
+                return await self._handle_evict(wait_s, until)
+            case MemoryMeasured(proc=proc, usage=usage):
+                await self._handle_measured(proc, usage)
             case _:
                 raise InternalError(f"slot {self.name} does not know the command {cmd!r}",
                                     slot=self.name, command=cmd.label)
@@ -449,7 +497,7 @@ class Slot(Owner):
             await self._check_fit(resolved)  # too large: untouched
         outcome = "failed"
         try:
-            snap = await self._swap(model)
+            snap = await self._swap(model, force)
             outcome = "ok"
             return snap
         except SlotSwapFailed as e:
@@ -461,15 +509,15 @@ class Slot(Owner):
         finally:
             self._publish(detail={"swap": outcome})  # the outcome of a swap that began, for the metrics
 
-    async def _swap(self, model: str) -> SlotSnapshot:
+    async def _swap(self, model: str, force: bool) -> SlotSnapshot:
         previous = self._model_ref if self._proc is not None else None
         old_override = self._override
         await self._set_override(model)
         await self._stop_backend()
         try:
-            await self._start(model, force=True, cause="swap")  # checked by the caller
+            await self._start(model, force=True, cause="swap", budget=not force)  # the fit was checked above
             return self.snapshot()
-        except SlotStartFailed as e:
+        except (SlotStartFailed, SlotNoMemory) as e:
             reason = e.message
             await self._set_override(old_override)
         if previous is None:
@@ -478,7 +526,7 @@ class Slot(Owner):
         self.log.append(f"[hal0] swap to {model} failed; rolling back to {previous}")
         try:
             await self._start(previous, cause="rollback")
-        except SlotStartFailed as e:
+        except (SlotStartFailed, SlotNoMemory) as e:
             raise SlotSwapFailed(f"swap of {self.name} to {model} failed ({reason}) and rolling back "
                                  f"to {previous} failed too: {e.message}", slot=self.name,
                                  model=model, reason=reason, rolled_back=False) from None
@@ -504,6 +552,7 @@ class Slot(Owner):
         if proc is not self._proc:
             return  # a process we already replaced or stopped
         self._proc, self._keep_alive = None, None
+        self._need = self._memory = self._peak = None
         self._disarm()
         lost = "unresponsive" if reason.startswith(readiness.UNRESPONSIVE) else "exited"
         self._after_failure(reason, log_lines=True, retry=True, lost=lost)  # out of the dispatchable set first
@@ -545,13 +594,64 @@ class Slot(Owner):
         if self._state is S.READY and self._gate.active == 0:
             if quiet + 0.001 >= self.config.idle_timeout_s:
                 self._transition(S.IDLE)
-                self._arm(UnloadIdle, self.config.unload_after_s)
+                self._arm(UnloadIdle, self._unload_after())
             else:
                 self._arm(IdleCheck, self.config.idle_timeout_s - quiet)
 
     async def _handle_unload_idle(self) -> None:
         if self._state is S.IDLE and self._gate.active == 0:
             await self._stop_backend()
+
+    def _unload_after(self) -> float:
+        """Idle seconds before unloading: the slot's own ``unload_after_s``, else its kind's default
+        from ``[memory].idle_unload_s`` unless it is pinned; 0 = never."""
+        if self.config.unload_after_s > 0 or self.config.pinned:
+            return self.config.unload_after_s
+        return self._deps.memory.idle_unload_s.get(self._kind, 0.0)
+
+    async def _handle_evict(self, wait_s: float, until: float) -> str:
+        if time.monotonic() > until:
+            return "late"  # the sender gave up and decided without us
+        if self.config.pinned:
+            return "pinned"
+        if self._proc is None or self._state not in DISPATCHABLE:
+            return "not loaded"
+        if not self._gate.vacant.is_set():  # requests in flight, or waiting for this slot
+            if wait_s <= 0:
+                return "busy"
+            try:  # never mid-answer: they finish first
+                await asyncio.wait_for(self._gate.vacant.wait(), min(wait_s, max(until - time.monotonic(), 0)))
+            except TimeoutError:
+                return "busy"
+            if self._proc is None or self._state not in DISPATCHABLE or not self._gate.vacant.is_set():
+                return "busy"
+        self._disarm()
+        self.log.append("[hal0] unloading to free memory for another slot")
+        await self._stop_backend()
+        return "unloaded"
+
+    async def _handle_measured(self, proc: BackendProcess, usage: Usage) -> None:
+        if proc is not self._proc:
+            return  # a measurement of a backend that is gone
+        self._memory = usage
+        old = self._peak
+        gpus = [g for g in (usage.gpu_bytes, old.gpu_bytes if old else None) if g is not None]
+        peak = Usage(max(usage.rss_bytes, old.rss_bytes if old else 0), max(gpus) if gpus else None,
+                     usage.measured_at)
+        if old is None or (peak.rss_bytes, peak.gpu_bytes) != (old.rss_bytes, old.gpu_bytes):
+            self._peak = peak
+            await self._remember(peak)
+
+    async def _remember(self, usage: Usage) -> None:
+        """Keep the figure for the model's next load (the ledger, written off the loop)."""
+        if self._deps.ledger is None or self._model is None:
+            return
+        figure = Measured(usage.rss_bytes, usage.gpu_bytes, usage.measured_at, self.config.backend,
+                          self.config.model.context_size, self.config.server.parallel)
+        try:
+            await asyncio.to_thread(self._deps.ledger.record, self._model.id, figure)
+        except OSError as e:
+            log.warning("cannot record the memory of %s: %s", self._model.id, e)
 
     # --- lifecycle steps -----------------------------------------------------------
 
@@ -588,13 +688,15 @@ class Slot(Owner):
                                 "context, or load it anyway with --force", slot=self.name, model=model.id,
                                 estimate=problem)
 
-    async def _start(self, ref: str, *, retry: bool = False, force: bool = False, cause: str = "start") -> None:
+    async def _start(self, ref: str, *, retry: bool = False, force: bool = False, cause: str = "start",
+                     budget: bool = True) -> None:
         """offline/error -> starting -> warming -> ready. Raises SlotStartFailed (state: error).
 
         ``cause`` (start, load, restart, swap, rollback; ``retry``: autorestart) goes out with
         the move to ``starting``.
-        Model errors (unknown, missing files) raise before any transition. Cancellation
-        stops the half-started backend and leaves the slot offline.
+        Model errors (unknown, missing files) and SlotNoMemory (no room within the memory budget,
+        unless not ``budget``) raise before any transition. Cancellation stops the half-started
+        backend and leaves the slot offline.
         """
         provider = get_provider(self.config.provider)
         try:  # a TOML edited by hand: the same check as `slot create`
@@ -611,6 +713,16 @@ class Slot(Owner):
                            bin=settings.bin or installed.get("bin", ""))
         spec = await asyncio.to_thread(provider.launch, self.config, model, settings,  # may read the model's head
                                        self._deps.paths.slot_state_dir(self.name))
+        if self.config.provider == "llama-server" and self._kind == "chat":  # its --slot-save-path must exist
+            await asyncio.to_thread(self._cache_folder().mkdir, parents=True, exist_ok=True)
+        need = await asyncio.to_thread(expected_need, self._deps.ledger, self.config, model)
+        self._need = need  # counted as held from now on, so that two loads cannot both take the room
+        try:
+            if budget and self._deps.room is not None:
+                await self._deps.room.make_room(self.name, model.id, need)  # raises SlotNoMemory
+        except BaseException:
+            self._need = None
+            raise
         self._model, self._model_ref = model, ref
         self._transition(S.STARTING, f"starting {model.id}", cause="autorestart" if retry else cause)
         sup, cfg = self._deps.supervision, self._deps.settings
@@ -629,6 +741,7 @@ class Slot(Owner):
             await readiness.wait_ready(self._probe(provider), self._proc, self.log, slot=self.name,
                                        grace_s=cfg.health_grace_s, backoff_s=sup.probe_backoff_s,
                                        backoff_max_s=sup.probe_backoff_max_s)
+            await self._after_ready(model)
         except asyncio.CancelledError:
             await self._discard_process(0)
             self._transition(S.OFFLINE, "start cancelled")
@@ -642,7 +755,38 @@ class Slot(Owner):
         self._last_used = time.monotonic()
         assert self._tg is not None
         self._tg.create_task(self._supervise(provider, self._proc))
+        if self._deps.memory.measure_interval_s > 0:
+            self._tg.create_task(self._watch_memory(self._proc))
         self._arm(IdleCheck, self.config.idle_timeout_s)
+
+    async def _after_ready(self, model: ResolvedModel) -> None:
+        """Restore the saved prompt cache and take the first measurement (still ``warming``)."""
+        assert self._proc is not None
+        if self._keeps_prompt_cache():
+            n = await prompt_cache.restore(self._deps.session, self.base_url, self._cache_folder(), model.id)
+            if n:
+                self.log.append(f"[hal0] restored {n} cached prompt tokens of {model.id}")
+        self._memory = self._peak = None
+        usage = await asyncio.to_thread(measure, self._proc.pid)
+        if usage is not None:
+            await self._handle_measured(self._proc, usage)
+
+    async def _watch_memory(self, proc: BackendProcess) -> None:
+        """While ``proc`` lives: measure it every ``measure_interval_s`` and tell the owner."""
+        interval = self._deps.memory.measure_interval_s
+        while not proc.exited.done():
+            done, _ = await asyncio.wait({proc.exited}, timeout=interval)
+            if done or proc is not self._proc:
+                return
+            usage = await asyncio.to_thread(measure, proc.pid)
+            if usage is not None and proc is self._proc:
+                self.send_nowait(MemoryMeasured(proc, usage))
+
+    def _keeps_prompt_cache(self) -> bool:
+        return self._deps.memory.prompt_cache and self.config.provider == "llama-server" and self._kind == "chat"
+
+    def _cache_folder(self) -> Path:
+        return self._deps.paths.slot_state_dir(self.name) / prompt_cache.FOLDER
 
     async def _resolve_or_pull(self, provider: Provider, ref: str) -> ResolvedModel:
         """The model ``ref`` names; a catalogue model not on disk is pulled first (``pulling``).
@@ -681,6 +825,7 @@ class Slot(Owner):
             self.send_nowait(BackendLost(proc, reason))
 
     async def _discard_process(self, grace: float) -> None:
+        self._need = self._memory = self._peak = None  # holds nothing once stopped (and no room was kept)
         if self._proc is not None:
             proc, self._proc, self._keep_alive = self._proc, None, None
             await proc.stop(grace)
@@ -694,9 +839,19 @@ class Slot(Owner):
         self._transition(S.UNLOADING, f"stopping {self._model.id if self._model else ''}")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._gate.drained.wait(), self._deps.settings.stop_grace_s)
+        if self._keeps_prompt_cache() and self._model is not None and self._gate.active == 0:
+            await self._save_prompt_cache(self._model.id)
         await self._discard_process(self._grace())
         self._model = None
         self._transition(S.OFFLINE, "")
+
+    async def _save_prompt_cache(self, model_id: str) -> None:
+        """Keep the work of a backend about to stop (bounded: the oldest caches go first)."""
+        n = await prompt_cache.save(self._deps.session, self.base_url, self._cache_folder(), model_id)
+        if n:
+            self.log.append(f"[hal0] saved {n} cached prompt tokens of {model_id}")
+            limit = parse_size(self._deps.memory.prompt_cache_max)
+            await asyncio.to_thread(prompt_cache.prune, self._deps.paths.state_dir / "slots", limit)
 
     def _after_failure(self, reason: str, *, log_lines: bool = False, retry: bool, lost: str = "") -> None:
         """Enter ``error``; with ``retry`` (a live backend died, or a restart failed) schedule

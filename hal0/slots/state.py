@@ -66,6 +66,8 @@ class SlotSnapshot:
     pull: dict[str, Any] | None = None  # the pull's progress while ``pulling``
     loaded_at: float | None = None  # wall time of the latest successful load (a start that became ready)
     expires_at: float | None = None  # wall time the backend unloads if no request comes (None: never)
+    memory: dict[str, Any] | None = None  # the backend's latest measurement: rss_bytes, gpu_bytes, measured_at
+    pinned: bool = False
 
     @property
     def served(self) -> frozenset[str]:
@@ -80,8 +82,8 @@ class SlotSnapshot:
                 "model": self.model, "model_ref": self.model_ref, "model_configured": self.configured,
                 "pid": self.pid, "message": self.message, "last_error": self.last_error,
                 "inflight": self.inflight, "queued": self.queued, "updated_at": self.updated_at,
-                "starts": self.starts, "loaded_at": self.loaded_at,
-                "expires_at": self.expires_at, **({"pull": self.pull} if self.pull else {})}
+                "starts": self.starts, "loaded_at": self.loaded_at, "expires_at": self.expires_at,
+                "memory": self.memory, "pinned": self.pinned, **({"pull": self.pull} if self.pull else {})}
 
 
 @dataclass(frozen=True)

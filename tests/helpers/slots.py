@@ -11,7 +11,7 @@ from typing import Any
 
 import aiohttp
 
-from hal0.config.schema import ModelSection, ProviderConfig, ServerSection, SlotConfig, SlotsConfig
+from hal0.config.schema import MemoryConfig, ModelSection, ProviderConfig, ServerSection, SlotConfig, SlotsConfig
 from hal0.events import Event, EventBus, Subscription
 from hal0.models.pulls import Pulls
 from hal0.models.registry import Registry
@@ -46,13 +46,15 @@ def slot_config(name: str, model: str, *, env: dict[str, str] | None = None, ext
 @asynccontextmanager
 async def slot_manager(paths: Paths, slots: list[SlotConfig], provider: ProviderConfig, *,
                        autostart: bool = False, supervision: Supervision = FAST, pulls: Pulls | None = None,
+                       memory: MemoryConfig | None = None,
                        **settings: Any) -> AsyncIterator[tuple[SlotManager, EventBus]]:
     events = EventBus()
     cfg = dataclasses.replace(SlotsConfig(port_range=(20000, 20100), health_grace_s=60, stop_grace_s=5),
                               **settings)
     async with aiohttp.ClientSession() as session:
         deps = SlotDeps(paths=paths, settings=cfg, registry=pulls.registry if pulls else Registry(paths),
-                        providers={"llama-server": provider}, session=session, supervision=supervision, pulls=pulls)
+                        providers={"llama-server": provider}, session=session, supervision=supervision, pulls=pulls,
+                        memory=memory or MemoryConfig())
         async with SlotManager(deps, {s.name: s for s in slots}, events, autostart=autostart) as mgr:
             yield mgr, events
 
