@@ -18,6 +18,7 @@ Usage:
     make_models.py tiny OUT_DIR
     make_models.py minilm MODEL_DIR OUT_FILE
     make_models.py llama 1b|8b OUT_FILE
+    make_models.py bert minilm OUT_FILE   (a random BERT of all-MiniLM-L6-v2's shape)
 """
 
 from __future__ import annotations
@@ -222,16 +223,21 @@ def _bert_header(w: gguf.GGUFWriter, *, n_embd: int, n_head: int, n_ff: int, n_l
     w.add_add_sep_token(True)
 
 
-def tiny_bert(out: Path, *, rerank: bool) -> None:
-    """A 2-layer BERT; ``rerank`` adds the classifier head and rank pooling."""
+# (n_embd, n_head, n_ff, n_layer) of the tiny test BERTs and of all-MiniLM-L6-v2
+BERT_SHAPES = {"tiny": (64, 4, 128, 2), "minilm": (384, 12, 1536, 6)}
+
+
+def tiny_bert(out: Path, *, rerank: bool, shape: str = "tiny") -> None:
+    """A random BERT (2 layers when tiny); ``rerank`` adds the classifier head and rank pooling."""
     rng = np.random.default_rng(SEED + (1 if rerank else 0))
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
     vocab += list(string.ascii_lowercase) + ["##" + c for c in string.ascii_lowercase]
     vocab += list(string.digits + string.punctuation)
     vocab = list(dict.fromkeys(vocab))  # "a" is a word and a letter: BERT vocabs must be unique
-    n_vocab, n_embd, n_head, n_ff, n_layer, n_ctx = len(vocab), 64, 4, 128, 2, 512
+    n_embd, n_head, n_ff, n_layer = BERT_SHAPES[shape]
+    n_vocab, n_ctx = len(vocab), 512
     w = gguf.GGUFWriter(str(out), "bert")
-    w.add_name("hal0-tiny-rerank" if rerank else "hal0-tiny-embed")
+    w.add_name(f"hal0-{shape}-rerank" if rerank else f"hal0-{shape}-embed")
     w.add_file_type(gguf.LlamaFileType.ALL_F32)
     pooling = gguf.PoolingType.RANK if rerank else gguf.PoolingType.MEAN
     _bert_header(w, n_embd=n_embd, n_head=n_head, n_ff=n_ff, n_layer=n_layer,
@@ -337,6 +343,9 @@ def main(argv: list[str]) -> int:
         tiny_chat(out / "tiny-chat.gguf")
         tiny_bert(out / "tiny-embed.gguf", rerank=False)
         tiny_bert(out / "tiny-rerank.gguf", rerank=True)
+        return 0
+    if len(argv) == 3 and argv[0] == "bert" and argv[1] in BERT_SHAPES:
+        tiny_bert(Path(argv[2]), rerank=False, shape=argv[1])
         return 0
     if len(argv) == 3 and argv[0] == "llama" and argv[1] in LLAMA_SHAPES:
         llama_shaped(Path(argv[2]), argv[1])
