@@ -10,9 +10,15 @@ prepares one). Three tiny random-weight models are generated from nothing:
 ``minilm`` converts all-MiniLM-L6-v2 (safetensors + vocab.txt) to an F16 GGUF
 with numpy alone, reading safetensors by hand so no torch is needed.
 
+``llama 1b|8b`` writes an F16 llama of a real model's shape (Llama 3.2 1B, Llama 3.1 8B:
+layers, widths, grouped-query heads) with random weights and a 32,000-token vocab: its text is
+meaningless, but loading and running it costs what the real model costs (scripts/gpu-check).
+
 Usage:
     make_models.py tiny OUT_DIR
     make_models.py minilm MODEL_DIR OUT_FILE
+    make_models.py llama 1b|8b OUT_FILE
+    make_models.py bert minilm OUT_FILE   (a random BERT of all-MiniLM-L6-v2's shape)
 """
 
 from __future__ import annotations
@@ -111,6 +117,84 @@ def tiny_chat(out: Path) -> None:
     _write(w)
 
 
+# (n_embd, n_layer, n_head, n_head_kv, n_ff) of the real models these stand in for
+LLAMA_SHAPES = {"1b": (2048, 16, 32, 8, 8192), "8b": (4096, 32, 32, 8, 14336)}
+
+
+def llama_shaped(out: Path, shape: str) -> None:
+    """A random-weight F16 llama with a real model's dimensions (see LLAMA_SHAPES).
+
+    Weights are slices of one random block, so billions of them are written at disk speed.
+    As in tiny_chat, only whole ASCII pieces get output weight, so answers stay valid UTF-8.
+    """
+    n_embd, n_layer, n_head, n_head_kv, n_ff = LLAMA_SHAPES[shape]
+    rng = np.random.default_rng(SEED)
+    pool = (rng.standard_normal(1 << 22) * 0.02).astype(np.float16)
+
+    def rand(rows: int, cols: int) -> np.ndarray:
+        start = int(rng.integers(0, pool.size))
+        return np.resize(np.roll(pool, start), (rows, cols))
+
+    tokens: list[str] = ["<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"]
+    types = [gguf.TokenType.UNKNOWN] + [gguf.TokenType.CONTROL] * 4
+    tokens += [f"<0x{b:02X}>" for b in range(256)]
+    types += [gguf.TokenType.BYTE] * 256
+    letters = string.ascii_lowercase
+    pieces = list(dict.fromkeys(["\u2581"] + [f"\u2581{w}" for w in WORDS] + list(letters)))
+    i = 0
+    while len(tokens) + len(pieces) < 32000:  # two- to four-letter pieces, deterministic
+        i += 1
+        word = "".join(letters[(i // 26 ** k) % 26] for k in range(2 + i % 3))
+        pieces.append(("\u2581" if i % 2 else "") + word)
+        pieces = list(dict.fromkeys(pieces))
+    tokens += pieces
+    types += [gguf.TokenType.NORMAL] * len(pieces)
+    scores = [0.0] * 261 + [-float(j) for j in range(len(pieces))]
+    n_vocab = len(tokens)
+
+    w = gguf.GGUFWriter(str(out), "llama")
+    w.add_name(f"hal0-random-llama-{shape}")
+    w.add_context_length(8192)
+    w.add_embedding_length(n_embd)
+    w.add_block_count(n_layer)
+    w.add_feed_forward_length(n_ff)
+    w.add_head_count(n_head)
+    w.add_head_count_kv(n_head_kv)
+    w.add_rope_dimension_count(n_embd // n_head)
+    w.add_rope_freq_base(500000.0)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
+    w.add_tokenizer_model("llama")
+    w.add_tokenizer_pre("default")
+    w.add_token_list(tokens)
+    w.add_token_scores(scores)
+    w.add_token_types(types)
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(4)
+    w.add_unk_token_id(0)
+    w.add_add_bos_token(False)
+    w.add_chat_template(CHATML)
+    kv = n_embd // n_head * n_head_kv
+    w.add_tensor("token_embd.weight", rand(n_vocab, n_embd))
+    w.add_tensor("output_norm.weight", _ones(n_embd))
+    output = rand(n_vocab, n_embd).copy()
+    output[:261] = 0.0
+    output[261:] *= 50.0
+    w.add_tensor("output.weight", output)
+    for layer in range(n_layer):
+        p = f"blk.{layer}."
+        w.add_tensor(p + "attn_norm.weight", _ones(n_embd))
+        w.add_tensor(p + "attn_q.weight", rand(n_embd, n_embd))
+        w.add_tensor(p + "attn_k.weight", rand(kv, n_embd))
+        w.add_tensor(p + "attn_v.weight", rand(kv, n_embd))
+        w.add_tensor(p + "attn_output.weight", rand(n_embd, n_embd))
+        w.add_tensor(p + "ffn_norm.weight", _ones(n_embd))
+        w.add_tensor(p + "ffn_gate.weight", rand(n_ff, n_embd))
+        w.add_tensor(p + "ffn_up.weight", rand(n_ff, n_embd))
+        w.add_tensor(p + "ffn_down.weight", rand(n_embd, n_ff))
+    _write(w)
+
+
 def _bert_header(w: gguf.GGUFWriter, *, n_embd: int, n_head: int, n_ff: int, n_layer: int,
                  n_ctx: int, pooling: gguf.PoolingType, vocab: list[str]) -> None:
     special = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"}
@@ -139,16 +223,21 @@ def _bert_header(w: gguf.GGUFWriter, *, n_embd: int, n_head: int, n_ff: int, n_l
     w.add_add_sep_token(True)
 
 
-def tiny_bert(out: Path, *, rerank: bool) -> None:
-    """A 2-layer BERT; ``rerank`` adds the classifier head and rank pooling."""
+# (n_embd, n_head, n_ff, n_layer) of the tiny test BERTs and of all-MiniLM-L6-v2
+BERT_SHAPES = {"tiny": (64, 4, 128, 2), "minilm": (384, 12, 1536, 6)}
+
+
+def tiny_bert(out: Path, *, rerank: bool, shape: str = "tiny") -> None:
+    """A random BERT (2 layers when tiny); ``rerank`` adds the classifier head and rank pooling."""
     rng = np.random.default_rng(SEED + (1 if rerank else 0))
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
     vocab += list(string.ascii_lowercase) + ["##" + c for c in string.ascii_lowercase]
     vocab += list(string.digits + string.punctuation)
     vocab = list(dict.fromkeys(vocab))  # "a" is a word and a letter: BERT vocabs must be unique
-    n_vocab, n_embd, n_head, n_ff, n_layer, n_ctx = len(vocab), 64, 4, 128, 2, 512
+    n_embd, n_head, n_ff, n_layer = BERT_SHAPES[shape]
+    n_vocab, n_ctx = len(vocab), 512
     w = gguf.GGUFWriter(str(out), "bert")
-    w.add_name("hal0-tiny-rerank" if rerank else "hal0-tiny-embed")
+    w.add_name(f"hal0-{shape}-rerank" if rerank else f"hal0-{shape}-embed")
     w.add_file_type(gguf.LlamaFileType.ALL_F32)
     pooling = gguf.PoolingType.RANK if rerank else gguf.PoolingType.MEAN
     _bert_header(w, n_embd=n_embd, n_head=n_head, n_ff=n_ff, n_layer=n_layer,
@@ -254,6 +343,12 @@ def main(argv: list[str]) -> int:
         tiny_chat(out / "tiny-chat.gguf")
         tiny_bert(out / "tiny-embed.gguf", rerank=False)
         tiny_bert(out / "tiny-rerank.gguf", rerank=True)
+        return 0
+    if len(argv) == 3 and argv[0] == "bert" and argv[1] in BERT_SHAPES:
+        tiny_bert(Path(argv[2]), rerank=False, shape=argv[1])
+        return 0
+    if len(argv) == 3 and argv[0] == "llama" and argv[1] in LLAMA_SHAPES:
+        llama_shaped(Path(argv[2]), argv[1])
         return 0
     if len(argv) == 3 and argv[0] == "minilm":
         minilm(Path(argv[1]), Path(argv[2]))
