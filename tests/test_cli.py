@@ -115,3 +115,15 @@ def test_the_catalogue_marks_what_fits_this_box(tmp_path: Path) -> None:
     small = catalog("--fits", "--kind", "embed")
     assert small and all(e["fits"] and e["kind"] == "embed" for e in small)
     assert {e["id"] for e in small} == {i for i, e in every.items() if e["fits"] and e["kind"] == "embed"}
+
+
+def test_json_and_system_work_before_and_after_the_command() -> None:
+    from hal0.cli import build_parser
+
+    parser = build_parser()
+    for argv in (["--json", "probe"], ["probe", "--json"], ["--json", "slot", "list"], ["slot", "list", "--json"]):
+        assert parser.parse_args(argv).json, argv  # `hal0 --json probe` once printed text
+    for argv in (["--system", "slot", "list"], ["slot", "list", "--system"]):
+        assert parser.parse_args(argv).system, argv
+    plain = parser.parse_args(["slot", "list"])
+    assert plain.json is False and plain.system is False

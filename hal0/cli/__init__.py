@@ -111,11 +111,15 @@ def _runner_cmd(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # Accepted before and after the command (`hal0 --json probe`, `hal0 probe --json`): a command's
+    # own copy must not reset what was given before it, hence SUPPRESS there and the defaults on top.
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--json", action="store_true", help="machine-readable output")
-    common.add_argument("--system", action="store_true", help="use /etc/hal0 and /var/lib/hal0")
-    p = argparse.ArgumentParser(prog="hal0", description="A private, OpenAI-compatible inference appliance.",
-                                parents=[common])
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output")
+    common.add_argument("--system", action="store_true", default=argparse.SUPPRESS,
+                        help="use /etc/hal0 and /var/lib/hal0")
+    p = argparse.ArgumentParser(prog="hal0", description="A private, OpenAI-compatible inference appliance.")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--system", action="store_true", help="use /etc/hal0 and /var/lib/hal0")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, fn: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
