@@ -155,6 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
     backend_cmd.add_parser(sub, common)
     sub.choices["backend"].set_defaults(func=_client("backend_cmd"))
 
+    from hal0.cli import worker_cmd
+
+    worker_cmd.add_parser(sub, common)
+    sub.choices["worker"].set_defaults(func=_client("worker_cmd"))
+
     runner_cli.add_parser(sub, common)
     sub.choices["runner"].set_defaults(func=_runner_cmd)
 

@@ -27,7 +27,7 @@ ALIASES = {
 }
 REPEATABLE = frozenset({"--lora", "--lora-scaled", "--control-vector", "--control-vector-scaled",
                         "--override-kv", "--override-tensor", "-ot"})
-RESERVED = frozenset({"--host", "--port", "--model"})  # hal0 routes by them
+RESERVED = frozenset({"--host", "--port", "--model", "--rpc"})  # hal0 routes by them (and checks the workers)
 _MODE_FLAGS = {Modality.EMBEDDINGS: "--embedding", Modality.RERANK: "--reranking"}
 
 
@@ -77,10 +77,13 @@ class LlamaServer:
         if reserved:
             raise SlotStartFailed(f"[server].extra_args of slot {slot.name!r} may not set "
                                   f"{', '.join(reserved)}: hal0 sets them", slot=slot.name)
-        gpu_layers = 0 if slot.backend == "cpu" else slot.model.gpu_layers
+        # Layers offloaded go to the RPC workers too (llama.cpp counts each worker as a device).
+        gpu_layers = 0 if slot.backend == "cpu" and not slot.rpc else slot.model.gpu_layers
         base = [str(binary), "--model", str(model.path), "--host", "127.0.0.1", "--port", str(slot.port),
                 "--alias", model.id, "--ctx-size", str(slot.model.context_size),
                 "--n-gpu-layers", str(gpu_layers)]
+        if slot.rpc:
+            base += ["--rpc", ",".join(slot.rpc)]
         if slot.server.threads > 0:
             base += ["--threads", str(slot.server.threads)]
         kind = slot_kind(slot.name, self.name, slot.server.extra_args)

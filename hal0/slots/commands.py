@@ -15,6 +15,7 @@ from hal0.slots.process import BackendProcess
 __all__ = [
     "Autorestart", "Autostart", "BackendLost", "Command", "Disable", "Enable", "EnsureReady", "IdleCheck", "KeepAlive",
     "Load", "Restart", "SetBackend", "Shutdown", "Swap", "Unload", "UnloadIdle",
+    "WorkerCheck",
 ]
 
 
@@ -117,3 +118,8 @@ class BackendLost(Command):
 
     proc: BackendProcess
     reason: str
+
+
+@dataclass(frozen=True)
+class WorkerCheck(Command):
+    """In ``error`` because an RPC worker was unreachable: look again, start once all answer."""

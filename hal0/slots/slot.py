@@ -38,14 +38,15 @@ from hal0.errors import (
     SlotStartFailed,
     SlotStateError,
     SlotSwapFailed,
+    WorkerUnreachable,
 )
 from hal0.hardware.fit import too_large
 from hal0.models.pulls import PullJob, Pulls
 from hal0.models.registry import Registry, ResolvedModel
 from hal0.paths import Paths
-from hal0.providers import PROVIDERS, Provider, get_provider
+from hal0.providers import PROVIDERS, Provider, Readiness, get_provider
 from hal0.roles import slot_kind
-from hal0.slots import readiness
+from hal0.slots import readiness, workers
 from hal0.slots.changes import ChangeChannel
 from hal0.slots.commands import (
     Autorestart,
@@ -64,6 +65,7 @@ from hal0.slots.commands import (
     Swap,
     Unload,
     UnloadIdle,
+    WorkerCheck,
 )
 from hal0.slots.gate import Gate
 from hal0.slots.owner import Owner
@@ -78,6 +80,7 @@ __all__ = ["Slot", "SlotDeps"]
 log = logging.getLogger("hal0.slots")
 S = SlotState
 _NOT_ERROR = tuple(set(SlotState) - {SlotState.ERROR})
+_WORKER_TIMEOUT_S = 2.0  # one TCP connect to an RPC worker
 
 
 def _retrieve(fut: asyncio.Future[Any]) -> None:
@@ -156,6 +159,7 @@ class Slot(Owner):
         self._tg: asyncio.TaskGroup | None = None
         self._timers: dict[type[Command], asyncio.TimerHandle] = {}
         self._writer = StateWriter(deps.paths.slot_state_dir(config.name) / "state.json", self._state_json)
+        self._workers: dict[str, str] = dict.fromkeys(config.rpc, "unknown")  # RPC worker -> "up" or why not
 
     # --- reading -----------------------------------------------------------------
 
@@ -172,7 +176,7 @@ class Slot(Owner):
             message=self._message, last_error=self._last_error, inflight=self._gate.active,
             queued=self._gate.queued, updated_at=self._updated_at, starts=self._starts,
             pull=self._pull.to_json() if self._pull is not None else None, loaded_at=self._loaded_at,
-            expires_at=self._expires_at())
+            expires_at=self._expires_at(), workers=dict(self._workers))
 
     def _expires_at(self) -> float | None:
         """Wall time the running backend will be unloaded if no request comes (None: never)."""
@@ -383,6 +387,8 @@ class Slot(Owner):
                 return await self._handle_keep_alive(seconds)
             case UnloadIdle():
                 await self._handle_unload_idle()
+            case WorkerCheck():
+                await self._handle_worker_check()
             case _:
                 raise InternalError(f"slot {self.name} does not know the command {cmd!r}",
                                     slot=self.name, command=cmd.label)
@@ -498,6 +504,31 @@ class Slot(Owner):
         with contextlib.suppress(Hal0Error):  # _start recorded it and, within the limit, scheduled a retry
             await self._start(self._require_model(None), retry=True)
 
+    async def _handle_worker_check(self) -> None:
+        """In ``error`` because an RPC worker was unreachable: start again once every worker
+        answers, else look again after the liveness interval."""
+        if self._state is not S.ERROR or self._proc is not None or not self.config.enabled:
+            return
+        states = await workers.check(self.config.rpc, _WORKER_TIMEOUT_S)
+        if states != self._workers:
+            self._workers = states
+            self._publish()
+        if workers.down_message(states) is not None:
+            self._arm(WorkerCheck, self._worker_interval())
+            return
+        with contextlib.suppress(Hal0Error):  # _start recorded it (and what follows)
+            await self._start(self._require_model(None), retry=True)
+
+    def _worker_interval(self) -> float:
+        return self._deps.settings.liveness_interval_s or 2.0
+
+    async def _check_workers(self) -> None:
+        """Raise WorkerUnreachable naming every RPC worker that does not accept a connection."""
+        self._workers = await workers.check(self.config.rpc, _WORKER_TIMEOUT_S)
+        if (down := workers.down_message(self._workers)) is not None:
+            raise WorkerUnreachable(f"{self.name}: {down}; it starts again by itself once they answer",
+                                    slot=self.name, workers=self._workers)
+
     def _idle_after(self) -> float:
         """Seconds without a request before the idle check acts (0: never)."""
         if self._keep_alive is None:
@@ -553,8 +584,15 @@ class Slot(Owner):
     def _probe(self, provider: Provider) -> readiness.Probe:
         session, url = self._deps.session, self.base_url
 
-        def probe() -> Any:
-            return provider.probe(session, url)
+        rpc = self.config.rpc
+
+        async def probe() -> Any:
+            ready = await provider.probe(session, url)
+            # The split model cannot run without every worker.
+            if rpc and ready is Readiness.READY and workers.down_message(
+                    await workers.check(rpc, _WORKER_TIMEOUT_S)) is not None:
+                return Readiness.DOWN
+            return ready
         return probe
 
     async def _check_fit(self, model: ResolvedModel) -> None:
@@ -591,6 +629,8 @@ class Slot(Owner):
         self._transition(S.STARTING, f"starting {model.id}")
         sup, cfg = self._deps.supervision, self._deps.settings
         try:
+            if self.config.rpc:
+                await self._check_workers()
             if not port_is_free(self.config.port):
                 raise SlotPortInUse(f"port {self.config.port} of slot {self.name} is in use by another "
                                     "program", slot=self.name, port=self.config.port)
@@ -609,6 +649,12 @@ class Slot(Owner):
             await self._discard_process(0)
             self._transition(S.OFFLINE, "start cancelled")
             raise
+        except WorkerUnreachable as e:  # not the backend's fault: no backoff, no giving up
+            await self._discard_process(self._grace())
+            self._last_error = e.message
+            self._transition(S.ERROR, e.message)
+            self._arm(WorkerCheck, self._worker_interval())
+            raise SlotStartFailed(e.message, slot=self.name, model=ref, workers=self._workers) from None
         except Hal0Error as e:
             await self._discard_process(self._grace())
             self._after_failure(e.message, retry=retry)
@@ -653,6 +699,9 @@ class Slot(Owner):
         cfg = self._deps.settings
         reason = await readiness.watch(self._probe(provider), proc, interval_s=cfg.liveness_interval_s,
                                        failures=cfg.liveness_failures)
+        if self.config.rpc and (down := workers.down_message(await workers.check(self.config.rpc,
+                                                                                   _WORKER_TIMEOUT_S))):
+            reason = f"{down}: {reason}"  # the worker is why; the owner restarts once it answers
         if proc is self._proc:
             self.send_nowait(BackendLost(proc, reason))
 
@@ -716,7 +765,7 @@ class Slot(Owner):
         self.send_nowait(kind())
 
     def _disarm(self) -> None:
-        for kind in (IdleCheck, UnloadIdle, Autorestart):
+        for kind in (IdleCheck, UnloadIdle, Autorestart, WorkerCheck):
             self._arm(kind, 0)
 
     # --- the one state change --------------------------------------------------------

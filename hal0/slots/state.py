@@ -66,6 +66,7 @@ class SlotSnapshot:
     pull: dict[str, Any] | None = None  # the pull's progress while ``pulling``
     loaded_at: float | None = None  # wall time of the latest successful load (a start that became ready)
     expires_at: float | None = None  # wall time the backend unloads if no request comes (None: never)
+    workers: dict[str, str] = field(default_factory=dict)  # RPC worker -> "up", "unknown" or why it is down
 
     @property
     def served(self) -> frozenset[str]:
@@ -81,7 +82,8 @@ class SlotSnapshot:
                 "pid": self.pid, "message": self.message, "last_error": self.last_error,
                 "inflight": self.inflight, "queued": self.queued, "updated_at": self.updated_at,
                 "starts": self.starts, "loaded_at": self.loaded_at,
-                "expires_at": self.expires_at, **({"pull": self.pull} if self.pull else {})}
+                "expires_at": self.expires_at, **({"pull": self.pull} if self.pull else {}),
+                **({"workers": self.workers} if self.workers else {})}
 
 
 @dataclass(frozen=True)
