@@ -14,7 +14,7 @@ from hal0.config import Hal0Config
 from hal0.dispatch.h1 import H1Pool
 from hal0.dispatch.proxy import AiohttpAnswer, Answer, forward, request_headers, send
 from hal0.dispatch.resolve import DispatchView, Route, SlotView, resolve
-from hal0.dispatch.upstreams import Upstreams
+from hal0.dispatch.upstreams import Upstream, Upstreams
 from hal0.errors import ModelNotFound, SlotUnreachable, UpstreamUnavailable
 from hal0.models.registry import ModelEntry, Registry
 from hal0.slots import Slot, SlotChanged, SlotManager, SlotSnapshot
@@ -72,13 +72,23 @@ class Dispatcher:
         return cached[2]
 
     async def route(self, model: str | None, path: str) -> Route:
-        """Resolve; an unknown id first refreshes stale upstream model lists, then tries again."""
+        """Resolve; an unknown id first refreshes the upstream model lists that may be out of date
+        (stale ones, and a peer's not fetched within the last seconds), then tries again."""
         try:
-            return resolve(model, path, self.view())
+            route = resolve(model, path, self.view())
         except ModelNotFound:
-            if model and await self.upstreams.refresh_stale(self._session):
+            if model and await self.upstreams.refresh_stale(self._session, miss=True):
                 return resolve(model, path, self.view())
             raise
+        if route.fallback and await self.upstreams.refresh_stale(self._session, miss=True):
+            return resolve(model, path, self.view())
+        return route
+
+    def _upstream(self, name: str) -> Upstream:
+        """The upstream a route names; raises UpstreamDown (503 at once) when its health check failed."""
+        up = self.upstreams.by_name[name]
+        up.require_up()
+        return up
 
     async def handle(self, request: web.Request, path: str, body: dict[str, Any], raw: bytes) -> web.StreamResponse:
         """A JSON request (``raw`` is its text): ``model`` is rewritten to the id the slot's backend
@@ -115,7 +125,7 @@ class Dispatcher:
         model = body.get("model")
         route = await self.route(model if isinstance(model, str) else None, path)
         if route.upstream is not None:
-            up = self.upstreams.by_name[route.upstream]
+            up = self._upstream(route.upstream)
             data = json.dumps(body).encode()
             up_headers = request_headers(request, {"Content-Type": "application/json", **up.headers()})
 
@@ -143,7 +153,7 @@ class Dispatcher:
                       translate: Serve | None = None) -> web.StreamResponse:
         route = await self.route(model, path)
         if route.upstream is not None:
-            up = self.upstreams.by_name[route.upstream]
+            up = self._upstream(route.upstream)
             data = render(None)
             headers = request_headers(request, {"Content-Type": content_type, **up.headers()})
 

@@ -75,12 +75,16 @@ def _slots_ctx(autostart: bool, supervision: Supervision):  # type: ignore[no-un
         async with SlotManager(deps, app[SLOT_CONFIGS], app[EVENTS], autostart=autostart) as manager:
             app[SLOTS] = manager
             app[CAPABILITIES] = CapabilityService(app[PATHS], cfg, app[REGISTRY], manager)
-            upstreams = Upstreams(cfg.upstreams)
+            upstreams = Upstreams(cfg.upstreams, cfg.peers)
             app[DISPATCHER] = Dispatcher(cfg, manager, app[REGISTRY], upstreams, app[HTTP])
             try:
                 async with asyncio.TaskGroup() as tg:
                     tg.create_task(upstreams.refresh_stale(app[HTTP]))  # first model lists, in the background
-                    yield
+                    health = tg.create_task(upstreams.watch(app[HTTP]))  # runs until the app stops
+                    try:
+                        yield
+                    finally:
+                        health.cancel()
             finally:
                 app[DISPATCHER].close()
     return ctx

@@ -20,8 +20,9 @@ __all__ = ["routes"]
 routes = web.RouteTableDef()
 
 def _model_list(app: web.Application) -> list[dict[str, Any]]:
-    """Slot names (built-ins first), then the models they run, then remote ids: from the slot
-    directory (kept by the change channel) and the upstream lists, never from a backend."""
+    """Slot names (built-ins first), then the models they run, then remote ids (an upstream's, a
+    peer's with ``peer`` and ``owned_by`` naming it; ``state`` "down" when its health check failed):
+    from the slot directory (kept by the change channel) and the upstream lists, never from a backend."""
     created = int(app[STARTED_WALL])
     snaps = app[SLOTS].snapshots()
     entries: list[dict[str, Any]] = []
@@ -39,7 +40,12 @@ def _model_list(app: web.Application) -> list[dict[str, Any]]:
             add(snap.model, slot=snap.name, state=str(snap.state), modality=snap.kind)
     upstreams = app[DISPATCHER].upstreams
     for mid, name in upstreams.model_map().items():
-        add(mid, upstream=name, state="remote", modality="remote")
+        up = upstreams.by_name[name]
+        state = "remote" if up.up else "down"
+        if up.kind == "peer":  # another hal0: owned by it, named for it
+            add(mid, owned_by=name, peer=name, upstream=name, state=state, modality="remote")
+        else:
+            add(mid, upstream=name, state=state, modality="remote")
     return entries
 
 

@@ -20,6 +20,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from hal0.backends import engine_settings
 from hal0.config import is_loopback, load_config
@@ -156,9 +157,10 @@ class _Worker:
                 allow = ", ".join(str(n) for n in self.opts.allow)
                 log.info("hal0 worker listening on %s:%d (rpc-server pid %d; allowed: %s)",
                          self.opts.host, self.opts.port, proc.pid, allow)
-                stopping: asyncio.Future[object] = asyncio.ensure_future(self.stop.wait())
+                stopping = asyncio.ensure_future(self.stop.wait())
+                either: set[asyncio.Future[Any]] = {proc.exited, stopping}
                 try:
-                    await asyncio.wait({proc.exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                    await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
                 finally:
                     stopping.cancel()
             finally:
