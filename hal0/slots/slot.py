@@ -497,6 +497,9 @@ class Slot(Owner):
         self._disarm()
         self._after_failure(reason, log_lines=True, retry=True)  # out of the dispatchable set first
         await proc.stop(0)  # it exited, or hangs: nothing to wait for (SIGKILL also ends a SIGSTOP)
+        if self.config.rpc:  # which workers are gone, for `hal0 status`
+            self._workers = await workers.check(self.config.rpc, _WORKER_TIMEOUT_S)
+            self._publish()
 
     async def _handle_autorestart(self) -> None:
         if self._state is not S.ERROR or not self.config.enabled:
