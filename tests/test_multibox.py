@@ -18,6 +18,7 @@ import signal
 import socket
 import struct
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -84,12 +85,14 @@ class Worker:
     proc: subprocess.Popen[str]
     addr: str
     log: list[str]
+    drain: threading.Thread
 
     def stop(self) -> int:
+        """SIGTERM, as systemd stops it; its exit code once its whole log is read."""
         self.proc.send_signal(signal.SIGTERM)
-        out, _ = self.proc.communicate(timeout=60)
-        self.log.append(out)
-        return self.proc.returncode
+        code = self.proc.wait(timeout=60)
+        self.drain.join(timeout=60)
+        return code
 
 
 @contextmanager
@@ -106,16 +109,17 @@ def worker(boxes: Boxes, home: Path, port: int, allow: str) -> Iterator[Worker]:
                 break
         else:
             raise RuntimeError("hal0 worker exited before listening:\n" + "".join(log))
-        yield Worker(proc, f"{boxes.b}:{port}", log)
+        drain = threading.Thread(target=lambda: log.extend(proc.stdout or ()), daemon=True)
+        drain.start()  # a full pipe would block the worker (it logs rpc-server's output)
+        yield Worker(proc, f"{boxes.b}:{port}", log, drain)
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)  # it stops rpc-server; a kill would orphan it
             try:
-                proc.communicate(timeout=60)
+                proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        proc.stdout.close()
 
 
 def init_box(home: Path, model: str, **slots: float | int) -> str:
