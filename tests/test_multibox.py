@@ -102,6 +102,7 @@ def worker(boxes: Boxes, home: Path, port: int, allow: str) -> Iterator[Worker]:
     proc = subprocess.Popen(argv, env=hal0_env(home), stderr=subprocess.STDOUT, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     log: list[str] = []
+    drain: threading.Thread | None = None
     try:
         for line in proc.stdout:
             log.append(line)
@@ -120,6 +121,9 @@ def worker(boxes: Boxes, home: Path, port: int, allow: str) -> Iterator[Worker]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        if drain is not None:
+            drain.join(timeout=60)
+        proc.stdout.close()
 
 
 def init_box(home: Path, model: str, **slots: float | int) -> str:
