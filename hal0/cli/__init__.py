@@ -30,7 +30,8 @@ def cmd_unit(args: argparse.Namespace) -> int:
     """The systemd unit hal0 runs as (what install.sh writes to /etc/systemd/system)."""
     from importlib import resources
 
-    print(resources.files("hal0.systemd").joinpath("hal0.service").read_text(), end="")
+    name = "hal0-worker.service" if args.worker else "hal0.service"
+    print(resources.files("hal0.systemd").joinpath(name).read_text(), end="")
     return 0
 
 
@@ -112,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
         return sp
 
     add("version", cmd_version, "print the version")
-    add("unit", cmd_unit, "print hal0's systemd unit (packaging/systemd/hal0.service)")
+    u = add("unit", cmd_unit, "print hal0's systemd unit (packaging/systemd/hal0.service)")
+    u.add_argument("--worker", action="store_true", help="the unit of `hal0 worker` (hal0-worker.service)")
     s = add("serve", cmd_serve, "run the API server and its slots in the foreground")
     s.add_argument("--host", help="address to listen on (default: [api].host)")
     s.add_argument("--port", type=int, help="port to listen on (default: [api].port)")
