@@ -28,7 +28,14 @@ from typing import Any
 
 import pytest
 
-from tests.helpers.env import HAL0, free_port, hal0_env, manifest
+from hal0.config.defaults import render_slot_toml
+from hal0.config.load import load_slot, split_hostport
+from hal0.config.schema import ProviderConfig, SlotConfig
+from hal0.models.registry import ResolvedModel
+from hal0.paths import Paths
+from hal0.providers.llama_server import LlamaServer
+from hal0.worker.gate import Gate, parse_allow
+from tests.helpers.env import HAL0, REPO, free_port, hal0_env, manifest
 from tests.helpers.serve import Served, serving, setup_home
 
 pytestmark = [pytest.mark.backends, pytest.mark.slow]
@@ -344,3 +351,51 @@ def test_an_upstream_gets_the_same_health_checks(tmp_path: Path) -> None:
             timeout=10)
         code, body = complete(a, token_a, "tiny-chat")
         assert code == 503 and body["error"]["code"] == "upstream.unavailable", body
+
+
+# --- pure parts ---------------------------------------------------------------------------------
+
+def test_the_gate_allows_only_its_networks() -> None:
+    gate = Gate(parse_allow(["10.0.0.5", "192.168.1.0/24", "fd00::/8"]), 1)
+    assert [gate.allowed(h) for h in ("10.0.0.5", "10.0.0.6", "192.168.1.77", "192.168.2.1", "::ffff:10.0.0.5",
+                                      "fd12::1", "fe80::1%eth0", "127.0.0.1", "not-an-address")] == [
+        True, False, True, False, True, True, False, False, False]
+    with pytest.raises(ValueError, match=re.escape("192.168.1.0/33")):
+        parse_allow(["192.168.1.0/33"])
+
+
+@pytest.mark.parametrize(("addr", "want"), [
+    ("10.0.0.2:50052", ("10.0.0.2", 50052)), ("box-b.lan:1", ("box-b.lan", 1)), ("[fd00::2]:50052", ("fd00::2", 50052)),
+])
+def test_worker_addresses_split(addr: str, want: tuple[str, int]) -> None:
+    assert split_hostport(addr) == want
+
+
+def test_a_slot_s_workers_survive_a_rewrite_of_its_toml(paths: Paths) -> None:
+    """hal0 rewrites a slot's TOML (enable, disable, backend): its ``rpc`` list must stay."""
+    slot = SlotConfig(name="big", port=8090, rpc=("10.0.0.2:50052", "[fd00::3]:50052"))
+    paths.slots_dir.mkdir(parents=True)
+    paths.slot_toml("big").write_text(render_slot_toml(slot))
+    assert load_slot(paths.slot_toml("big")) == slot
+    assert "rpc" not in render_slot_toml(SlotConfig(name="small", port=8091))
+
+
+def test_the_llama_server_argv_names_the_workers_and_offloads_to_them() -> None:
+    """A cpu slot offloads nothing, unless it has workers: then its layers go to them (-1: all)."""
+    m = manifest()
+    settings = ProviderConfig(bin=m["llama_server"]["bin"])
+    model = ResolvedModel("tiny-chat", Path(m["models"]["tiny-chat"]))
+    alone = LlamaServer().launch(SlotConfig(name="primary", port=8090), model, settings, Path("/tmp")).argv
+    split = LlamaServer().launch(SlotConfig(name="primary", port=8090, rpc=("10.0.0.2:1", "10.0.0.3:2")), model,
+                                 settings, Path("/tmp")).argv
+    assert "--rpc" not in alone and alone[alone.index("--n-gpu-layers") + 1] == "0"
+    assert split[split.index("--rpc") + 1] == "10.0.0.2:1,10.0.0.3:2"
+    assert split[split.index("--n-gpu-layers") + 1] == "-1"
+
+
+def test_the_worker_unit_runs_hal0_worker(tmp_path: Path) -> None:
+    out = subprocess.run([*HAL0, "unit", "--worker"], env=hal0_env(tmp_path), capture_output=True, text=True,
+                         check=True).stdout
+    assert "ExecStart=/usr/local/bin/hal0 worker --system $HAL0_WORKER_ARGS" in out
+    assert "EnvironmentFile=-/etc/hal0/worker.env" in out
+    assert (REPO / "packaging/systemd/hal0-worker.service").read_text() == out
