@@ -42,7 +42,8 @@ class Route:
     slot: str | None = None
     upstream: str | None = None
     model: str | None = None  # the client's model field, or None
-    fallback: bool = field(default=False, compare=False)  # an unknown model sent to the path's default slot (``unknown_model = "default"``)
+    # An unknown model sent to the path's default slot (``unknown_model = "default"``).
+    fallback: bool = field(default=False, compare=False)
 
 
 def _slot_route(s: SlotView | None, name: str, view: DispatchView, path: str, model: str | None) -> Route:
