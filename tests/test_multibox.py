@@ -291,22 +291,28 @@ def test_a_slot_whose_worker_is_missing_names_it_and_starts_once_it_appears(boxe
 def test_a_peer_s_models_are_listed_as_remote_served_through_it_and_marked_down(boxes: Boxes,
                                                                                 tmp_path: Path) -> None:
     """Box A lists box B's models as remote (named for the peer), answers a request for one through
-    B with B's answer, and marks B down within seconds of B stopping: its models then answer 503
+    B with B's answer, finds a model B loads later on the first requests that name it (long before
+    the list's TTL), and marks B down within seconds of B stopping: its models then answer 503
     ``upstream.unavailable`` at once."""
     models = manifest()["models"]
     home_a, home_b = tmp_path / "a", tmp_path / "b"
     token_a = init_box(home_a, models["tiny-chat"])
     set_slot(home_a, "primary", enabled=False)  # box A runs no model of its own
     init_box(home_b, models["tiny-chat"])
+    later = tmp_path / "tiny-chat-later.gguf"
+    shutil.copyfile(models["tiny-chat"], later)
+    add_slot(home_b, "later", str(later))
+    set_slot(home_b, "later", enabled=False)
     token_b = subprocess.run([*HAL0, "token", "create", "box-a", "--scope", "inference", "--json"],
                              env=hal0_env(home_b), capture_output=True, text=True, check=True).stdout
     secret = json.loads(token_b)["token"]
     port_b = free_port()
     with (home_a / "etc/hal0.toml").open("a") as f:
         f.write(f'\n[peers.boxb]\nurl = "http://{boxes.b}:{port_b}"\ntoken_env = "BOXB_TOKEN"\n'
-                'health_interval_s = 0.5\n')
+                'health_interval_s = 0.5\nmodels_ttl_s = 3600\n')
     with serving(home_b, argv=boxes.exec(HAL0), port=port_b, host=boxes.b) as b:
-        b.load("primary", (home_b / "etc/admin.token").read_text().strip())
+        admin_b = (home_b / "etc/admin.token").read_text().strip()
+        b.load("primary", admin_b)
         direct = complete(b, secret, "tiny-chat")
         assert direct[0] == 200
         with serving(home_a, env=hal0_env(home_a, BOXB_TOKEN=secret)) as a:
@@ -316,6 +322,11 @@ def test_a_peer_s_models_are_listed_as_remote_served_through_it_and_marked_down(
             through = complete(a, token_a, "tiny-chat")
             assert through[0] == 200, through
             assert through[1]["choices"][0]["text"] == direct[1]["choices"][0]["text"]
+
+            assert b.post("/api/slots/later/enable", admin_b, {})[0] == 200
+            b.load("later", admin_b)  # box A's list (TTL an hour) does not have it: a miss refreshes it
+            until("B's new model answered through A", lambda: complete(a, token_a, "tiny-chat-later")[0] == 200,
+                  timeout=20)
             assert b.stop() == 0
 
             def peer() -> dict[str, Any]:

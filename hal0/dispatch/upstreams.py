@@ -14,6 +14,7 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -62,7 +63,7 @@ class Upstream:
         self._refresh: asyncio.Task[None] | None = None
         self.down_reason = ""  # why the latest health check failed; "" while up
         self.checked_at: float | None = None
-        self.on_models: list[Any] = []  # callbacks after a new model list (the Upstreams' cache)
+        self.on_models: list[Callable[[], None]] = []  # called after a new model list (the Upstreams' cache)
 
     def headers(self) -> dict[str, str]:
         key = os.environ.get(self.config.key_env, "") if self.config.key_env else ""
