@@ -13,6 +13,10 @@
 #   --no-engines          do not install the voice/image engines the slots need [HAL0_NO_ENGINES=1]
 #   --no-models           do not pull the slots' default models [HAL0_NO_MODELS=1]
 #   --no-start            install, but do not start the service [HAL0_NO_START=1]
+#   --worker              install hal0-worker.service (llama.cpp's rpc-server for other boxes'
+#                         slots, docs/multi-box.md) instead of the API server [HAL0_WORKER=1]
+#   --worker-args ARGS    its arguments, kept in /etc/hal0/worker.env, e.g.
+#                         "--host 192.168.1.20 --allow 192.168.1.10/32" [HAL0_WORKER_ARGS]
 #   --uninstall [--purge] remove the service, the command and the pyz; --purge also removes
 #                         /etc/hal0, /var/lib/hal0 and the hal0 user
 #   --yes                 accepted for scripts that pass it: the installer never asks anything
@@ -29,15 +33,18 @@ FLAVOR=${HAL0_LLAMA_FLAVOR:-auto}
 NO_ENGINES=${HAL0_NO_ENGINES:-}
 NO_MODELS=${HAL0_NO_MODELS:-}
 NO_START=${HAL0_NO_START:-}
+WORKER=${HAL0_WORKER:-}
+WORKER_ARGS=${HAL0_WORKER_ARGS:-}
 UNINSTALL=
 PURGE=
 PREFIX=/opt/hal0
 BIN=/usr/local/bin/hal0
 UNIT=/etc/systemd/system/hal0.service
+WORKER_UNIT=/etc/systemd/system/hal0-worker.service
 
 say() { printf 'hal0: %s\n' "$*"; }
 die() { printf 'hal0: %s\n' "$*" >&2; exit 1; }
-usage() { sed -n '2,22s/^# \{0,1\}//p' "$0" 2>/dev/null || true; exit "${1:-0}"; }
+usage() { sed -n '2,24s/^# \{0,1\}//p' "$0" 2>/dev/null || true; exit "${1:-0}"; }
 
 while [ $# -gt 0 ]; do
   case $1 in
@@ -48,6 +55,8 @@ while [ $# -gt 0 ]; do
     --no-engines) NO_ENGINES=1 ;;
     --no-models) NO_MODELS=1 ;;
     --no-start) NO_START=1 ;;
+    --worker) WORKER=1 ;;
+    --worker-args) WORKER_ARGS=${2?--worker-args needs the arguments of hal0 worker}; shift ;;
     --uninstall) UNINSTALL=1 ;;
     --purge) PURGE=1 ;;
     --yes|-y) ;;
@@ -61,11 +70,13 @@ done
 [ "$(id -u)" = 0 ] || die "run as root: sudo sh install.sh ... (or curl ... | sudo -E sh)"
 
 if [ -n "$UNINSTALL" ]; then
-  if [ -f "$UNIT" ]; then
-    systemctl disable --now hal0 >/dev/null 2>&1 || true
-    rm -f "$UNIT"
-    systemctl daemon-reload
-  fi
+  for unit in "$UNIT" "$WORKER_UNIT"; do
+    if [ -f "$unit" ]; then
+      systemctl disable --now "$(basename "$unit")" >/dev/null 2>&1 || true
+      rm -f "$unit"
+      systemctl daemon-reload
+    fi
+  done
   rm -f "$BIN"
   rm -rf "$PREFIX"
   if [ -n "$PURGE" ]; then
@@ -104,7 +115,7 @@ version=$(SHIV_ROOT="$tmp/shiv" python3 "$tmp/hal0.pyz" version 2>/dev/null | aw
 
 upgrade=
 if [ -f "$UNIT" ]; then upgrade=1; fi
-if [ -z "$upgrade" ] && [ -n "${PORT:-}" ]; then
+if [ -z "$upgrade" ] && [ -z "$WORKER" ] && [ -n "${PORT:-}" ]; then
   python3 -c "import socket,sys; s=socket.socket(); s.bind(('0.0.0.0', int(sys.argv[1])))" "$PORT" 2>/dev/null ||
     die "port $PORT is in use: choose another with --port"
 fi
@@ -144,6 +155,32 @@ if [ -n "$LLAMA" ]; then
 elif [ -n "$ours" ] && printf '%s\n' "$providers" | grep -qx llama-server; then
   "$BIN" backend install --system llama-server --flavor "$FLAVOR" ||
     die "llama-server could not be installed (see above): fix that and run this again, or bring one: --llama-server PATH"
+fi
+
+if [ -n "$WORKER" ]; then
+  # A worker box: rpc-server beside [providers.llama-server].bin (installed or --llama-server), no API server.
+  if [ -n "$WORKER_ARGS" ] || [ ! -f /etc/hal0/worker.env ]; then
+    printf '# Arguments of hal0 worker (docs/multi-box.md); restart hal0-worker after a change.\n' \
+      > /etc/hal0/worker.env.new
+    printf 'HAL0_WORKER_ARGS=%s\n' "$WORKER_ARGS" >> /etc/hal0/worker.env.new
+    mv /etc/hal0/worker.env.new /etc/hal0/worker.env
+  fi
+  mkdir -p /var/lib/hal0
+  chown -R hal0:hal0 /etc/hal0 /var/lib/hal0
+  "$BIN" unit --worker > "$WORKER_UNIT.new"
+  mv "$WORKER_UNIT.new" "$WORKER_UNIT"
+  systemctl daemon-reload
+  systemctl enable hal0-worker >/dev/null 2>&1
+  if [ -n "$NO_START" ]; then
+    say "installed; start it with: systemctl start hal0-worker"
+    exit 0
+  fi
+  systemctl restart hal0-worker
+  sleep 2
+  systemctl is-active --quiet hal0-worker || die "hal0-worker did not start: journalctl -u hal0-worker -n 50"
+  say "hal0 worker $version is running with: $(sed -n 's/^HAL0_WORKER_ARGS=//p' /etc/hal0/worker.env)"
+  say "use it from a slot on another box: rpc = [\"THIS-ADDRESS:PORT\"] (docs/multi-box.md)"
+  exit 0
 fi
 if [ -z "$NO_ENGINES" ]; then
   for provider in $providers; do

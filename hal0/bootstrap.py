@@ -26,9 +26,11 @@ __all__ = ["describe_missing", "init_tree", "missing_models", "write_seeds"]
 def _default_hal0_toml(providers: dict[str, dict[str, str]]) -> str:
     data = to_dict(Hal0Config())
     data.pop("upstreams")
+    data.pop("peers")
     data["providers"] = providers
     return ("# hal0 configuration. Every key is optional; these are the defaults.\n"
-            "# Remote OpenAI-compatible servers go in [upstreams.NAME] tables.\n" + tomli_w.dumps(data))
+            "# Remote OpenAI-compatible servers go in [upstreams.NAME] tables, other hal0s in [peers.NAME]\n"
+            "# (docs/multi-box.md).\n" + tomli_w.dumps(data))
 
 
 def _create(path: Path, text: str, created: list[Path], mode: int = 0o644) -> None:

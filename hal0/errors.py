@@ -70,7 +70,10 @@ __all__ = [
     "SlotUnreachable",
     "SystemBusy",
     "SystemNoSpace",
+    "UpstreamDown",
     "UpstreamUnavailable",
+    "WorkerUnreachable",
+    "WorkerUnsafe",
     "anthropic_envelope",
     "anthropic_error_type",
     "envelope",
@@ -347,6 +350,26 @@ class CapabilityDisabled(Hal0Error):
 class UpstreamUnavailable(Hal0Error):
     status = 502
     code = "upstream.unavailable"
+
+
+class UpstreamDown(UpstreamUnavailable):
+    """The upstream or peer failed its latest health check: answered at once, not after a timeout."""
+
+    status = 503
+
+
+class WorkerUnreachable(Hal0Error):
+    """A slot's llama.cpp RPC worker (``rpc = [...]``) does not accept connections."""
+
+    status = 503
+    code = "slot.worker_unreachable"
+
+
+class WorkerUnsafe(Hal0Error):
+    """``hal0 worker`` asked to listen beyond loopback without an allow-list."""
+
+    status = 400
+    code = "worker.unsafe"
 
 
 class SlotUnreachable(Hal0Error):

@@ -39,6 +39,9 @@ def test_init_files_round_trip_to_the_same_config(paths: Paths) -> None:
     ("[upstreams.box]\nurl = 'ftp://x'\n", "upstreams.box.url", "http(s)"),
     ("[upstreams.box]\nmodels = ['a', 3]\n", "upstreams.box.models[1]", "expected a string"),
     ("[upstreams.box]\nmodels = []\n", "upstreams.box.url", "required"),
+    ("[peers.b]\nurl = 'b:8080'\n", "peers.b.url", "http(s)"),
+    ("[peers.b]\ntoken = 'secret'\nurl = 'http://b'\n", "peers.b.token", "unknown key"),
+    ("[peers.b]\nurl = 'http://b'\n[upstreams.b]\nurl = 'http://c'\n", "peers.b", "names are shared"),
     ("api = [\n", "", "not valid TOML"),
 ])
 def test_invalid_hal0_toml_names_file_and_key(paths: Paths, text: str, key: str, problem: str) -> None:
@@ -59,6 +62,12 @@ def test_invalid_hal0_toml_names_file_and_key(paths: Paths, text: str, key: str,
     ("port = 70000\n", "port"),
     ("port = 8090\nprovider = 'vllm'\n", "provider"),
     ("port = 8081\n", "port"),
+    ("port = 8090\nrpc = ['10.0.0.2']\n", "rpc[0]"),
+    ("port = 8090\nrpc = ['10.0.0.2:99999']\n", "rpc[0]"),
+    ("port = 8090\nrpc = ['fe80::1:50052']\n", "rpc[0]"),
+    ("port = 8090\nrpc = '10.0.0.2:50052'\n", "rpc"),
+    ("port = 8090\nrpc = ['b:1', 'b:1']\n", "rpc"),
+    ("port = 8090\nprovider = 'whisper'\nrpc = ['b:50052']\n", "rpc"),
 ])
 def test_invalid_slot_toml_names_file_and_key(paths: Paths, text: str, key: str) -> None:
     paths.slots_dir.mkdir(parents=True)

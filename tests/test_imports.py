@@ -47,7 +47,7 @@ LAYERS: tuple[frozenset[str], ...] = tuple(frozenset(layer.split()) for layer in
     "hardware client runners",  # the probe, the CLI's API client, the adapter servers
     "providers bootstrap llamacpp",  # how each backend is launched and probed; `hal0 init`; llama-server builds
     "slots",  # owners, processes, the gate, the change channel
-    "dispatch capabilities",  # /v1 routing and proxying; the capability service
+    "dispatch capabilities worker",  # /v1 routing and proxying; the capability service; `hal0 worker`
     "images dialects wyoming metrics",  # OpenAI <-> ComfyUI; Ollama, Anthropic, Responses, FIM; Wyoming; Prometheus
     "server",  # the aiohttp application
     "cli",

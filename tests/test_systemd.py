@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import socket
+import struct
 import urllib.request
 from pathlib import Path
 
@@ -177,3 +179,26 @@ def test_install_sh_on_debian_13_with_python_3_13(pyz: Path, tmp_path: Path) -> 
         chat = get(url + "/v1/chat/completions", token, {"messages": [{"role": "user", "content": "hi"}],
                                                          "max_tokens": 3})
         assert chat["model"] == "tiny"
+
+
+def test_install_sh_worker_installs_the_worker_service(pyz: Path, tmp_path: Path) -> None:
+    """``install.sh --worker``: hal0-worker.service (rpc-server behind the gate), no API server;
+    rpc-server found beside ``--llama-server``; ``--uninstall`` removes it."""
+    m = manifest()
+    port = free_port()
+    binds = {str(pyz.parent): "/mnt/dist", str(Path(m["llama_server"]["bin"]).parent): "/mnt/llama",
+             str(REPO / "install.sh"): "/mnt/install.sh"}
+    with booted(tmp_path, binds) as box:
+        out = box.run(f"sh /mnt/install.sh --pyz /mnt/dist/hal0.pyz --llama-server /mnt/llama/llama-server --worker "
+                      f"--worker-args '--host 127.0.0.1 --port {port} --threads 1'", timeout=300).stdout
+        assert "hal0 worker" in out and f"--port {port}" in out
+        verify = box.run("systemd-analyze verify /etc/systemd/system/hal0-worker.service", check=False)
+        assert verify.returncode == 0, verify.stderr
+        assert box.run("test -e /etc/systemd/system/hal0.service", check=False).returncode != 0
+        box.wait_for(f"journalctl -u hal0-worker | grep 'hal0 worker listening on 127.0.0.1:{port}'")
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:  # rpc-server's HELLO, protocol 5
+            sock.sendall(bytes([14]) + struct.pack("<Q", 24) + bytes([5, 0, 0]) + bytes(21))
+            assert struct.unpack("<Q", sock.recv(8))[0] > 0
+        assert "ggml-rpc-server" in box.run("journalctl -u hal0-worker").stdout
+        box.run("sh /mnt/install.sh --uninstall")
+        assert box.run("test -e /etc/systemd/system/hal0-worker.service", check=False).returncode != 0

@@ -30,7 +30,8 @@ def cmd_unit(args: argparse.Namespace) -> int:
     """The systemd unit hal0 runs as (what install.sh writes to /etc/systemd/system)."""
     from importlib import resources
 
-    print(resources.files("hal0.systemd").joinpath("hal0.service").read_text(), end="")
+    name = "hal0-worker.service" if args.worker else "hal0.service"
+    print(resources.files("hal0.systemd").joinpath(name).read_text(), end="")
     return 0
 
 
@@ -128,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
         return sp
 
     add("version", cmd_version, "print the version")
-    add("unit", cmd_unit, "print hal0's systemd unit (packaging/systemd/hal0.service)")
+    u = add("unit", cmd_unit, "print hal0's systemd unit (packaging/systemd/hal0.service)")
+    u.add_argument("--worker", action="store_true", help="the unit of `hal0 worker` (hal0-worker.service)")
     s = add("serve", cmd_serve, "run the API server and its slots in the foreground")
     s.add_argument("--host", help="address to listen on (default: [api].host)")
     s.add_argument("--port", type=int, help="port to listen on (default: [api].port)")
@@ -172,6 +174,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.choices["backend"].set_defaults(func=_client("backend_cmd"))
     gpu_cmd.add_parser(sub, common)
     sub.choices["gpu"].set_defaults(func=_client("gpu_cmd"))
+
+    from hal0.cli import worker_cmd
+
+    worker_cmd.add_parser(sub, common)
+    sub.choices["worker"].set_defaults(func=_client("worker_cmd"))
 
     runner_cli.add_parser(sub, common)
     sub.choices["runner"].set_defaults(func=_runner_cmd)

@@ -23,6 +23,16 @@ def run(args: argparse.Namespace, paths: Paths) -> int:
              "yes" if s["enabled"] else "no", s.get("model") or s.get("model_default") or "-")
             for s in st["slots"]]
     table(rows, ["SLOT", "STATE", "PROVIDER", "BACKEND", "PORT", "ENABLED", "MODEL"])
+    workers = [(s["name"], addr, "up" if why == "up" else "unknown" if why == "unknown" else f"down: {why}")
+               for s in st["slots"] for addr, why in s.get("workers", {}).items()]
+    if workers:
+        print()
+        table(workers, ["SLOT", "RPC WORKER", "STATE"])
+    remotes = [(u["name"], u["kind"], u["url"], u["state"] + (f": {u['reason']}" if u["reason"] else ""),
+                len(u["models"])) for u in st.get("upstreams", [])]
+    if remotes:
+        print()
+        table(remotes, ["REMOTE", "KIND", "URL", "STATE", "MODELS"])
     print()
     if mem := st.get("memory"):
         for what, key in (("RAM", "ram_bytes"), ("GPU", "gpu_bytes")):

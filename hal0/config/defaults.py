@@ -41,6 +41,7 @@ def render_slot_toml(slot: SlotConfig, note: str = "") -> str:
         "max_queue": slot.max_queue,
         "max_inflight": slot.max_inflight,
         "pinned": slot.pinned,
+        **({"rpc": list(slot.rpc)} if slot.rpc else {}),
         "model": {"default": slot.model.default, "context_size": slot.model.context_size,
                   "gpu_layers": slot.model.gpu_layers},
         "server": {"extra_args": list(slot.server.extra_args), "threads": slot.server.threads,

@@ -22,7 +22,8 @@ from hal0.errors import ConfigInvalid
 from hal0.paths import Paths
 from hal0.roles import Modality
 
-__all__ = ["SLOT_NAME_RE", "is_loopback", "load_config", "load_slot", "load_slots", "parse_section", "to_dict"]
+__all__ = ["SLOT_NAME_RE", "is_loopback", "load_config", "load_slot", "load_slots", "parse_section", "split_hostport",
+           "to_dict"]
 
 SLOT_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 T = TypeVar("T")
@@ -160,6 +161,11 @@ def load_config(paths: Paths) -> Hal0Config:
     for name, up in cfg.upstreams.items():
         if not up.url.startswith(("http://", "https://")):
             raise ConfigInvalid(str(file), f"upstreams.{name}.url", "must be an http(s) URL")
+    for name, peer in cfg.peers.items():
+        if not peer.url.startswith(("http://", "https://")):
+            raise ConfigInvalid(str(file), f"peers.{name}.url", "must be an http(s) URL")
+        if name in cfg.upstreams:
+            raise ConfigInvalid(str(file), f"peers.{name}", "an upstream has this name too; names are shared")
     if cfg.images.public_url and not cfg.images.public_url.startswith(("http://", "https://")):
         raise ConfigInvalid(str(file), "images.public_url", "must be an http(s) URL")
     if cfg.images.cache_max_files < 1 or cfg.images.cache_max_mb < 1:
@@ -183,6 +189,20 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def split_hostport(addr: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` -> (host, port). Raises ValueError."""
+    host, sep, port = addr.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"{addr!r} is not host:port")
+    if host.startswith("["):
+        if not host.endswith("]"):
+            raise ValueError(f"{addr!r} is not host:port")
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"{addr!r}: write an IPv6 address as [addr]:port")
+    return host, int(port)
 
 
 def _check_ollama(file: str, cfg: Hal0Config) -> None:
@@ -259,6 +279,15 @@ def load_slot(file: Path) -> SlotConfig:
         raise ConfigInvalid(str(file), "server.parallel", "must not be negative")
     if slot.max_queue < 0 or slot.max_inflight < 1:
         raise ConfigInvalid(str(file), "max_inflight", "max_inflight must be >= 1, max_queue >= 0")
+    for i, addr in enumerate(slot.rpc):
+        try:
+            split_hostport(addr)
+        except ValueError as e:
+            raise ConfigInvalid(str(file), f"rpc[{i}]", str(e)) from None
+    if slot.rpc and slot.provider != "llama-server":
+        raise ConfigInvalid(str(file), "rpc", "RPC workers serve llama-server slots only")
+    if len(set(slot.rpc)) != len(slot.rpc):
+        raise ConfigInvalid(str(file), "rpc", "a worker is listed twice")
     return slot
 
 

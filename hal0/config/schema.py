@@ -25,6 +25,7 @@ __all__ = [
     "ModelSection",
     "ModelsConfig",
     "OllamaConfig",
+    "PeerConfig",
     "ProviderConfig",
     "ServerSection",
     "SlotConfig",
@@ -88,6 +89,19 @@ class UpstreamConfig:
     api_key_env: str = ""
     models: tuple[str, ...] = ()
     models_ttl_s: float = 300.0
+    # Health: GET /v1/models every interval (0: never); a failure marks it down, and its models
+    # answer 503 upstream.unavailable at once until a check succeeds again.
+    health_interval_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class PeerConfig:
+    """``[peers.NAME]``: another hal0, whose models (its ``/v1/models``) this one serves too."""
+
+    url: str
+    token_env: str = ""  # the environment variable holding a token of the peer (inference scope)
+    models_ttl_s: float = 60.0  # its model list is fetched again this often, and on a miss
+    health_interval_s: float = 2.0  # GET /health this often; a failure marks the peer down
 
 
 @dataclass(frozen=True)
@@ -194,6 +208,7 @@ class Hal0Config:
     slots: SlotsConfig = field(default_factory=SlotsConfig)
     dispatcher: DispatcherConfig = field(default_factory=DispatcherConfig)
     upstreams: dict[str, UpstreamConfig] = field(default_factory=dict)
+    peers: dict[str, PeerConfig] = field(default_factory=dict)
     providers: dict[str, ProviderConfig] = field(default_factory=dict)
     images: ImagesConfig = field(default_factory=ImagesConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
@@ -238,3 +253,4 @@ class SlotConfig:
     model: ModelSection = field(default_factory=ModelSection)
     server: ServerSection = field(default_factory=ServerSection)
     env: dict[str, str] = field(default_factory=dict)
+    rpc: tuple[str, ...] = ()  # llama.cpp RPC workers ("host:port", `hal0 worker`) the model is split over

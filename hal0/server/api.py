@@ -11,7 +11,7 @@ from aiohttp import web
 from hal0 import __version__
 from hal0.config import BUILTIN_SLOTS
 from hal0.server.access import public
-from hal0.server.keys import CAPABILITIES, CONFIG, EVENTS, PATHS, SLOTS, STARTED_AT, WYOMING
+from hal0.server.keys import CAPABILITIES, CONFIG, DISPATCHER, EVENTS, PATHS, SLOTS, STARTED_AT, WYOMING
 from hal0.server.sse import HEARTBEAT_S, format_event, open_sse
 from hal0.slots import Slot
 from hal0.web.http import json_response
@@ -46,6 +46,7 @@ def status_body(app: web.Application) -> dict[str, Any]:
         "capabilities": app[CAPABILITIES].cards(),
         "wyoming": app[WYOMING].status(),
         "memory": app[SLOTS].memory(),
+        "upstreams": [up.to_json() for up in app[DISPATCHER].upstreams.by_name.values()],
     }
 
 

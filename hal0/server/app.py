@@ -109,13 +109,17 @@ def _slots_ctx(autostart: bool, supervision: Supervision):  # type: ignore[no-un
             app[SLOTS] = manager
             unwatch = metrics.watch_slots(manager) if metrics is not None else None
             app[CAPABILITIES] = CapabilityService(app[PATHS], cfg, app[REGISTRY], manager)
-            upstreams = Upstreams(cfg.upstreams)
+            upstreams = Upstreams(cfg.upstreams, cfg.peers)
             app[DISPATCHER] = Dispatcher(cfg, manager, app[REGISTRY], upstreams, app[HTTP],
                                          observer=metrics.requests if metrics is not None else None)
             try:
                 async with asyncio.TaskGroup() as tg:
                     tg.create_task(upstreams.refresh_stale(app[HTTP]))  # first model lists, in the background
-                    yield
+                    health = tg.create_task(upstreams.watch(app[HTTP]))  # runs until the app stops
+                    try:
+                        yield
+                    finally:
+                        health.cancel()
             finally:
                 app[DISPATCHER].close()
                 if unwatch is not None:

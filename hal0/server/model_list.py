@@ -1,5 +1,7 @@
 """The entries of ``GET /v1/models`` (and of the model status APIs built on them), from memory:
-slot names first (built-ins, then custom), then the models they run, then remote ids.
+slot names first (built-ins, then custom), then the models they run, then remote ids (an
+upstream's; a peer's with ``peer`` and ``owned_by`` naming it; ``state`` "down" when its health
+check failed).
 
 Each local entry carries what UIs look for: ``slot``, ``state``, ``modality``, ``capabilities``
 (from the slot's kind, plus what the registry says of its model, such as vision) and
@@ -99,6 +101,12 @@ async def model_list(app: web.Application) -> list[dict[str, Any]]:
     for snap in snaps:
         if snap.model and snap.pid and snap.name in metas:
             add(snap.model, **metas[snap.name])
-    for mid, name in app[DISPATCHER].upstreams.model_map().items():
-        add(mid, upstream=name, state="remote", modality="remote")
+    upstreams = app[DISPATCHER].upstreams
+    for mid, name in upstreams.model_map().items():
+        up = upstreams.by_name[name]
+        state = "remote" if up.up else "down"  # "down": its health check failed (503 at once)
+        if up.kind == "peer":  # another hal0: owned by it, named for it
+            add(mid, owned_by=name, peer=name, upstream=name, state=state, modality="remote")
+        else:
+            add(mid, upstream=name, state=state, modality="remote")
     return entries

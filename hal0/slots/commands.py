@@ -16,6 +16,7 @@ from hal0.slots.process import BackendProcess
 __all__ = [
     "Autorestart", "Autostart", "BackendLost", "Command", "Disable", "Enable", "EnsureReady", "Evict", "IdleCheck",
     "KeepAlive", "Load", "MemoryMeasured", "Restart", "SetBackend", "Shutdown", "Swap", "Unload", "UnloadIdle",
+    "WorkerCheck",
 ]
 
 
@@ -135,3 +136,8 @@ class MemoryMeasured(Command):
 
     proc: BackendProcess
     usage: Usage
+
+
+@dataclass(frozen=True)
+class WorkerCheck(Command):
+    """In ``error`` because an RPC worker was unreachable: look again, start once all answer."""

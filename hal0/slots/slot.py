@@ -42,15 +42,16 @@ from hal0.errors import (
     SlotStartFailed,
     SlotStateError,
     SlotSwapFailed,
+    WorkerUnreachable,
 )
 from hal0.hardware.fit import too_large
 from hal0.hardware.usage import Usage, measure
 from hal0.models.pulls import PullJob, Pulls
 from hal0.models.registry import Registry, ResolvedModel
 from hal0.paths import Paths
-from hal0.providers import PROVIDERS, Provider, check_extra_args, get_provider
+from hal0.providers import PROVIDERS, Provider, Readiness, check_extra_args, get_provider
 from hal0.roles import slot_kind
-from hal0.slots import prompt_cache, readiness
+from hal0.slots import prompt_cache, readiness, workers
 from hal0.slots.changes import ChangeChannel
 from hal0.slots.commands import (
     Autorestart,
@@ -71,6 +72,7 @@ from hal0.slots.commands import (
     Swap,
     Unload,
     UnloadIdle,
+    WorkerCheck,
 )
 from hal0.slots.gate import Gate
 from hal0.slots.ledger import Measured, MemoryLedger, expected_need
@@ -87,6 +89,7 @@ __all__ = ["Slot", "SlotDeps"]
 log = logging.getLogger("hal0.slots")
 S = SlotState
 _NOT_ERROR = tuple(set(SlotState) - {SlotState.ERROR})
+_WORKER_TIMEOUT_S = 2.0  # one TCP connect to an RPC worker
 
 
 def _inflight_cap(config: SlotConfig) -> int:
@@ -178,6 +181,7 @@ class Slot(Owner):
         self._memory: Usage | None = None  # the latest measurement of the running backend
         self._peak: Usage | None = None  # the largest of this load (what the ledger keeps)
         self._need: Need | None = None  # what the load in progress or the running backend was given room for
+        self._workers: dict[str, str] = dict.fromkeys(config.rpc, "unknown")  # RPC worker -> "up" or why not
 
     # --- reading -----------------------------------------------------------------
 
@@ -195,7 +199,7 @@ class Slot(Owner):
             queued=self._gate.queued, updated_at=self._updated_at, starts=self._starts,
             pull=self._pull.to_json() if self._pull is not None else None, loaded_at=self._loaded_at,
             expires_at=self._expires_at(), memory=self._memory.to_json() if self._memory is not None else None,
-            pinned=self.config.pinned)
+            pinned=self.config.pinned, workers=dict(self._workers))
 
     def _expires_at(self) -> float | None:
         """Wall time the running backend will be unloaded if no request comes (None: never)."""
@@ -432,6 +436,8 @@ class Slot(Owner):
                 return await self._handle_evict(wait_s, until)
             case MemoryMeasured(proc=proc, usage=usage):
                 await self._handle_measured(proc, usage)
+            case WorkerCheck():
+                await self._handle_worker_check()
             case _:
                 raise InternalError(f"slot {self.name} does not know the command {cmd!r}",
                                     slot=self.name, command=cmd.label)
@@ -557,12 +563,40 @@ class Slot(Owner):
         lost = "unresponsive" if reason.startswith(readiness.UNRESPONSIVE) else "exited"
         self._after_failure(reason, log_lines=True, retry=True, lost=lost)  # out of the dispatchable set first
         await proc.stop(0)  # it exited, or hangs: nothing to wait for (SIGKILL also ends a SIGSTOP)
+        if self.config.rpc:  # which workers are gone, for `hal0 status`
+            self._workers = await workers.check(self.config.rpc, _WORKER_TIMEOUT_S)
+            self._publish()
 
     async def _handle_autorestart(self) -> None:
         if self._state is not S.ERROR or not self.config.enabled:
             return
         with contextlib.suppress(Hal0Error):  # _start recorded it and, within the limit, scheduled a retry
             await self._start(self._require_model(None), retry=True)
+
+    async def _handle_worker_check(self) -> None:
+        """In ``error`` because an RPC worker was unreachable: start again once every worker
+        answers, else look again after the liveness interval."""
+        if self._state is not S.ERROR or self._proc is not None or not self.config.enabled:
+            return
+        states = await workers.check(self.config.rpc, _WORKER_TIMEOUT_S)
+        if states != self._workers:
+            self._workers = states
+            self._publish()
+        if workers.down_message(states) is not None:
+            self._arm(WorkerCheck, self._worker_interval())
+            return
+        with contextlib.suppress(Hal0Error):  # _start recorded it (and what follows)
+            await self._start(self._require_model(None), retry=True)
+
+    def _worker_interval(self) -> float:
+        return self._deps.settings.liveness_interval_s or 2.0
+
+    async def _check_workers(self) -> None:
+        """Raise WorkerUnreachable naming every RPC worker that does not accept a connection."""
+        self._workers = await workers.check(self.config.rpc, _WORKER_TIMEOUT_S)
+        if (down := workers.down_message(self._workers)) is not None:
+            raise WorkerUnreachable(f"{self.name}: {down}; it starts again by itself once they answer",
+                                    slot=self.name, workers=self._workers)
 
     def _idle_after(self) -> float:
         """Seconds without a request before the idle check acts (0: never)."""
@@ -670,8 +704,15 @@ class Slot(Owner):
     def _probe(self, provider: Provider) -> readiness.Probe:
         session, url = self._deps.session, self.base_url
 
-        def probe() -> Any:
-            return provider.probe(session, url)
+        rpc = self.config.rpc
+
+        async def probe() -> Any:
+            ready = await provider.probe(session, url)
+            # The split model cannot run without every worker.
+            if rpc and ready is Readiness.READY and workers.down_message(
+                    await workers.check(rpc, _WORKER_TIMEOUT_S)) is not None:
+                return Readiness.DOWN
+            return ready
         return probe
 
     async def _check_fit(self, model: ResolvedModel) -> None:
@@ -727,6 +768,8 @@ class Slot(Owner):
         self._transition(S.STARTING, f"starting {model.id}", cause="autorestart" if retry else cause)
         sup, cfg = self._deps.supervision, self._deps.settings
         try:
+            if self.config.rpc:
+                await self._check_workers()
             if not port_is_free(self.config.port):
                 raise SlotPortInUse(f"port {self.config.port} of slot {self.name} is in use by another "
                                     "program", slot=self.name, port=self.config.port)
@@ -746,6 +789,12 @@ class Slot(Owner):
             await self._discard_process(0)
             self._transition(S.OFFLINE, "start cancelled")
             raise
+        except WorkerUnreachable as e:  # not the backend's fault: no backoff, no giving up
+            await self._discard_process(self._grace())
+            self._last_error = e.message
+            self._transition(S.ERROR, e.message)
+            self._arm(WorkerCheck, self._worker_interval())
+            raise SlotStartFailed(e.message, slot=self.name, model=ref, workers=self._workers) from None
         except Hal0Error as e:
             await self._discard_process(self._grace())
             self._after_failure(e.message, retry=retry)
@@ -821,6 +870,9 @@ class Slot(Owner):
         cfg = self._deps.settings
         reason = await readiness.watch(self._probe(provider), proc, interval_s=cfg.liveness_interval_s,
                                        failures=cfg.liveness_failures)
+        if self.config.rpc and (down := workers.down_message(await workers.check(self.config.rpc,
+                                                                                   _WORKER_TIMEOUT_S))):
+            reason = f"{down}: {reason}"  # the worker is why; the owner restarts once it answers
         if proc is self._proc:
             self.send_nowait(BackendLost(proc, reason))
 
@@ -896,7 +948,7 @@ class Slot(Owner):
         self.send_nowait(kind())
 
     def _disarm(self) -> None:
-        for kind in (IdleCheck, UnloadIdle, Autorestart):
+        for kind in (IdleCheck, UnloadIdle, Autorestart, WorkerCheck):
             self._arm(kind, 0)
 
     # --- the one state change --------------------------------------------------------

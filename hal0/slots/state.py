@@ -68,6 +68,7 @@ class SlotSnapshot:
     expires_at: float | None = None  # wall time the backend unloads if no request comes (None: never)
     memory: dict[str, Any] | None = None  # the backend's latest measurement: rss_bytes, gpu_bytes, measured_at
     pinned: bool = False
+    workers: dict[str, str] = field(default_factory=dict)  # RPC worker -> "up", "unknown" or why it is down
 
     @property
     def served(self) -> frozenset[str]:
@@ -83,7 +84,8 @@ class SlotSnapshot:
                 "pid": self.pid, "message": self.message, "last_error": self.last_error,
                 "inflight": self.inflight, "queued": self.queued, "updated_at": self.updated_at,
                 "starts": self.starts, "loaded_at": self.loaded_at, "expires_at": self.expires_at,
-                "memory": self.memory, "pinned": self.pinned, **({"pull": self.pull} if self.pull else {})}
+                "memory": self.memory, "pinned": self.pinned, **({"pull": self.pull} if self.pull else {}),
+                **({"workers": self.workers} if self.workers else {})}
 
 
 @dataclass(frozen=True)

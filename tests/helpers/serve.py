@@ -65,10 +65,10 @@ class Served:
 
 @contextmanager
 def serving(home: Path, argv: Sequence[str] = HAL0, port: int | None = None,
-            env: dict[str, str] | None = None) -> Iterator[Served]:
+            env: dict[str, str] | None = None, host: str = "127.0.0.1") -> Iterator[Served]:
     """Start serve; yield once its log says it listens (raises if it exits first)."""
     port = port or free_port()
-    proc = subprocess.Popen([*argv, "serve", "--host", "127.0.0.1", "--port", str(port)],
+    proc = subprocess.Popen([*argv, "serve", "--host", host, "--port", str(port)],
                             env=env or hal0_env(home), stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
     log: list[str] = []
@@ -79,7 +79,7 @@ def serving(home: Path, argv: Sequence[str] = HAL0, port: int | None = None,
                 break
         else:
             raise RuntimeError("hal0 serve exited before listening:\n" + "".join(log))
-        yield Served(proc, f"http://127.0.0.1:{port}", home, log)
+        yield Served(proc, f"http://{host}:{port}", home, log)
     finally:
         if proc.poll() is None:  # a test that failed or did not stop it: stop it as an operator would
             proc.send_signal(signal.SIGTERM)  # hal0 stops its backends; a kill would orphan them
