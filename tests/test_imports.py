@@ -48,7 +48,8 @@ LAYERS: tuple[frozenset[str], ...] = tuple(frozenset(layer.split()) for layer in
     "providers bootstrap",  # how each backend is launched and probed; `hal0 init`
     "slots",  # owners, processes, the gate, the change channel
     "dispatch capabilities",  # /v1 routing and proxying; the capability service
-    "images dialects wyoming",  # OpenAI <-> ComfyUI; Ollama, Anthropic, Responses, FIM; Home Assistant's Wyoming
+    "images dialects wyoming openwebui",  # OpenAI <-> ComfyUI; Ollama, Anthropic, Responses, FIM; Home Assistant's
+    # Wyoming; Open WebUI run beside the slots
     "server",  # the aiohttp application
     "cli",
     "__main__",

@@ -22,6 +22,7 @@ __all__ = [
     "ModelSection",
     "ModelsConfig",
     "OllamaConfig",
+    "OpenWebUIConfig",
     "ProviderConfig",
     "ServerSection",
     "SlotConfig",
@@ -127,6 +128,18 @@ class WyomingConfig:
 
 
 @dataclass(frozen=True)
+class OpenWebUIConfig:
+    """``[openwebui]``: Open WebUI run and configured by hal0 (``hal0 backend install openwebui``).
+    The ``webui`` capability card's choice, once made, overrides ``enabled``."""
+
+    enabled: bool = False
+    host: str = "0.0.0.0"  # an IP address; the public interface by default (it has accounts of its own)
+    port: int = 3001
+    bin: str = ""  # its `open-webui` command; empty: the one `hal0 backend install openwebui` made
+    start_timeout_s: float = 300.0  # its first start migrates a database and copies its frontend
+
+
+@dataclass(frozen=True)
 class Hal0Config:
     """``hal0.toml``."""
 
@@ -139,6 +152,7 @@ class Hal0Config:
     models: ModelsConfig = field(default_factory=ModelsConfig)
     ollama: OllamaConfig = field(default_factory=OllamaConfig)
     wyoming: WyomingConfig = field(default_factory=WyomingConfig)
+    openwebui: OpenWebUIConfig = field(default_factory=OpenWebUIConfig)
 
 
 @dataclass(frozen=True)

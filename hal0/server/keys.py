@@ -14,6 +14,7 @@ from hal0.events import EventBus
 from hal0.images.service import ImageService
 from hal0.models.pulls import Pulls
 from hal0.models.registry import Registry
+from hal0.openwebui import OpenWebUIService
 from hal0.paths import Paths
 from hal0.slots import SlotManager
 from hal0.web.http import REQUEST_ID
@@ -26,6 +27,7 @@ __all__ = [
     "EVENTS",
     "HTTP",
     "IMAGES",
+    "OPENWEBUI",
     "PATHS",
     "PULLS",
     "REGISTRY",
@@ -56,5 +58,6 @@ CAPABILITIES = web.AppKey("capabilities", CapabilityService)
 PULLS = web.AppKey("pulls", Pulls)
 RESPONSES = web.AppKey("responses", Responses)  # stored OpenAI Responses (previous_response_id)
 WYOMING = web.AppKey("wyoming", WyomingService)
+OPENWEBUI = web.AppKey("openwebui", OpenWebUIService)
 
 REQUEST_TOKEN = web.RequestKey("token", TokenRecord)

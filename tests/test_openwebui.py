@@ -1,0 +1,178 @@
+"""Open WebUI managed by hal0: the real Open WebUI 0.12.4 from the manifest, turned on with the
+webui card against a real `hal0 serve` with llama-server in primary (Gemma 3 270M) and embed,
+driven through Open WebUI's own HTTP API as its browser would."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import tomllib
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tomli_w
+
+from hal0.config import load_config
+from hal0.errors import ConfigInvalid
+from hal0.paths import Paths
+from tests.helpers.env import HAL0, free_port, hal0_env, manifest
+from tests.helpers.serve import Served, serving, setup_home
+
+NON_CHAT = ("embed", "stt", "tts", "img", "embed-rerank")
+
+
+# --- configuration, without a server ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(("table", "key"), [
+    ({"host": "webui.lan"}, "openwebui.host"),
+    ({"port": 0}, "openwebui.port"),
+    ({"port": 8080}, "openwebui.port"),  # [api].port
+    ({"port": 8090}, "openwebui.port"),  # inside [slots].port_range
+    ({"enabled": "yes"}, "openwebui.enabled"),
+    ({"bin": "open-webui"}, "openwebui.bin"),
+    ({"start_timeout_s": 0}, "openwebui.start_timeout_s"),
+    ({"secret": "x"}, "openwebui.secret"),
+])
+def test_an_invalid_openwebui_table_names_the_key(paths: Paths, table: dict[str, Any], key: str) -> None:
+    paths.config_dir.mkdir(parents=True)
+    paths.hal0_toml.write_text(tomli_w.dumps({"openwebui": table}))
+    with pytest.raises(ConfigInvalid) as e:
+        load_config(paths)
+    assert e.value.code == "config.invalid"
+    assert e.value.details["key"] == key
+
+
+def test_the_defaults_are_off_on_the_public_interface_on_3001(paths: Paths) -> None:
+    cfg = load_config(paths).openwebui
+    assert (cfg.enabled, cfg.host, cfg.port, cfg.bin) == (False, "0.0.0.0", 3001, "")
+
+
+# --- the real thing -----------------------------------------------------------------------------
+
+
+class WebUI:
+    """Open WebUI's HTTP API, with the session token of the account signed up."""
+
+    def __init__(self, url: str) -> None:
+        self.url, self.token = url, ""
+
+    def call(self, method: str, path: str, body: Any = None, timeout: float = 60) -> tuple[int, Any]:
+        req = urllib.request.Request(self.url + path, None if body is None else json.dumps(body).encode(),
+                                     method=method, headers={"Content-Type": "application/json"})
+        if self.token:
+            req.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            with e:
+                return e.code, e.read().decode(errors="replace")
+
+
+@pytest.fixture(scope="module")
+def webui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Served, WebUI, dict[str, Any]]]:
+    m = manifest()
+    if not m.get("openwebui"):
+        pytest.skip("the manifest has no Open WebUI: scripts/setup-backends could not install it on this machine")
+    home = tmp_path_factory.mktemp("webui")
+    setup_home(home, m["llama_server"]["bin"], m["models"]["gemma3-270m"],
+               also={"embed": m["models"]["all-minilm-l6-v2"]})
+    cfg_file = home / "etc/hal0.toml"
+    cfg = tomllib.loads(cfg_file.read_text())
+    port = free_port()  # loopback in the test; the default is the public interface
+    cfg["openwebui"] = {"enabled": False, "host": "127.0.0.1", "port": port, "bin": m["openwebui"]["bin"],
+                        "start_timeout_s": 600.0}
+    cfg_file.write_text(tomli_w.dumps(cfg))
+    with serving(home) as s:
+        # turned on as an operator would: the card, through the CLI (it answers once Open WebUI is ready)
+        r = subprocess.run([*HAL0, "capability", "enable", "webui", "webui", "--json"], capture_output=True,
+                           text=True, env=hal0_env(home, HAL0_URL=s.url), timeout=900)
+        assert r.returncode == 0, r.stderr
+        card = json.loads(r.stdout)
+        if card["state"] != "ready":
+            log = (home / "var/openwebui/backend.log")
+            raise AssertionError(f"Open WebUI is {card['state']}: {card['message']}\n"
+                                 + (log.read_text()[-4000:] if log.exists() else ""))
+        yield s, WebUI(f"http://127.0.0.1:{port}"), card
+
+
+def admin_token(s: Served) -> str:
+    return (s.home / "etc/admin.token").read_text().strip()
+
+
+def test_the_card_shows_it_ready_on_its_port(webui: tuple[Served, WebUI, dict[str, Any]]) -> None:
+    s, ui, card = webui
+    assert (card["card"], card["child"], card["enabled"], card["state"]) == ("webui", "webui", True, "ready")
+    assert card["url"] == ui.url
+    status, body = s.get("/api/capabilities", admin_token(s))
+    assert status == 200 and body["cards"]["webui"]["webui"]["state"] == "ready"
+    status, answer = ui.call("GET", "/ready")
+    assert (status, answer) == (200, {"status": True})
+
+
+def test_a_first_admin_lists_only_chat_models_and_chats_with_primary(
+        webui: tuple[Served, WebUI, dict[str, Any]]) -> None:
+    s, ui, _ = webui
+    status, user = ui.call("POST", "/api/v1/auths/signup",
+                           {"name": "Ada", "email": "ada@example.lan", "password": "correct horse battery"})
+    assert status == 200, user
+    assert user["role"] == "admin"  # the first account is the administrator
+    ui.token = user["token"]
+
+    status, models = ui.call("GET", "/api/models")
+    assert status == 200, models
+    ids = {mdl["id"] for mdl in models["data"]}
+    assert "primary" in ids
+    assert not ids & set(NON_CHAT), ids
+    status, hal0_models = s.get("/v1/models")
+    for entry in hal0_models["data"]:  # nothing that cannot chat, by name or by model id
+        if "chat" not in entry["capabilities"]:
+            assert entry["id"] not in ids
+
+    status, before = s.get("/api/slots/primary/logs?lines=400", admin_token(s))
+    status, answer = ui.call("POST", "/api/chat/completions", {
+        "model": "primary", "stream": False, "max_tokens": 16,
+        "messages": [{"role": "user", "content": "Say hello."}]}, timeout=600)
+    assert status == 200, answer
+    text = answer["choices"][0]["message"]["content"]
+    assert isinstance(text, str) and text.strip()
+    # hal0's primary produced it: the model llama-server reports is the one primary runs, and
+    # primary's llama-server logged the completion
+    status, primary = s.get("/api/slots/primary", admin_token(s))
+    assert answer["model"] in ("primary", primary["model"])
+    status, after = s.get("/api/slots/primary/logs?lines=400", admin_token(s))
+    new = [line for line in after["lines"] if line not in before["lines"]]
+    assert any("/v1/chat/completions" in line for line in new), new[-20:]
+
+
+def test_its_secrets_are_kept_private_in_the_state_folder(webui: tuple[Served, WebUI, dict[str, Any]]) -> None:
+    s, _, _ = webui
+    folder = s.home / "var/openwebui"
+    for name in ("secret_key", "hal0.token"):
+        assert stat.S_IMODE(os.stat(folder / name).st_mode) == 0o600
+    token = (folder / "hal0.token").read_text().strip()
+    assert token not in "".join(s.log)  # never logged
+    tokens = tomllib.loads((s.home / "etc/tokens.toml").read_text())["token"]
+    assert [t["scope"] for t in tokens if t["name"] == "openwebui"] == ["inference"]
+    assert (folder / "data" / "webui.db").exists()  # its data under hal0's state folder
+    status, _ = s.get("/v1/models?capability=chat", token)
+    assert status == 200
+
+
+def test_disabling_the_card_stops_it(webui: tuple[Served, WebUI, dict[str, Any]]) -> None:
+    s, ui, card = webui
+    pid = card["pid"]
+    status, out = s.post("/api/capabilities/webui/webui", admin_token(s), {"enabled": False})
+    assert status == 200 and (out["enabled"], out["state"], out["pid"]) == (False, "off", None)
+    assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split(") ")[1][:1]
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(ui.url + "/health", timeout=10)
+    capabilities = tomllib.loads((s.home / "etc/capabilities.toml").read_text())
+    assert capabilities["webui"]["webui"] == {"enabled": False}
