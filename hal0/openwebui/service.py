@@ -261,7 +261,9 @@ class OpenWebUIService:
         self._models = chat_models(self._slots.snapshots())
         self._models_changed.clear()
         ours = environment(self._hal0_v1, token, secret, directory / "data", self._models)
-        return {**{k: v for k, v in os.environ.items() if not k.startswith("HAL0_")}, **ours}
+        inherited = {k: v for k, v in os.environ.items()
+                     if not k.startswith("HAL0_") and k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+        return {**inherited, **ours}
 
     async def _supervise(self) -> None:
         """Run Open WebUI until cancelled: start, readiness, watch, restart with backoff."""
