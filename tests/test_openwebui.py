@@ -4,8 +4,8 @@ driven through Open WebUI's own HTTP API as its browser would."""
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 import stat
 import subprocess
 import tomllib
@@ -107,6 +107,42 @@ def admin_token(s: Served) -> str:
     return (s.home / "etc/admin.token").read_text().strip()
 
 
+@pytest.fixture(scope="module")
+def first_user(webui: tuple[Served, WebUI, dict[str, Any]]) -> dict[str, Any]:
+    """The first account, signed up through Open WebUI's API; its session token is kept in ``ui``."""
+    _, ui, _ = webui
+    status, user = ui.call("POST", "/api/v1/auths/signup",
+                           {"name": "Ada", "email": "ada@example.lan", "password": "correct horse battery"})
+    assert status == 200, user
+    ui.token = user["token"]
+    return dict(user)
+
+
+@contextlib.contextmanager
+def hal0_events(s: Served) -> Iterator[Iterator[tuple[str, dict[str, Any]]]]:
+    """hal0's /api/events, subscribed on entry: (kind, data) as they come."""
+    req = urllib.request.Request(s.url + "/api/events", headers={"Authorization": f"Bearer {admin_token(s)}"})
+    with urllib.request.urlopen(req, timeout=600) as r:
+        def read() -> Iterator[tuple[str, dict[str, Any]]]:
+            kind = ""
+            for raw in r:
+                line = raw.decode().rstrip("\n")
+                if line.startswith("event: "):
+                    kind = line.removeprefix("event: ")
+                elif line.startswith("data: "):
+                    yield kind, json.loads(line.removeprefix("data: "))
+        yield read()
+
+
+def next_start(events: Iterator[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+    """The card once Open WebUI's next start is ready (fails on a failed start)."""
+    for kind, data in events:
+        if kind == "openwebui.state" and data["state"] in ("ready", "backoff", "failed"):
+            assert data["state"] == "ready", data
+            return data
+    raise AssertionError("hal0's event stream ended")
+
+
 def test_the_card_shows_it_ready_on_its_port(webui: tuple[Served, WebUI, dict[str, Any]]) -> None:
     s, ui, card = webui
     assert (card["card"], card["child"], card["enabled"], card["state"]) == ("webui", "webui", True, "ready")
@@ -118,13 +154,9 @@ def test_the_card_shows_it_ready_on_its_port(webui: tuple[Served, WebUI, dict[st
 
 
 def test_a_first_admin_lists_only_chat_models_and_chats_with_primary(
-        webui: tuple[Served, WebUI, dict[str, Any]]) -> None:
+        webui: tuple[Served, WebUI, dict[str, Any]], first_user: dict[str, Any]) -> None:
     s, ui, _ = webui
-    status, user = ui.call("POST", "/api/v1/auths/signup",
-                           {"name": "Ada", "email": "ada@example.lan", "password": "correct horse battery"})
-    assert status == 200, user
-    assert user["role"] == "admin"  # the first account is the administrator
-    ui.token = user["token"]
+    assert first_user["role"] == "admin"  # the first account is the administrator
 
     status, models = ui.call("GET", "/api/models")
     assert status == 200, models
@@ -152,11 +184,32 @@ def test_a_first_admin_lists_only_chat_models_and_chats_with_primary(
     assert any("print_timing" in line for line in new), new[-20:]
 
 
+def test_speech_transcription_images_and_embeddings_point_at_hal0(
+        webui: tuple[Served, WebUI, dict[str, Any]], first_user: dict[str, Any]) -> None:
+    """What Open WebUI's own admin settings say it uses: hal0's /v1 and slots, hal0's token."""
+    s, ui, _ = webui
+    v1, token = s.url + "/v1", (s.home / "var/openwebui/hal0.token").read_text().strip()
+    status, audio = ui.call("GET", "/api/v1/audio/config")
+    assert status == 200, audio
+    for kind, model in (("tts", "tts"), ("stt", "stt")):
+        got = audio[kind]
+        assert (got["ENGINE"], got["OPENAI_API_BASE_URL"], got["OPENAI_API_KEY"], got["MODEL"]) == (
+            "openai", v1, token, model)
+    status, images = ui.call("GET", "/api/v1/images/config")
+    assert status == 200, images
+    assert (images["ENABLE_IMAGE_GENERATION"], images["IMAGE_GENERATION_ENGINE"], images["IMAGE_GENERATION_MODEL"],
+            images["IMAGES_OPENAI_API_BASE_URL"], images["IMAGES_OPENAI_API_KEY"]) == (True, "openai", "img", v1, token)
+    status, rag = ui.call("GET", "/api/v1/retrieval/embedding")
+    assert status == 200, rag
+    assert (rag["RAG_EMBEDDING_ENGINE"], rag["RAG_EMBEDDING_MODEL"], rag["openai_config"]) == (
+        "openai", "embed", {"url": v1, "key": token})
+
+
 def test_its_secrets_are_kept_private_in_the_state_folder(webui: tuple[Served, WebUI, dict[str, Any]]) -> None:
     s, _, _ = webui
     folder = s.home / "var/openwebui"
     for name in ("secret_key", "hal0.token"):
-        assert stat.S_IMODE(os.stat(folder / name).st_mode) == 0o600
+        assert stat.S_IMODE((folder / name).stat().st_mode) == 0o600
     token = (folder / "hal0.token").read_text().strip()
     assert token not in "".join(s.log)  # never logged
     tokens = tomllib.loads((s.home / "etc/tokens.toml").read_text())["token"]
@@ -164,6 +217,25 @@ def test_its_secrets_are_kept_private_in_the_state_folder(webui: tuple[Served, W
     assert (folder / "data" / "webui.db").exists()  # its data under hal0's state folder
     status, _ = s.get("/v1/models?capability=chat", token)
     assert status == 200
+
+
+def test_a_new_chat_slot_restarts_it_offering_that_slot(webui: tuple[Served, WebUI, dict[str, Any]],
+                                                        first_user: dict[str, Any]) -> None:
+    s, ui, card = webui
+    gemma = manifest()["models"]["gemma3-270m"]
+    with hal0_events(s) as events:
+        status, slot = s.post("/api/slots", admin_token(s), {"name": "chat2", "model": gemma})
+        assert status == 201, slot
+        restarted = next_start(events)
+    assert restarted["models"] == ["primary", "chat2"] and restarted["pid"] != card["pid"]
+    status, models = ui.call("GET", "/api/models")  # the session survives the restart (same secret key)
+    assert status == 200, models
+    assert {"primary", "chat2"} <= {m["id"] for m in models["data"]}
+    with hal0_events(s) as events:
+        req = urllib.request.Request(s.url + "/api/slots/chat2", method="DELETE",
+                                     headers={"Authorization": f"Bearer {admin_token(s)}"})
+        urllib.request.urlopen(req, timeout=60).close()
+        assert next_start(events)["models"] == ["primary"]
 
 
 def test_disabling_the_card_stops_it(webui: tuple[Served, WebUI, dict[str, Any]]) -> None:

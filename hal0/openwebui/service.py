@@ -10,8 +10,9 @@ over what Open WebUI saved in its database on an earlier start:
 - hal0's ``/v1`` as its only OpenAI connection, with an inference token hal0 mints for it once and
   keeps in ``<state>/openwebui/hal0.token`` (0600; minted again if it was revoked); no Ollama.
 - Only hal0's chat slots offered as models: Open WebUI cannot ask ``/v1/models?capability=chat``,
-  so its connection gets a model allow-list (``OPENAI_API_CONFIGS`` ``model_ids``) of the chat
-  slots' names; when that set changes (a chat slot created or deleted) Open WebUI is restarted.
+  so its connection gets a model allow-list (``OPENAI_API_CONFIGS`` ``model_ids``) of the enabled
+  chat slots' names; when that set changes (a chat slot created, deleted, enabled or disabled) Open
+  WebUI is restarted. Each state change is published as an ``openwebui.state`` event.
 - hal0's speech, transcription, image and embedding routes for its audio, image and RAG features.
 - Its data in ``<state>/openwebui/data``; ``WEBUI_SECRET_KEY`` generated once into
   ``<state>/openwebui/secret_key`` (0600); telemetry, update checks and model downloads off.
@@ -41,6 +42,7 @@ from hal0.auth import TokenStore, create_token
 from hal0.backends import engine_settings
 from hal0.config.schema import OpenWebUIConfig
 from hal0.errors import AuthInvalid, Hal0Error, ProviderUnavailable
+from hal0.events import EventBus
 from hal0.paths import Paths
 from hal0.providers import Readiness
 from hal0.roles import Modality
@@ -67,8 +69,8 @@ def local_url(host: str, port: int) -> str:
 
 
 def chat_models(snapshots: list[Any]) -> list[str]:
-    """What Open WebUI offers for chat: the names of hal0's chat slots (each answers as a model)."""
-    return [s.name for s in snapshots if s.kind == Modality.CHAT]
+    """What Open WebUI offers for chat: the names of hal0's enabled chat slots (each answers as a model)."""
+    return [s.name for s in snapshots if s.kind == Modality.CHAT and s.enabled]
 
 
 def environment(hal0_v1: str, token: str, secret_key: str, data_dir: Path, models: list[str]) -> dict[str, str]:
@@ -165,8 +167,9 @@ class OpenWebUIService:
     """``async with OpenWebUIService(...) as webui:`` Open WebUI, while it is enabled."""
 
     def __init__(self, config: OpenWebUIConfig, paths: Paths, slots: SlotManager, session: aiohttp.ClientSession,
-                 hal0_v1: str, supervision: Supervision, stop_grace_s: float) -> None:
+                 events: EventBus, hal0_v1: str, supervision: Supervision, stop_grace_s: float) -> None:
         self._config, self._paths, self._slots, self._session = config, paths, slots, session
+        self._events = events
         self._hal0_v1, self._sup, self._stop_grace = hal0_v1, supervision, stop_grace_s
         self.log = LogRing()
         self._tg = asyncio.TaskGroup()
@@ -210,7 +213,7 @@ class OpenWebUIService:
         return {"slot": None, "service": "openwebui", "exists": self.bin() is not None, "enabled": self.enabled,
                 "state": self.state, "provider": "openwebui", "backend": None, "model": None,
                 "url": self.url, "host": self._config.host, "port": self._config.port, "pid": self.pid,
-                "message": self.message, "log": str(self._log_path)}
+                "message": self.message, "models": list(self._models), "log": str(self._log_path)}
 
     async def set_enabled(self, enabled: bool) -> None:
         """Start Open WebUI and wait until that start became ready or failed (ProviderUnavailable when
@@ -226,7 +229,8 @@ class OpenWebUIService:
             owner, self._owner = self._owner, None
             owner.cancel()
             await asyncio.wait({owner})
-            self.state, self.message, self.pid = "off", "", None
+            self._models = []
+            self._set("off")
 
     # --- the owner -----------------------------------------------------------------
 
@@ -246,6 +250,7 @@ class OpenWebUIService:
         self.state, self.message = state, message
         if state in ("ready", "backoff", "failed"):
             self._settled.set()
+        self._events.publish("openwebui.state", self.card_json())
         log.log(logging.WARNING if state in ("backoff", "failed") else logging.INFO,
                 "Open WebUI: %s%s", state, f": {message}" if message else "")
 

@@ -122,8 +122,8 @@ def _openwebui(supervision: Supervision):  # type: ignore[no-untyped-def]
         """Open WebUI (when ``[openwebui]`` or the webui card turns it on), pointed at this server's /v1."""
         cfg = app[CONFIG]
         hal0_v1 = local_url(cfg.api.host, cfg.api.port) + "/v1"
-        async with OpenWebUIService(cfg.openwebui, app[PATHS], app[SLOTS], app[HTTP], hal0_v1, supervision,
-                                    cfg.slots.stop_grace_s) as webui:
+        async with OpenWebUIService(cfg.openwebui, app[PATHS], app[SLOTS], app[HTTP], app[EVENTS], hal0_v1,
+                                    supervision, cfg.slots.stop_grace_s) as webui:
             app[OPENWEBUI] = webui
             remove = app[CAPABILITIES].add_service(*CARD, webui)
             try:
