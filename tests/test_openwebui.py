@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import signal
 import stat
 import subprocess
 import tomllib
@@ -236,6 +238,25 @@ def test_a_new_chat_slot_restarts_it_offering_that_slot(webui: tuple[Served, Web
                                      headers={"Authorization": f"Bearer {admin_token(s)}"})
         urllib.request.urlopen(req, timeout=60).close()
         assert next_start(events)["models"] == ["primary"]
+
+
+def test_a_crash_is_restarted_after_a_backoff(webui: tuple[Served, WebUI, dict[str, Any]]) -> None:
+    s, ui, _ = webui
+    status, before = s.get("/api/capabilities", admin_token(s))
+    pid = before["cards"]["webui"]["webui"]["pid"]
+    seen: list[dict[str, Any]] = []
+    with hal0_events(s) as events:
+        os.kill(pid, signal.SIGKILL)
+        for kind, data in events:
+            if kind == "openwebui.state":
+                seen.append(data)
+                if data["state"] in ("ready", "failed"):
+                    break
+    assert [d["state"] for d in seen] == ["backoff", "starting", "ready"], seen
+    assert "backend exited unexpectedly with code -9; restarting in 1s" in seen[0]["message"]
+    assert seen[-1]["pid"] not in (None, pid)
+    status, answer = ui.call("GET", "/health")
+    assert (status, answer) == (200, {"status": True})
 
 
 def test_disabling_the_card_stops_it(webui: tuple[Served, WebUI, dict[str, Any]]) -> None:
