@@ -56,6 +56,24 @@ def test_the_defaults_are_off_on_the_public_interface_on_3001(paths: Paths) -> N
     assert (cfg.enabled, cfg.host, cfg.port, cfg.bin) == (False, "0.0.0.0", 3001, "")
 
 
+def test_the_card_refuses_when_open_webui_is_not_installed(tmp_path: Path) -> None:
+    subprocess.run([*HAL0, "init"], env=hal0_env(tmp_path), check=True, capture_output=True)
+    for name in ("primary", "embed", "stt", "tts", "img"):
+        toml = tmp_path / f"etc/slots/{name}.toml"
+        toml.write_text(toml.read_text().replace("enabled = true", "enabled = false"))
+    token = (tmp_path / "etc/admin.token").read_text().strip()
+    with serving(tmp_path) as s:
+        status, cards = s.get("/api/capabilities", token)
+        assert cards["cards"]["webui"]["webui"] | {"enabled": False, "exists": False, "state": "off"} == \
+            cards["cards"]["webui"]["webui"]
+        status, err = s.post("/api/capabilities/webui/webui", token, {"enabled": True})
+        assert (status, err["error"]["code"]) == (501, "slot.provider_unavailable")
+        assert "hal0 backend install openwebui" in err["error"]["message"]
+        status, err = s.post("/api/capabilities/webui/webui", token, {"enabled": True, "model": "x"})
+        assert (status, err["error"]["code"]) == (400, "request.invalid")
+    assert not (tmp_path / "etc/capabilities.toml").exists()  # nothing was recorded
+
+
 # --- the real thing -----------------------------------------------------------------------------
 
 

@@ -203,7 +203,8 @@ class OpenWebUIService:
 
     def bin(self) -> str | None:
         """The ``open-webui`` command: ``[openwebui].bin``, else the installed virtualenv's."""
-        return self._config.bin or engine_settings(self._paths, "openwebui").get("bin")
+        command = self._config.bin or engine_settings(self._paths, "openwebui").get("bin")
+        return command if command and os.access(command, os.X_OK) else None
 
     @property
     def url(self) -> str:
@@ -219,10 +220,10 @@ class OpenWebUIService:
         """Start Open WebUI and wait until that start became ready or failed (ProviderUnavailable when
         it is not installed), or stop it."""
         if enabled and self.bin() is None:
-            raise ProviderUnavailable("Open WebUI is not installed: run `hal0 backend install openwebui`",
-                                      service="openwebui")
+            raise ProviderUnavailable("Open WebUI is not installed: run `hal0 backend install openwebui` "
+                                      "(or set [openwebui].bin to its `open-webui` command)", service="openwebui")
         self.enabled = enabled
-        if enabled and self._owner is None:
+        if enabled and (self._owner is None or self._owner.done()):  # not running, or given up: start afresh
             self._start_owner()
             await self._settled.wait()
         elif not enabled and self._owner is not None:
@@ -298,7 +299,7 @@ class OpenWebUIService:
                 continue
             delay = policy.record(time.monotonic())
             if delay is None:
-                self._set("failed", f"{reason}; {policy.given_up()} (disable and enable the webui card to retry)")
+                self._set("failed", f"{reason}; {policy.given_up()} (disable and enable the webui card again to retry)")
                 return
             self._set("backoff", f"{reason}; restarting in {delay:g}s")
             await asyncio.sleep(delay)
