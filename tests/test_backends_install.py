@@ -48,7 +48,8 @@ def test_a_comfyui_torch_that_does_not_exist_fails_cleanly(tmp_path: Path) -> No
                                      capture_output=True, text=True, check=True).stdout) == {}
 
 
-def test_torch_options_are_for_comfyui_only(tmp_path: Path) -> None:
+def test_torch_options_are_for_the_torch_engines_only(tmp_path: Path) -> None:
     r = subprocess.run([*HAL0, "backend", "install", "whisper", "--torch", "torch==2.9.1"], env=hal0_env(tmp_path),
                        capture_output=True, text=True, timeout=60)
-    assert (r.returncode, r.stderr.strip()) == (2, "hal0: --torch and --torch-index-url apply to comfyui only")
+    assert (r.returncode, r.stderr.strip()) == (
+        2, "hal0: --torch and --torch-index-url apply to comfyui and openwebui only")

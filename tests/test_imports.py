@@ -48,7 +48,8 @@ LAYERS: tuple[frozenset[str], ...] = tuple(frozenset(layer.split()) for layer in
     "providers bootstrap llamacpp",  # how each backend is launched and probed; `hal0 init`; llama-server builds
     "slots",  # owners, processes, the gate, the change channel
     "dispatch capabilities worker",  # /v1 routing and proxying; the capability service; `hal0 worker`
-    "images dialects wyoming metrics",  # OpenAI <-> ComfyUI; Ollama, Anthropic, Responses, FIM; Wyoming; Prometheus
+    "images dialects wyoming metrics openwebui",  # OpenAI <-> ComfyUI; Ollama, Anthropic, Responses, FIM; Home
+    # Assistant's Wyoming; Prometheus; Open WebUI run beside the slots
     "server",  # the aiohttp application
     "cli",
     "__main__",

@@ -18,8 +18,9 @@ LLAMA = "llama-server"
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
-    b = sub.add_parser("backend", help="install engines: llama-server, runner virtualenvs and ComfyUI",
-                       parents=[common], description="install engines: llama-server, runner virtualenvs and ComfyUI")
+    b = sub.add_parser("backend", help="install engines: llama-server, runner virtualenvs, ComfyUI and Open WebUI",
+                       parents=[common],
+                       description="install engines: llama-server, runner virtualenvs, ComfyUI and Open WebUI")
     bs = b.add_subparsers(dest="backend_command", required=True, metavar="ACTION")
     p = bs.add_parser("install", help="install llama-server for this box, or create or update an engine's virtualenv",
                       parents=[common])
@@ -37,10 +38,10 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="llama-server: never install Debian packages (build tools, NVIDIA's GL libraries); "
                         "say which instead")
     p.add_argument("--torch", metavar="SPECS", default="",
-                   help="comfyui: the torch and torchvision requirements to install instead of hal0's pair, "
+                   help="comfyui, openwebui: the torch and torchvision requirements to install instead of hal0's pair, "
                         "e.g. 'torch==2.9.1 torchvision==0.24.1' (with --torch-index-url for a ROCm build)")
     p.add_argument("--torch-index-url", metavar="URL", default="",
-                   help="comfyui: the package index torch comes from, e.g. https://download.pytorch.org/whl/rocm6.4")
+                   help="comfyui, openwebui: the package index torch comes from, e.g. https://download.pytorch.org/whl/rocm6.4")
     bs.add_parser("list", help="installed engines", parents=[common])
 
 
@@ -113,8 +114,8 @@ def _install_llama(args: argparse.Namespace, paths: Paths) -> int:
 def run(args: argparse.Namespace, paths: Paths) -> int:
     if args.backend_command == "list":
         return _list(args, paths)
-    if args.kind != "comfyui" and (args.torch or args.torch_index_url):
-        print("hal0: --torch and --torch-index-url apply to comfyui only", file=sys.stderr)
+    if args.kind not in ("comfyui", "openwebui") and (args.torch or args.torch_index_url):
+        print("hal0: --torch and --torch-index-url apply to comfyui and openwebui only", file=sys.stderr)
         return 2
     if args.kind == LLAMA:
         return _install_llama(args, paths)

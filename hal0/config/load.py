@@ -178,6 +178,7 @@ def load_config(paths: Paths) -> Hal0Config:
     _check_ollama(str(file), cfg)
     _check_wyoming(str(file), cfg)
     _check_memory(str(file), cfg)
+    _check_openwebui(str(file), cfg)
     return cfg
 
 
@@ -260,6 +261,30 @@ def _check_memory(file: str, cfg: Hal0Config) -> None:
                                 f"unknown slot kind; known: {', '.join(Modality)}")
         if seconds < 0:
             raise ConfigInvalid(file, f"memory.idle_unload_s.{kind}", "must not be negative")
+
+
+def _check_openwebui(file: str, cfg: Hal0Config) -> None:
+    owui = cfg.openwebui
+    try:
+        ipaddress.ip_address(owui.host)
+    except ValueError:
+        raise ConfigInvalid(file, "openwebui.host",
+                            f"{owui.host!r} must be an IP address (0.0.0.0, 127.0.0.1, ::)") from None
+    _check_port(file, "openwebui.port", owui.port)
+    if owui.start_timeout_s <= 0:
+        raise ConfigInvalid(file, "openwebui.start_timeout_s", "must be above 0")
+    if owui.bin and not owui.bin.startswith("/"):
+        raise ConfigInvalid(file, "openwebui.bin", f"{owui.bin!r} must be an absolute path")
+    taken = {cfg.api.port: "[api].port"}
+    if cfg.ollama.enabled:
+        taken[cfg.ollama.port] = "[ollama].port"
+    if cfg.wyoming.enabled:
+        taken.update({cfg.wyoming.stt_port: "[wyoming].stt_port", cfg.wyoming.tts_port: "[wyoming].tts_port"})
+    lo, hi = cfg.slots.port_range
+    if owui.port in taken:
+        raise ConfigInvalid(file, "openwebui.port", f"{owui.port} is {taken[owui.port]}; Open WebUI needs its own")
+    if lo <= owui.port <= hi:
+        raise ConfigInvalid(file, "openwebui.port", f"{owui.port} is in [slots].port_range ({lo}-{hi})")
 
 
 def load_slot(file: Path) -> SlotConfig:

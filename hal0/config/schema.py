@@ -25,6 +25,7 @@ __all__ = [
     "ModelSection",
     "ModelsConfig",
     "OllamaConfig",
+    "OpenWebUIConfig",
     "PeerConfig",
     "ProviderConfig",
     "ServerSection",
@@ -201,6 +202,18 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
+class OpenWebUIConfig:
+    """``[openwebui]``: Open WebUI run and configured by hal0 (``hal0 backend install openwebui``).
+    The ``webui`` capability card's choice, once made, overrides ``enabled``."""
+
+    enabled: bool = False
+    host: str = "0.0.0.0"  # an IP address; the public interface by default (it has accounts of its own)
+    port: int = 3001
+    bin: str = ""  # its `open-webui` command; empty: the one `hal0 backend install openwebui` made
+    start_timeout_s: float = 300.0  # its first start migrates a database and copies its frontend
+
+
+@dataclass(frozen=True)
 class Hal0Config:
     """``hal0.toml``."""
 
@@ -217,6 +230,7 @@ class Hal0Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     log: LogConfig = field(default_factory=LogConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
+    openwebui: OpenWebUIConfig = field(default_factory=OpenWebUIConfig)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 Shutdown order (aiohttp ``AppRunner.cleanup``): stop accepting connections,
 ``on_shutdown`` (close the event bus so SSE streams end), wait for in-flight
 handlers up to ``api.shutdown_timeout_s``, then the ``cleanup_ctx`` exits in
-reverse order: the Wyoming listeners close (ending their connections), the slots stop in
+reverse order: Open WebUI stops, the Wyoming listeners close (ending their connections), the slots stop in
 parallel (bounded), then the HTTP client closes.
 """
 
@@ -30,6 +30,7 @@ from hal0.images.service import ImageService
 from hal0.metrics import Metrics
 from hal0.models.pulls import Pulls
 from hal0.models.registry import Registry
+from hal0.openwebui import CARD, OpenWebUIService, local_url
 from hal0.paths import Paths
 from hal0.server import (
     anthropic_api,
@@ -57,6 +58,7 @@ from hal0.server.keys import (
     HTTP,
     IMAGES,
     METRICS,
+    OPENWEBUI,
     PATHS,
     PULLS,
     REGISTRY,
@@ -139,6 +141,22 @@ async def _wyoming(app: web.Application) -> AsyncIterator[None]:
             stop_showing()
 
 
+def _openwebui(supervision: Supervision):  # type: ignore[no-untyped-def]
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        """Open WebUI (when ``[openwebui]`` or the webui card turns it on), pointed at this server's /v1."""
+        cfg = app[CONFIG]
+        hal0_v1 = local_url(cfg.api.host, cfg.api.port) + "/v1"
+        async with OpenWebUIService(cfg.openwebui, app[PATHS], app[SLOTS], app[HTTP], app[EVENTS], hal0_v1,
+                                    supervision, cfg.slots.stop_grace_s) as webui:
+            app[OPENWEBUI] = webui
+            remove = app[CAPABILITIES].add_service(*CARD, webui)
+            try:
+                yield
+            finally:
+                remove()
+    return ctx
+
+
 def build_app(paths: Paths, config: Hal0Config, slots: dict[str, SlotConfig], *,
               autostart: bool = True, supervision: Supervision | None = None) -> web.Application:
     """The hal0 application for an already validated configuration."""
@@ -180,6 +198,8 @@ def build_app(paths: Paths, config: Hal0Config, slots: dict[str, SlotConfig], *,
     app.add_routes(gpu_api.routes)
     app.on_shutdown.append(_close_events)
     app.cleanup_ctx.append(_http_client)
-    app.cleanup_ctx.append(_slots_ctx(autostart, supervision or Supervision()))
+    supervision = supervision or Supervision()
+    app.cleanup_ctx.append(_slots_ctx(autostart, supervision))
     app.cleanup_ctx.append(_wyoming)
+    app.cleanup_ctx.append(_openwebui(supervision))
     return app

@@ -15,6 +15,7 @@ from hal0.images.service import ImageService
 from hal0.metrics import Metrics
 from hal0.models.pulls import Pulls
 from hal0.models.registry import Registry
+from hal0.openwebui import OpenWebUIService
 from hal0.paths import Paths
 from hal0.slots import SlotManager
 from hal0.web.http import REQUEST_ID
@@ -28,6 +29,7 @@ __all__ = [
     "HTTP",
     "IMAGES",
     "METRICS",
+    "OPENWEBUI",
     "PATHS",
     "PULLS",
     "REGISTRY",
@@ -59,5 +61,6 @@ PULLS = web.AppKey("pulls", Pulls)
 RESPONSES = web.AppKey("responses", Responses)  # stored OpenAI Responses (previous_response_id)
 WYOMING = web.AppKey("wyoming", WyomingService)
 METRICS = web.AppKey("metrics", Metrics)  # absent when [metrics] enabled = false
+OPENWEBUI = web.AppKey("openwebui", OpenWebUIService)
 
 REQUEST_TOKEN = web.RequestKey("token", TokenRecord)

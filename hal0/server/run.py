@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import logging
 import os
@@ -75,6 +76,8 @@ async def _run(paths: Paths, host: str | None, port: int | None) -> int:
     host = host or config.api.host
     port = port if port is not None else config.api.port
     _warn_auth(host, config.api.auth, paths)
+    # what the app is told is where it listens (Open WebUI is pointed at it)
+    config = dataclasses.replace(config, api=dataclasses.replace(config.api, host=host, port=port))
     _raise_fd_limit(config)
     app = build_app(paths, config, slots)
     # handler_cancellation: a client that disconnects cancels its handler, which aborts the
