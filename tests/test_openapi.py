@@ -85,7 +85,7 @@ def test_a_description_without_a_route_or_with_another_scope_is_found(app: web.A
     gone = Op("GET", "/api/gone", "admin", "nothing", "hal0")
     slots = next(op for op in OPERATIONS if op.path == "/api/slots" and op.method == "GET")
     wrong = dataclasses.replace(slots, scope="inference")
-    ops = tuple(op for op in OPERATIONS if op is not slots) + (gone, wrong)
+    ops = (*(op for op in OPERATIONS if op is not slots), gone, wrong)
     assert problems(app, ops) == ["GET /api/gone is described but not served",
                                   "GET /api/slots: its handler declares 'admin', the description 'inference'"]
 
@@ -111,7 +111,7 @@ async def test_served_description_is_openapi_3_1_with_the_envelope(app: web.Appl
 
 
 def test_every_schema_is_valid_json_schema() -> None:
-    for name, schema in COMPONENTS.items():
+    for schema in COMPONENTS.values():
         jsonschema.Draft202012Validator.check_schema(schema)
     for item in document()["paths"].values():
         for op in item.values():

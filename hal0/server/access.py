@@ -15,7 +15,8 @@ from typing import Literal, TypeVar
 
 from aiohttp import web
 
-__all__ = ["Access", "access_of", "declared_access", "inference", "ollama_route", "ollama_serves", "on_ollama_listener", "public"]
+__all__ = ["Access", "access_of", "declared_access", "inference", "ollama_route", "ollama_serves", "on_ollama_listener",
+           "public"]
 
 Access = Literal["public", "inference", "admin"]
 H = TypeVar("H", bound=Callable[..., object])

@@ -90,8 +90,9 @@ COMPONENTS: dict[str, Schema] = {
                               size=STR, response_format={"enum": ["url", "b64_json"]}),
     "ImagesResponse": obj(("created",), created=INT, data=arr(obj(url=STR, b64_json=STR))),
     "CreateSpeechRequest": obj(("input",), model=STR, input=STR, voice=STR, response_format=STR, speed=NUM),
-    "CreateTranscriptionRequest": obj(("file",), file={"type": "string", "contentMediaType": "application/octet-stream"},
-                                      model=STR, language=STR, response_format=STR),
+    "CreateTranscriptionRequest": obj(
+        ("file",), file={"type": "string", "contentMediaType": "application/octet-stream"}, model=STR, language=STR,
+        response_format=STR),
     "RerankRequest": obj(("query", "documents"), model=STR, query=STR, documents=arr(STR, 1), top_n=INT),
     "RerankResponse": obj(("results",), model=STR,
                           results=arr(obj(("index", "relevance_score"), index=INT, relevance_score=NUM))),
