@@ -30,6 +30,7 @@ MATRIX: dict[str, tuple[int | str, int | str, int | str, int | str]] = {
 }
 CODES = {401: ("auth.missing", "auth.invalid"), 403: ("auth.forbidden",)}
 WRONG = "hal0_" + "x" * 40
+pytestmark = [pytest.mark.backends, pytest.mark.slow]
 
 
 class Hal0:

@@ -35,7 +35,10 @@ _SECURITY = {
 
 def _error(op: Op, status: int) -> dict[str, Any]:
     schema = {"$ref": f"#/components/schemas/{_ERROR_SCHEMA[op.error_shape]}"}
-    return {"description": _REASONS.get(status, "An error"), "content": {"application/json": {"schema": schema}}}
+    reason = _REASONS.get(status, "An error")
+    if op.upstream:
+        reason += "; or the backend's own error with its status, passed through in the backend's shape"
+    return {"description": reason, "content": {"application/json": {"schema": schema}}}
 
 
 def _operation(op: Op) -> dict[str, Any]:
