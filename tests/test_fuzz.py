@@ -29,6 +29,7 @@ import schemathesis
 import tomli_w
 from hypothesis import HealthCheck, settings
 from schemathesis.config import SchemathesisConfig
+from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from hal0.config.defaults import render_slot_toml
 from hal0.config.schema import ModelSection, ServerSection, SlotConfig
@@ -181,6 +182,8 @@ def test_no_server_error(case: Any, fuzzed: Fuzzed, slots_before: list[dict[str,
                          headers={"Authorization": f"Bearer {token}"}, timeout=120)
         try:
             check(op, resp.status_code, resp.text, (resp.headers.get("content-type") or [""])[0])
+            if resp.status_code < 300:  # a success is what the description says it is
+                case.validate_response(resp, checks=[response_schema_conformance])
         except AssertionError as e:
             raise AssertionError(f"{e}\nsent: {case.path_parameters} {case.query} {case.body!r:.1000}") from None
 

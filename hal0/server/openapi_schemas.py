@@ -129,7 +129,8 @@ COMPONENTS: dict[str, Schema] = {
                          capabilities=arr(STR), allow_outside_roots=BOOL, source=STR),
     "PullRequest": obj(("ref",), ref={"type": "string", "minLength": 1}, sha256=STR, **{"as": STR}),
     "Pull": obj(("id",), id=STR, model_id=STR, state=STR, done=INT, total=nullable(INT)),
-    "Capabilities": obj(("cards",), cards=arr(obj())),
+    "Capabilities": obj(("cards",), cards={"type": "object", "additionalProperties": obj(),
+                                           "description": "card name -> its children"}),
     "CapabilityChange": obj(enabled=BOOL, model=STR, backend=STR),
     "RouterModel": obj(("model",), model={"type": "string", "minLength": 1}),
 }
