@@ -15,10 +15,11 @@ from aiohttp import web
 from hal0.dialects.relay import answer_json, json_answer, passthrough, relay_sse
 from hal0.dialects.sse import SseEvent, sse
 from hal0.dispatch.dispatcher import Target
+from hal0.dispatch.proxy import Answer
 from hal0.errors import RequestInvalid
 
-__all__ = ["InfillStream", "completion_from_infill", "infill_request", "serve_infill", "serve_usage_split",
-           "split_usage", "wants_usage"]
+__all__ = ["InfillStream", "completion_from_infill", "infill_request", "serve_infill", "serve_raw_infill",
+           "serve_usage_split", "split_usage", "wants_usage"]
 
 # Sampling fields that mean the same on /infill as on /v1/completions.
 _PASSED = ("temperature", "top_p", "top_k", "min_p", "stop", "seed", "stream", "presence_penalty",
@@ -105,11 +106,33 @@ async def serve_infill(request: web.Request, target: Target, body: dict[str, Any
     if target.slot is None:
         return await target.forward(request, "/v1/completions", raw, "application/json")
     answer = await target.call(request, "/infill", infill)
+    await _refuse_unsupported(answer, target)
     if answer.status >= 400:
         return await passthrough(request, answer, target)
     if not body.get("stream"):
         return json_answer(request, target, completion_from_infill(await answer_json(answer, target), target.model))
     return await relay_sse(request, answer, target, rewrite=InfillStream(target.model, wants_usage(body)).feed)
+
+
+async def serve_raw_infill(request: web.Request, target: Target, body: dict[str, Any],
+                           raw: bytes) -> web.StreamResponse:
+    """llama.cpp's own ``/infill`` on ``target``, relayed as it comes (streamed or not)."""
+    if target.slot is None:
+        return await target.forward(request, "/infill", raw, "application/json")
+    answer = await target.call(request, "/infill", {**body, "model": target.model or body.get("model")})
+    await _refuse_unsupported(answer, target)
+    return await passthrough(request, answer, target)
+
+
+async def _refuse_unsupported(answer: Answer, target: Target) -> None:
+    """llama-server answers 501 when the model has no fill-in-the-middle tokens. That is the
+    client's choice of model, so a 400 in hal0's envelope (on a 5xx the SDKs would retry)."""
+    if answer.status != 501:
+        return
+    said = (await answer.read())[:500].decode("utf-8", "replace")
+    raise RequestInvalid(f"{target.label} cannot fill in the middle: its model has no FIM tokens (the backend "
+                         f"said: {said}); pick a coding model (Qwen2.5-Coder, CodeGemma, ...)", param="model",
+                         model=target.model)
 
 
 async def serve_usage_split(request: web.Request, target: Target, body: dict[str, Any]) -> web.StreamResponse:

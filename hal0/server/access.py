@@ -19,8 +19,8 @@ from aiohttp import web
 
 from hal0.auth import Scope
 
-__all__ = ["ACCEPTS", "Access", "access_of", "inference", "metrics", "ollama_route", "ollama_serves",
-           "on_ollama_listener", "public"]
+__all__ = ["ACCEPTS", "Access", "access_of", "declared_access", "inference", "metrics", "ollama_route",
+           "ollama_serves", "on_ollama_listener", "public"]
 
 Access = Literal["public", "inference", "metrics", "admin"]
 H = TypeVar("H", bound=Callable[..., object])
@@ -51,10 +51,15 @@ metrics = _mark("metrics")
 
 def access_of(request: web.Request) -> Access:
     """The access the matched handler declared (or the default for its path)."""
-    declared: Access | None = getattr(request.match_info.handler, _ATTR, None)
+    return declared_access(request.match_info.handler, request.path)
+
+
+def declared_access(handler: object, path: str) -> Access:
+    """The access ``handler`` declares, or the default for ``path`` (inference under /v1/, else admin)."""
+    declared: Access | None = getattr(handler, _ATTR, None)
     if declared is not None:
         return declared
-    return "inference" if request.path.startswith("/v1/") else "admin"
+    return "inference" if path.startswith("/v1/") else "admin"
 
 
 def ollama_route(handler: H) -> H:

@@ -43,6 +43,7 @@ from hal0.server import (
     model_status_api,
     models_api,
     ollama_api,
+    openapi,
     responses_api,
     slots_api,
     ui,
@@ -191,6 +192,7 @@ def build_app(paths: Paths, config: Hal0Config, slots: dict[str, SlotConfig], *,
     app.add_routes(capabilities_api.routes)
     app.add_routes(ollama_api.routes)
     app.add_routes(dashboard_api.routes)
+    app.add_routes(openapi.routes)
     app[ui.UI_FILES] = ui.load_ui()
     app.add_routes(ui.routes)
     app.add_routes(metrics_api.routes)

@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from hal0.config.schema import ApiConfig
-from hal0.dialects.fim import infill_request, serve_infill, serve_usage_split, wants_usage
+from hal0.dialects.fim import infill_request, serve_infill, serve_raw_infill, serve_usage_split, wants_usage
 from hal0.dispatch.dispatcher import Target
 from hal0.dispatch.multipart import form_fields
 from hal0.errors import ModelNotFound, RequestInvalid, RequestInvalidSize, RouteNotFound
@@ -81,12 +81,24 @@ def _validate(path: str, body: dict[str, Any], api: ApiConfig) -> None:
     elif path == "/v1/embeddings":
         _require(body, "input", (str, list), "a non-empty string or list")
         bound_list(body, "input", api.max_inputs, "max_inputs")
+        if isinstance(body["input"], list) and not all(map(_embeddable, body["input"])):
+            raise RequestInvalid("`input` must be a string or a list of strings (or of token ids)", param="input")
+        if "encoding_format" in body and body["encoding_format"] not in ("float", "base64"):
+            raise RequestInvalid("`encoding_format` must be \"float\" or \"base64\"", param="encoding_format")
     elif path == "/v1/audio/speech":
         _require(body, "input", (str,), "a non-empty string")
     else:
         _require(body, "query", (str,), "a non-empty string")
         _require(body, "documents", (list,), "a non-empty list of strings")
         bound_list(body, "documents", api.max_inputs, "max_inputs")
+
+
+def _embeddable(item: Any) -> bool:
+    """One element of an embeddings ``input`` list: a string, a token id or a list of token ids (the
+    backend answers anything else with a 500)."""
+    def token(t: Any) -> bool:
+        return isinstance(t, int) and not isinstance(t, bool)
+    return isinstance(item, str) or token(item) or (isinstance(item, list) and bool(item) and all(map(token, item)))
 
 
 def _token_ids(value: Any) -> bool:
@@ -212,7 +224,10 @@ async def infill(request: web.Request) -> web.StreamResponse:
     body = parse_json(raw, request.app[JSON_LIMITS])
     if body.get("model") is not None and not isinstance(body["model"], str):
         raise RequestInvalid("`model` must be a string", param="model")
-    return await request.app[DISPATCHER].handle(request, "/infill", body, raw)
+
+    async def serve(target: Target) -> web.StreamResponse:
+        return await serve_raw_infill(request, target, body, raw)
+    return await request.app[DISPATCHER].handle_via(request, "/infill", body.get("model"), serve)
 
 
 # /v1/rerank is an alias of /v1/rerankings (both reach the rerank slot's /v1/rerank).
