@@ -27,6 +27,7 @@ MATRIX: dict[str, tuple[int | str, int | str, int | str, int | str]] = {
     "public": ("ok", "ok", "ok", "ok"),
     "inference": (401, 401, "ok", "ok"),
     "admin": (401, 401, 403, "ok"),
+    "metrics": (401, 401, 403, "ok"),  # an admin or a metrics token (tests/test_metrics.py has the metrics scope)
 }
 CODES = {401: ("auth.missing", "auth.invalid"), 403: ("auth.forbidden",)}
 WRONG = "hal0_" + "x" * 40

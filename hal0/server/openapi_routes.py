@@ -230,6 +230,13 @@ _HAL0: tuple[Op, ...] = (
        response=obj(), errors=()),
     Op("GET", "/api/hardware/tier", "admin", "The tier the stored probe picks", "hardware",
        response=obj(("tier",), tier={"anyOf": [obj(), {"type": "null"}]}), errors=()),
+    Op("POST", "/api/gpu/release", "admin", "Unload every idle, unpinned slot at once (for a game or a render)",
+       "slots", request_required=False,
+       response=obj(("released", "kept"), released=arr(STR), kept=arr(obj(("slot", "reason"), slot=STR,
+                                                                         reason={"enum": ["pinned", "busy"]}))),
+       errors=()),
+    Op("GET", "/metrics", "metrics", "Prometheus metrics (an admin or a metrics token; [metrics] in hal0.toml)",
+       "hal0", response={"type": "string"}, response_type="text/plain", errors=(404,)),
 )
 
 _UI: tuple[Op, ...] = (
