@@ -185,7 +185,9 @@ def test_no_server_error(case: Any, fuzzed: Fuzzed, slots_before: list[dict[str,
             if resp.status_code < 300:  # a success is what the description says it is
                 case.validate_response(resp, checks=[response_schema_conformance])
         except AssertionError as e:
-            raise AssertionError(f"{e}\nsent: {case.path_parameters} {case.query} {case.body!r:.1000}") from None
+            tail = "".join(fuzzed.lines[-40:])  # a 500's traceback is in hal0's log, not in the answer
+            raise AssertionError(f"{e}\nsent: {case.path_parameters} {case.query} {case.body!r:.1000}\n"
+                                 f"hal0's log:\n{tail}") from None
 
 
 def test_afterwards_healthy_with_the_slots_as_they_were(fuzzed: Fuzzed, slots_before: list[dict[str, Any]]) -> None:

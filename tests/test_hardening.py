@@ -203,6 +203,23 @@ def test_huge_lists_are_refused_before_any_backend(hal0: tuple[Logged, str], pat
     assert status == 200, answer  # at the limit: served
 
 
+@pytest.mark.parametrize(("path", "message", "field"), [
+    ("/v1/chat/completions", {"role": "tool", "name": [], "content": None}, "name"),
+    ("/v1/chat/completions", {"role": "tool", "tool_call_id": 7, "content": "x"}, "tool_call_id"),
+    ("/v1/chat/completions", {"role": "user", "content": 5}, "content"),
+    ("/v1/messages/count_tokens", {"role": "user", "name": None, "content": ""}, "name"),
+])
+def test_message_fields_llama_server_parses_strictly_are_checked_by_hal0(
+        hal0: tuple[Logged, str], path: str, message: dict[str, Any], field: str) -> None:
+    """Found by the fuzz: a message `name` that is not a string was llama-server's 500."""
+    logged, tok = hal0
+    status, answer, _ = request(logged.s.url, "POST", path, tok,
+                                json.dumps({"model": "primary", "messages": [message], "max_tokens": 5}).encode())
+    assert status == 400, answer
+    message_text = answer["error"]["message"]
+    assert f"messages[0].{field}" in message_text, answer
+
+
 def test_50000_messages_answer_at_once(hal0: tuple[Logged, str]) -> None:
     logged, tok = hal0
     body = json.dumps({"model": "primary", "messages": [{"role": "user", "content": "hello"}] * 50_000}).encode()
@@ -446,10 +463,10 @@ def test_token_files_readable_by_others_stop_serve(tmp_path: Path) -> None:
 
 @pytest.fixture
 def tiny_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 2 MB tmpfs (needs root), unmounted after the test."""
+    """An 8 MB tmpfs (needs root), unmounted after the test."""
     mount = tmp_path / "disk"
     mount.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True, text=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)], capture_output=True, text=True)
     if r.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs to fill up (needs root): {r.stderr.strip()}")
     try:
@@ -459,14 +476,14 @@ def tiny_disk(tmp_path: Path) -> Iterator[Path]:
 
 
 def fill(disk: Path) -> None:
-    """Take every free byte of ``disk``."""
-    with open(disk / "filler", "wb") as f:
-        try:
+    """Take every free byte of ``disk`` (it may be full already: hal0 wrote there first)."""
+    try:
+        with open(disk / "filler", "wb") as f:
             while True:
                 f.write(b"\0" * 65536)
                 f.flush()
-        except OSError:
-            pass
+    except OSError:
+        pass
     n = 0
     while True:  # the last few blocks and inodes too
         try:

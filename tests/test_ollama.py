@@ -440,7 +440,9 @@ def test_a_tokenless_listener_must_be_loopback(paths: Paths) -> None:
 
 @pytest.mark.parametrize(("given", "seconds"), [
     (None, None), (0, 0.0), ("0", 0.0), (300, 300.0), ("5m", 300.0), ("1h30m", 5400.0), ("1.5s", 1.5),
-    ("250ms", 0.25), (-1, -1.0), ("-1", -1.0), ("-5m", -1.0)])
+    ("250ms", 0.25), (-1, -1.0), ("-1", -1.0), ("-5m", -1.0),
+    # found by the fuzz: a timer that far out overflowed `expires_at` (500 on /api/ps): forever instead
+    (1e300, -1.0), ("9999999h", -1.0), (float("nan"), -1.0), ("nan", -1.0)])
 def test_keep_alive_durations(given: Any, seconds: float | None) -> None:
     assert ol.parse_keep_alive(given) == seconds
 
@@ -551,3 +553,7 @@ def test_generate_picks_chat_or_plain_completions() -> None:
         ol.chat_request({"model": "m", "messages": [], "format": "yaml"})
     with pytest.raises(RequestInvalid):
         ol.chat_request({"model": "", "messages": []})
+
+
+def test_expiry_times_past_the_year_3000_are_written_as_never() -> None:
+    assert ol.rfc3339(1e18) == ol.rfc3339(ol.NEVER) == "3000-01-01T00:00:00.000000Z"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from hal0.dialects.messages import check_message_fields
 from hal0.dispatch.proxy import Dialect
 from hal0.errors import RequestInvalid, anthropic_envelope, anthropic_error_type
 
@@ -34,6 +35,7 @@ def check_messages(body: dict[str, Any], *, count: bool = False) -> None:
         if not isinstance(m, dict) or m.get("role") not in ("user", "assistant") or "content" not in m:
             raise RequestInvalid(f"messages[{i}] must be an object with `role` user or assistant and `content`",
                                  param=f"messages.{i}")
+    check_message_fields(messages)
     model = body.get("model")
     if model is not None and not isinstance(model, str):
         raise RequestInvalid("`model` must be a string", param="model")

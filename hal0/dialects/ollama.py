@@ -19,6 +19,7 @@ from typing import Any
 from hal0.errors import RequestInvalid
 
 __all__ = [
+    "NEVER",
     "OPTION_MAP",
     "ChatStream",
     "SSEDecoder",
@@ -59,9 +60,14 @@ def model_name(name: Any, param: str = "model") -> str:
     return name.removesuffix(":latest")
 
 
+_KEEP_ALIVE_MAX_S = 365 * 86400.0
+NEVER = 32503680000.0  # 3000-01-01: Ollama's "expires_at" of a model that never unloads, and the latest written
+
+
 def parse_keep_alive(value: Any) -> float | None:
     """Ollama's ``keep_alive`` in seconds: a number of seconds or a Go duration ("5m", "1h30m", "0");
-    negative means forever (-1.0); None when absent. Raises RequestInvalid."""
+    negative, or longer than a year (or not a finite number of seconds), means forever (-1.0): a
+    timer that far out would overflow the event loop's clock; None when absent. Raises RequestInvalid."""
     if value is None:
         return None
     if isinstance(value, bool):
@@ -81,12 +87,12 @@ def parse_keep_alive(value: Any) -> float | None:
             seconds = sum(float(n) * _UNIT_S[u] for n, u in parts)
     else:
         raise RequestInvalid("`keep_alive` must be a duration string or a number", param="keep_alive")
-    return -1.0 if seconds < 0 else seconds
+    return -1.0 if not 0 <= seconds <= _KEEP_ALIVE_MAX_S else seconds  # NaN fails the test too
 
 
 def rfc3339(ts: float | None = None) -> str:
     """A wall time as Ollama writes it (UTC, ``Z``)."""
-    moment = datetime.fromtimestamp(time.time() if ts is None else ts, UTC)
+    moment = datetime.fromtimestamp(min(max(time.time() if ts is None else ts, 0.0), NEVER), UTC)
     return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 

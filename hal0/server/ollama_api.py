@@ -35,7 +35,6 @@ routes = web.RouteTableDef()
 H = TypeVar("H", bound=Callable[..., object])
 OLLAMA_VERSION = "0.12.0"  # the Ollama API level these routes follow (clients gate features on it)
 NDJSON = "application/x-ndjson"
-_NEVER = 32503680000.0  # 3000-01-01: Ollama's "expires_at" of a model that never unloads
 _TEXT_KINDS = {Modality.CHAT, Modality.EMBEDDINGS}
 _OLLAMA_CAPS = frozenset({"chat", "embed", "vision"})  # registry capabilities the Ollama routes can use
 
@@ -307,7 +306,7 @@ async def ps(request: web.Request) -> web.Response:
             assert ref is not None and s.model is not None
             facts = _describe(ref, entries.get(ref))
             out.append({**_listed(s.model, facts, slot=s.name),
-                        "expires_at": ol.rfc3339(s.expires_at if s.expires_at is not None else _NEVER),
+                        "expires_at": ol.rfc3339(s.expires_at if s.expires_at is not None else ol.NEVER),
                         "size_vram": 0 if s.backend == "cpu" else facts["size"],
                         "context_length": slot.config.model.context_size})
         return out

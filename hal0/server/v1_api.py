@@ -9,6 +9,7 @@ from aiohttp import web
 
 from hal0.config.schema import ApiConfig
 from hal0.dialects.fim import infill_request, serve_infill, serve_raw_infill, serve_usage_split, wants_usage
+from hal0.dialects.messages import check_message_fields
 from hal0.dispatch.dispatcher import Target
 from hal0.dispatch.multipart import form_fields
 from hal0.errors import ModelNotFound, RequestInvalid, RequestInvalidSize, RouteNotFound
@@ -75,6 +76,7 @@ def _validate(path: str, body: dict[str, Any], api: ApiConfig) -> None:
         bound_list(body, "messages", api.max_messages, "max_messages")
         if not all(isinstance(m, dict) and isinstance(m.get("role"), str) for m in body["messages"]):
             raise RequestInvalid("each message must be an object with a `role`", param="messages")
+        check_message_fields(body["messages"])
     elif path == "/v1/completions":
         _require(body, "prompt", (str, list), "a string or a list")
         bound_list(body, "prompt", api.max_inputs, "max_inputs")
