@@ -92,7 +92,7 @@ def hal0(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Logged, str
     (home / "etc/slots/handmade.toml").write_text(  # edited by hand: never through `slot create`
         f'name = "handmade"\nprovider = "whisper"\nport = {free_port()}\nenabled = false\n'
         f'[model]\ndefault = "{model}"\n[server]\nextra_args = ["--host", "0.0.0.0"]\n')
-    with serving(home) as s:
+    with serving(home, drain=False) as s:  # Logged reads its log itself
         s.load("primary", token(home))
         logged = Logged(s)
         yield logged, token(home)

@@ -33,7 +33,7 @@ from tests.helpers.env import free_port, manifest
 async def direct(provider: ProviderConfig, slot: SlotConfig, model: Path, tmp: Path) -> tuple[float, float]:
     """(exec-to-ready, SIGTERM-to-exit) seconds for the bare backend."""
     spec = LlamaServer().launch(slot, resolve_model(str(model), Registry(resolve_paths({"HAL0_HOME": str(tmp)}))),
-                                provider)
+                                provider, tmp)
     async with aiohttp.ClientSession() as http:
         t0 = time.perf_counter()
         proc = await BackendProcess.spawn(spec.argv, spec.env, LogRing(), tmp / "direct.log")

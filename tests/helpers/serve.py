@@ -6,6 +6,7 @@ import json
 import re
 import signal
 import subprocess
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
@@ -19,8 +20,10 @@ from tests.helpers.env import HAL0, free_port, hal0_env
 
 
 class Served:
-    def __init__(self, proc: subprocess.Popen[str], url: str, home: Path, log: list[str]) -> None:
+    def __init__(self, proc: subprocess.Popen[str], url: str, home: Path, log: list[str],
+                 drainer: threading.Thread | None = None) -> None:
         self.proc, self.url, self.home, self.log = proc, url, home, log
+        self._drainer = drainer  # reads hal0's log into ``log`` while it runs (None: the test reads it)
 
     def get(self, path: str, token: str | None = None) -> tuple[int, Any]:
         req = urllib.request.Request(self.url + path)
@@ -59,19 +62,26 @@ class Served:
     def stop(self) -> int:
         self.proc.send_signal(signal.SIGTERM)
         assert self.proc.stderr is not None
-        self.log.extend(self.proc.stderr.readlines())
+        if self._drainer is None:
+            self.log.extend(self.proc.stderr.readlines())
+        else:
+            self._drainer.join(timeout=60)
         return self.proc.wait(timeout=60)
 
 
 @contextmanager
 def serving(home: Path, argv: Sequence[str] = HAL0, port: int | None = None,
-            env: dict[str, str] | None = None, host: str = "127.0.0.1") -> Iterator[Served]:
-    """Start serve; yield once its log says it listens (raises if it exits first)."""
+            env: dict[str, str] | None = None, host: str = "127.0.0.1", drain: bool = True) -> Iterator[Served]:
+    """Start serve; yield once its log says it listens (raises if it exits first). With ``drain``, a
+    thread keeps reading its log into ``Served.log``: a pipe nobody reads fills up (64 KiB of access
+    log), and hal0 then blocks on its next log line with its whole event loop. Without it, the test
+    reads ``proc.stderr`` itself."""
     port = port or free_port()
     proc = subprocess.Popen([*argv, "serve", "--host", host, "--port", str(port)],
                             env=env or hal0_env(home), stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
     log: list[str] = []
+    drainer: threading.Thread | None = None
     try:
         for line in proc.stderr:
             log.append(line)
@@ -79,15 +89,24 @@ def serving(home: Path, argv: Sequence[str] = HAL0, port: int | None = None,
                 break
         else:
             raise RuntimeError("hal0 serve exited before listening:\n" + "".join(log))
-        yield Served(proc, f"http://{host}:{port}", home, log)
+        if drain:
+            stream = proc.stderr
+            drainer = threading.Thread(target=lambda: log.extend(stream), daemon=True, name="hal0-log")
+            drainer.start()
+        yield Served(proc, f"http://{host}:{port}", home, log, drainer)
     finally:
         if proc.poll() is None:  # a test that failed or did not stop it: stop it as an operator would
             proc.send_signal(signal.SIGTERM)  # hal0 stops its backends; a kill would orphan them
             try:
-                proc.communicate(timeout=60)  # drains its log meanwhile, so it cannot block on a full pipe
+                if drainer is not None:
+                    proc.wait(timeout=60)  # the drainer reads its log meanwhile
+                else:
+                    proc.communicate(timeout=60)  # drains its log meanwhile, so it cannot block on a full pipe
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        if drainer is not None:
+            drainer.join(timeout=10)
         proc.stderr.close()
 
 
