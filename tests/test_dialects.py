@@ -216,11 +216,12 @@ def test_anthropic_errors_map_to_sdk_exceptions(hal0: tuple[Served, str, str], c
 def test_anthropic_backend_error_is_rewritten(hal0: tuple[Served, str, str]) -> None:
     """llama-server answers a bad request in OpenAI's shape; the client gets Anthropic's."""
     s, token, _ = hal0
-    status, _, body = _request(s, "POST", "/v1/messages", {
-        "model": "primary", "max_tokens": 4, "messages": [{"role": "user", "content": 5}]},
+    status, _, body = _request(s, "POST", "/v1/messages", {  # a field hal0 leaves to the backend to check
+        "model": "primary", "max_tokens": 4, "temperature": "hot", "messages": [{"role": "user", "content": "hi"}]},
         {"x-api-key": token})
-    assert (status, body["type"], body["error"]["type"]) == (400, "error", "invalid_request_error")
-    assert body["error"]["message"] == "Expected 'content' to be a string or an array"
+    assert (status, body["type"], body["error"]["type"]) == (400, "error", "invalid_request_error"), body
+    assert body["error"]["message"] == "Field 'temperature': [json.exception.type_error.302] type must be number, " \
+        "but is string"
 
 
 # --- OpenAI Responses ------------------------------------------------------------------

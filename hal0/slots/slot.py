@@ -561,11 +561,10 @@ class Slot(Owner):
         self._need = self._memory = self._peak = None
         self._disarm()
         lost = "unresponsive" if reason.startswith(readiness.UNRESPONSIVE) else "exited"
+        if self.config.rpc:  # which workers are gone (`hal0 status`), known when the error is published
+            self._workers = await workers.check(self.config.rpc, _WORKER_TIMEOUT_S)
         self._after_failure(reason, log_lines=True, retry=True, lost=lost)  # out of the dispatchable set first
         await proc.stop(0)  # it exited, or hangs: nothing to wait for (SIGKILL also ends a SIGSTOP)
-        if self.config.rpc:  # which workers are gone, for `hal0 status`
-            self._workers = await workers.check(self.config.rpc, _WORKER_TIMEOUT_S)
-            self._publish()
 
     async def _handle_autorestart(self) -> None:
         if self._state is not S.ERROR or not self.config.enabled:
