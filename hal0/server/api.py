@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
@@ -12,7 +11,7 @@ from hal0 import __version__
 from hal0.config import BUILTIN_SLOTS
 from hal0.server.access import public
 from hal0.server.keys import CAPABILITIES, CONFIG, DISPATCHER, EVENTS, PATHS, SLOTS, STARTED_AT, WYOMING
-from hal0.server.sse import HEARTBEAT_S, format_event, open_sse
+from hal0.server.sse import format_event, relay_events
 from hal0.slots import Slot
 from hal0.web.http import json_response
 
@@ -58,19 +57,5 @@ async def status(request: web.Request) -> web.Response:
 @routes.get("/api/events")
 async def events(request: web.Request) -> web.StreamResponse:
     """Server-sent events until the client leaves or the server shuts down."""
-    with request.app[EVENTS].subscribe() as sub:
-        resp = await open_sse(request)
-        await resp.write(b": hal0 events\n\n")
-        try:
-            while True:
-                try:
-                    event = await asyncio.wait_for(sub.get(), HEARTBEAT_S)
-                except TimeoutError:
-                    await resp.write(b": ping\n\n")
-                    continue
-                if event is None:
-                    break
-                await resp.write(format_event(event.kind, {"ts": event.ts, **event.data}, event.id))
-        except (ConnectionResetError, ConnectionError):
-            pass  # the client went away
-    return resp
+    return await relay_events(request, request.app[EVENTS],
+                              lambda e: format_event(e.kind, {"ts": e.ts, **e.data}, e.id), b": hal0 events\n\n")

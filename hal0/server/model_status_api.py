@@ -5,7 +5,6 @@ as they happen, with download progress while a slot pulls its model)."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 from typing import Any
@@ -13,11 +12,12 @@ from typing import Any
 from aiohttp import web
 
 from hal0.errors import Hal0Error, ModelNotFound, RequestInvalid
+from hal0.events import Event
 from hal0.providers import get_provider
 from hal0.server.access import inference
 from hal0.server.keys import EVENTS, REGISTRY, SLOTS, STARTED_WALL
 from hal0.server.model_list import learn_contexts, slot_entry
-from hal0.server.sse import HEARTBEAT_S, open_sse
+from hal0.server.sse import relay_events
 from hal0.slots import Slot, SlotSnapshot, SlotState
 from hal0.web.http import json_response, read_json
 
@@ -149,21 +149,8 @@ def router_event(kind: str, data: dict[str, Any], pulling: dict[str, str]) -> by
 @inference
 async def events(request: web.Request) -> web.StreamResponse:
     """Each slot's status changes until the client leaves or the server shuts down."""
-    with request.app[EVENTS].subscribe() as sub:
-        resp = await open_sse(request)
-        try:
-            while True:
-                try:
-                    event = await asyncio.wait_for(sub.get(), HEARTBEAT_S)
-                except TimeoutError:
-                    await resp.write(b": ping\n\n")
-                    continue
-                if event is None:
-                    break
-                pulling = {} if event.kind != "model.pull" else {
-                    str(snap.pull.get("id")): snap.name for snap in request.app[SLOTS].snapshots() if snap.pull}
-                if (line := router_event(event.kind, event.data, pulling)) is not None:
-                    await resp.write(line)
-        except ConnectionError:
-            pass
-    return resp
+    def render(event: Event) -> bytes | None:
+        pulling = {} if event.kind != "model.pull" else {
+            str(snap.pull.get("id")): snap.name for snap in request.app[SLOTS].snapshots() if snap.pull}
+        return router_event(event.kind, event.data, pulling)
+    return await relay_events(request, request.app[EVENTS], render)

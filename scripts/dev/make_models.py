@@ -61,6 +61,34 @@ def _write(writer: gguf.GGUFWriter) -> None:
     writer.close()
 
 
+def _llama_header(w: gguf.GGUFWriter, *, n_ctx: int, shape: tuple[int, int, int, int, int], rope_base: float,
+                  file_type: gguf.LlamaFileType, vocab: tuple[list[str], list[float], list[gguf.TokenType]]) -> None:
+    """A llama's metadata: ``shape`` is (n_embd, n_layer, n_head, n_head_kv, n_ff); an SPM vocab
+    with <s>, ChatML's <|im_end|> as end of turn, and the ChatML template."""
+    n_embd, n_layer, n_head, n_head_kv, n_ff = shape
+    tokens, scores, types = vocab
+    w.add_context_length(n_ctx)
+    w.add_embedding_length(n_embd)
+    w.add_block_count(n_layer)
+    w.add_feed_forward_length(n_ff)
+    w.add_head_count(n_head)
+    w.add_head_count_kv(n_head_kv)
+    w.add_rope_dimension_count(n_embd // n_head)
+    w.add_rope_freq_base(rope_base)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_file_type(file_type)
+    w.add_tokenizer_model("llama")
+    w.add_tokenizer_pre("default")
+    w.add_token_list(tokens)
+    w.add_token_scores(scores)
+    w.add_token_types(types)
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(4)
+    w.add_unk_token_id(0)
+    w.add_add_bos_token(False)
+    w.add_chat_template(CHATML)
+
+
 def tiny_chat(out: Path) -> None:
     """A 2-layer llama with a 320-token SPM vocab and ChatML special tokens."""
     rng = np.random.default_rng(SEED)
@@ -76,26 +104,8 @@ def tiny_chat(out: Path) -> None:
 
     w = gguf.GGUFWriter(str(out), "llama")
     w.add_name("hal0-tiny-chat")
-    w.add_context_length(2048)
-    w.add_embedding_length(n_embd)
-    w.add_block_count(n_layer)
-    w.add_feed_forward_length(n_ff)
-    w.add_head_count(n_head)
-    w.add_head_count_kv(n_head)
-    w.add_rope_dimension_count(n_embd // n_head)
-    w.add_rope_freq_base(10000.0)
-    w.add_layer_norm_rms_eps(1e-5)
-    w.add_file_type(gguf.LlamaFileType.ALL_F32)
-    w.add_tokenizer_model("llama")
-    w.add_tokenizer_pre("default")
-    w.add_token_list(tokens)
-    w.add_token_scores(scores)
-    w.add_token_types(types)
-    w.add_bos_token_id(1)
-    w.add_eos_token_id(4)
-    w.add_unk_token_id(0)
-    w.add_add_bos_token(False)
-    w.add_chat_template(CHATML)
+    _llama_header(w, n_ctx=2048, shape=(n_embd, n_layer, n_head, n_head, n_ff), rope_base=10000.0,
+                  file_type=gguf.LlamaFileType.ALL_F32, vocab=(tokens, scores, types))
 
     w.add_tensor("token_embd.weight", _rand(rng, n_vocab, n_embd))
     w.add_tensor("output_norm.weight", _ones(n_embd))
@@ -154,26 +164,8 @@ def llama_shaped(out: Path, shape: str) -> None:
 
     w = gguf.GGUFWriter(str(out), "llama")
     w.add_name(f"hal0-random-llama-{shape}")
-    w.add_context_length(8192)
-    w.add_embedding_length(n_embd)
-    w.add_block_count(n_layer)
-    w.add_feed_forward_length(n_ff)
-    w.add_head_count(n_head)
-    w.add_head_count_kv(n_head_kv)
-    w.add_rope_dimension_count(n_embd // n_head)
-    w.add_rope_freq_base(500000.0)
-    w.add_layer_norm_rms_eps(1e-5)
-    w.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
-    w.add_tokenizer_model("llama")
-    w.add_tokenizer_pre("default")
-    w.add_token_list(tokens)
-    w.add_token_scores(scores)
-    w.add_token_types(types)
-    w.add_bos_token_id(1)
-    w.add_eos_token_id(4)
-    w.add_unk_token_id(0)
-    w.add_add_bos_token(False)
-    w.add_chat_template(CHATML)
+    _llama_header(w, n_ctx=8192, shape=LLAMA_SHAPES[shape], rope_base=500000.0,
+                  file_type=gguf.LlamaFileType.MOSTLY_F16, vocab=(tokens, scores, types))
     kv = n_embd // n_head * n_head_kv
     w.add_tensor("token_embd.weight", rand(n_vocab, n_embd))
     w.add_tensor("output_norm.weight", _ones(n_embd))
