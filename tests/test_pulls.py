@@ -147,6 +147,22 @@ async def test_a_cancelled_pull_keeps_its_partial_and_resumes_later(pulls: Pulls
     assert entry.verified and entry.size == src.stat().st_size
 
 
+async def test_progress_before_a_stall_is_published(pulls: Pulls, hub: FakeHub) -> None:
+    """Once at most every PROGRESS_EVERY_S, but the latest figure always goes out: the dashboard
+    showed "0 B" for a pull whose bytes arrived within one interval before the download stalled."""
+    src = model("gemma3-270m")
+    hub.add("acme/gemma-GGUF", "gemma.gguf", src)
+    hub.faults["gemma.gguf"] = Faults(stall_at=10_000_000)  # mid-file, and it stays there
+    with pulls.events.subscribe(maxsize=100_000) as sub:
+        job = await pulls.start("hf://acme/gemma-GGUF/gemma.gguf")
+        async with asyncio.timeout(60):
+            while not ((e := await sub.get()) and e.kind == "model.pull" and e.data["done"] == 10_000_000):
+                pass
+    pulls.cancel(job.id)
+    with pytest.raises(PullCancelled):
+        await job.result
+
+
 async def test_quantisation_picks_every_part_of_a_split_gguf(pulls: Pulls, hub: FakeHub, tmp_path: Path) -> None:
     parts = []
     for i in (1, 2):

@@ -212,16 +212,25 @@ class Pulls:
         job.total = sum(s for s in sizes if s) if all(sizes) else None
         here = [0] * len(plan.files)
         last = [0.0]
+        trailing: list[asyncio.TimerHandle | None] = [None]
+
+        def publish() -> None:
+            if trailing[0] is not None:
+                trailing[0].cancel()
+            trailing[0] = None
+            last[0] = time.monotonic()
+            self._publish(job)
 
         def progress(i: int, have: int, total: int | None) -> None:
             here[i] = have
             job.done = sum(here)
             if total is not None and job.total is None and len(plan.files) == 1:
                 job.total = total
-            now = time.monotonic()
-            if now - last[0] >= PROGRESS_EVERY_S or have == total:
-                last[0] = now
-                self._publish(job)
+            wait = PROGRESS_EVERY_S - (time.monotonic() - last[0])
+            if wait <= 0 or have == total:
+                publish()
+            elif trailing[0] is None:  # at most one event per interval, and the latest always goes out:
+                trailing[0] = asyncio.get_running_loop().call_later(wait, publish)  # a stall must not hide it
 
         try:
             fetched = []
@@ -248,6 +257,9 @@ class Pulls:
             job.result.exception()
             self._publish(job)
             return
+        finally:
+            if trailing[0] is not None:  # the final event says it all
+                trailing[0].cancel()
         job.state = "done"
         job.result.set_result(entry)
         self._publish(job)
