@@ -291,7 +291,8 @@ def test_the_chat_playground_streams_an_answer_from_primary(box: Box, page: Page
     box.served.load("primary", box.admin)
     sign_in(page, box.served.url, box.admin)
     page.get_by_role("link", name="Playground").click()
-    page.get_by_label("Model", exact=True).select_option("primary")
+    chat = page.get_by_role("article", name="Chat")  # the Slots view's create form has a "Model" too
+    chat.get_by_label("Model", exact=True).select_option("primary")
     page.get_by_label("Max reply length").fill("24")
     page.get_by_label("Message", exact=True).fill("Say hello.")
     page.get_by_role("button", name="Send", exact=True).click()
