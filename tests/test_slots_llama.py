@@ -158,11 +158,13 @@ def test_a_swap_under_streaming_traffic_truncates_nothing(tmp_path: Path) -> Non
 
         with ThreadPoolExecutor(51) as pool:
             embeds = pool.submit(embed)
-            streams = [pool.submit(stream, i) for i in range(50)]
-            first_chunk.wait(60)
-            status, swapped = s.post("/api/slots/primary/swap", token, {"model": str(new)})
-            results = [f.result(timeout=300) for f in streams]
-            stop_embed.set()
+            try:
+                streams = [pool.submit(stream, i) for i in range(50)]
+                first_chunk.wait(60)
+                status, swapped = s.post("/api/slots/primary/swap", token, {"model": str(new)})
+                results = [f.result(timeout=300) for f in streams]
+            finally:  # a stream that failed raises above: the embed loop must end too, or the pool waits forever
+                stop_embed.set()
             assert embeds.result(timeout=60) > 0
         assert s.stop() == 0
     assert status == 200 and swapped["model"] == "tiny-chat-b", swapped
