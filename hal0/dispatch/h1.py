@@ -323,7 +323,11 @@ class H1Pool:
             except BackendError:
                 conn.close()
                 if reused and attempt == 0 and conn.received == 0:
-                    continue  # a keep-alive connection the backend had already closed
+                    # A keep-alive connection the backend had already closed: so are the others it
+                    # left idle (a restarted backend on the same port), so the retry opens a new one.
+                    for stale in self._idle.pop(port, []):
+                        stale.close()
+                    continue
                 raise
             except BaseException:
                 conn.close()
