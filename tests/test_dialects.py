@@ -23,10 +23,9 @@ import openai
 import pytest
 import tomli_w
 
-from hal0.config.defaults import render_slot_toml
-from hal0.config.schema import ModelSection, ServerSection, SlotConfig
 from tests.helpers.env import HAL0, free_port, hal0_env, manifest
 from tests.helpers.serve import Served, serving
+from tests.helpers.slots import slot_toml
 
 pytestmark = [pytest.mark.backends, pytest.mark.slow]
 FACT, QUESTION = "My favourite fruit is the pineapple.", "What is my favourite fruit?"
@@ -34,10 +33,6 @@ FIM_TOKENS = "tokenizer.ggml.fim_pre_token_id=int:7,tokenizer.ggml.fim_suf_token
              "tokenizer.ggml.fim_mid_token_id=int:9"  # <unused1..3> in Gemma 3's vocabulary
 
 
-def _slot(name: str, model: str, **kw: Any) -> str:
-    server = ServerSection(threads=1, extra_args=kw.pop("extra", ()), accept_token_ids=kw.pop("ids", False))
-    return render_slot_toml(SlotConfig(name=name, backend="cpu", port=free_port(), server=server,
-                                       model=ModelSection(default=model, context_size=kw.pop("ctx", 2048)), **kw))
 
 
 class _OldBox(BaseHTTPRequestHandler):
@@ -100,15 +95,16 @@ def hal0(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Served, str
         "upstreams": {"old": {"url": f"http://127.0.0.1:{box.server_address[1]}/v1", "models": ["old-model"]}},
     }))
     slots = {
-        "primary": _slot("primary", models["gemma3-270m"], extra=("--override-kv", FIM_TOKENS)),
-        "embed": _slot("embed", models["tiny-embed"], ctx=512),
-        "ids": _slot("ids", models["tiny-embed"], ctx=512, extra=("--embedding",), ids=True),
-        "cold": _slot("cold", models["tiny-chat"]),
-        "off": _slot("off", models["tiny-chat"], enabled=False),
+        "primary": slot_toml("primary", models["gemma3-270m"], extra=("--override-kv", FIM_TOKENS)),
+        "embed": slot_toml("embed", models["tiny-embed"], ctx=512),
+        "ids": slot_toml("ids", models["tiny-embed"], ctx=512, extra=("--embedding",), ids=True),
+        "cold": slot_toml("cold", models["tiny-chat"]),
+        "off": slot_toml("off", models["tiny-chat"], enabled=False),
     }
     slots["primary"] = slots["primary"].replace(f"port = {_port_of(slots['primary'])}", f"port = {primary_port}")
     for name in ("stt", "tts", "img"):
-        slots[name] = _slot(name, "", enabled=False, provider={"stt": "whisper", "tts": "kokoro"}.get(name, "comfyui"))
+        provider = {"stt": "whisper", "tts": "kokoro"}.get(name, "comfyui")
+        slots[name] = slot_toml(name, "", enabled=False, provider=provider)
     for name, text in slots.items():
         (etc / "slots" / f"{name}.toml").write_text(text)
     subprocess.run([*HAL0, "init"], env=hal0_env(home), check=True, capture_output=True)

@@ -31,12 +31,11 @@ from hypothesis import HealthCheck, settings
 from schemathesis.config import SchemathesisConfig
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
-from hal0.config.defaults import render_slot_toml
-from hal0.config.schema import ModelSection, ServerSection, SlotConfig
 from hal0.server.openapi import document
 from hal0.server.openapi_routes import OPERATIONS, Op
 from tests.helpers.env import HAL0, free_port, hal0_env, manifest
 from tests.helpers.serve import Served, serving
+from tests.helpers.slots import slot_toml
 
 EXCLUDED = {
     ("GET", "/api/events"): "streams events until the client leaves",
@@ -73,10 +72,6 @@ BY_KEY = {(op.method, op.path): op for op in OPERATIONS}
 pytestmark = [pytest.mark.backends, pytest.mark.slow]
 
 
-def _slot(name: str, model: str, *extra: str, enabled: bool = True, provider: str = "llama-server") -> str:
-    return render_slot_toml(SlotConfig(name=name, backend="cpu", port=free_port(), enabled=enabled,
-                                       provider=provider, server=ServerSection(threads=1, extra_args=extra),
-                                       model=ModelSection(default=model, context_size=512)))
 
 
 class Fuzzed:
@@ -112,11 +107,12 @@ def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fuzzed]:
         "providers": {"llama-server": {"bin": m["llama_server"]["bin"], "env": m["llama_server"]["env"]}},
         "models": {"autopull": False},
     }))
-    slots = {"primary": _slot("primary", m["models"]["tiny-chat"]),  # a 512-token context bounds each answer
-             "embed": _slot("embed", m["models"]["tiny-embed"]),
-             "stt": _slot("stt", "", enabled=False, provider="moonshine"),
-             "tts": _slot("tts", "", enabled=False, provider="kokoro"),
-             "img": _slot("img", "", enabled=False, provider="comfyui")}
+    # a 512-token context bounds each answer
+    slots = {"primary": slot_toml("primary", m["models"]["tiny-chat"], ctx=512),
+             "embed": slot_toml("embed", m["models"]["tiny-embed"], ctx=512),
+             "stt": slot_toml("stt", "", ctx=512, enabled=False, provider="moonshine"),
+             "tts": slot_toml("tts", "", ctx=512, enabled=False, provider="kokoro"),
+             "img": slot_toml("img", "", ctx=512, enabled=False, provider="comfyui")}
     for name, text in slots.items():
         (etc / "slots" / f"{name}.toml").write_text(text)
     subprocess.run([*HAL0, "init"], env=hal0_env(home), check=True, capture_output=True)

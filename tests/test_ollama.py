@@ -22,8 +22,6 @@ import pytest
 import tomli_w
 
 from hal0.config import load_config
-from hal0.config.defaults import render_slot_toml
-from hal0.config.schema import ModelSection, ServerSection, SlotConfig
 from hal0.dialects import ollama as ol
 from hal0.errors import ConfigInvalid, RequestInvalid
 from hal0.paths import Paths
@@ -31,6 +29,7 @@ from hal0.server.ollama_api import OLLAMA_VERSION
 from tests.helpers.env import HAL0, free_port, hal0_env, manifest
 from tests.helpers.hub import FakeHub, fake_hub
 from tests.helpers.serve import Served, serving, setup_home
+from tests.helpers.slots import slot_toml
 
 # A ChatML template that knows tools (Hermes 2 Pro's <tool_call> form, which llama-server parses),
 # so Gemma 3 270M makes real tool calls; its own GGUF template has no tools.
@@ -77,11 +76,6 @@ class Hal0:
             client.close()
 
 
-def _slot(name: str, model: str, **kw: Any) -> str:
-    server = ServerSection(threads=1, extra_args=kw.pop("extra", ()))
-    ctx = kw.pop("ctx", 2048)
-    return render_slot_toml(SlotConfig(name=name, backend="cpu", port=free_port(), server=server,
-                                       model=ModelSection(default=model, context_size=ctx), **kw))
 
 
 @pytest.fixture(scope="module")
@@ -101,12 +95,12 @@ def hal0(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hal0]:
         "ollama": {"enabled": True, "host": "127.0.0.1", "port": listener},
     }))
     slots = {
-        "primary": _slot("primary", models["gemma3-270m"], extra=("--chat-template-file", str(template))),
-        "embed": _slot("embed", models["all-minilm-l6-v2"], ctx=512),
-        "cold": _slot("cold", models["tiny-chat"]),
+        "primary": slot_toml("primary", models["gemma3-270m"], extra=("--chat-template-file", str(template))),
+        "embed": slot_toml("embed", models["all-minilm-l6-v2"], ctx=512),
+        "cold": slot_toml("cold", models["tiny-chat"]),
     }
     for name in ("stt", "tts", "img"):
-        slots[name] = _slot(name, "", enabled=False, provider={"stt": "moonshine", "tts": "kokoro"}.get(
+        slots[name] = slot_toml(name, "", enabled=False, provider={"stt": "moonshine", "tts": "kokoro"}.get(
             name, "comfyui"))
     for name, text in slots.items():
         (etc / "slots" / f"{name}.toml").write_text(text)

@@ -19,11 +19,10 @@ import openai
 import pytest
 import tomli_w
 
-from hal0.config.defaults import render_slot_toml
-from hal0.config.schema import ModelSection, ServerSection, SlotConfig
 from tests.helpers.env import HAL0, free_port, hal0_env, manifest
 from tests.helpers.openapi import llama_chat_quirks, validate
 from tests.helpers.serve import Served, serving
+from tests.helpers.slots import slot_toml
 
 pytestmark = [pytest.mark.backends, pytest.mark.slow]
 BOX_KEY = "sk-box-secret"
@@ -58,11 +57,6 @@ class _Box(BaseHTTPRequestHandler):
                                              "content": f"auth={self.headers.get('Authorization')}"}}]})
 
 
-def _slot(name: str, model: str, **kw: Any) -> str:
-    server = ServerSection(threads=1, extra_args=kw.pop("extra", ()))
-    ctx = kw.pop("ctx", 2048)
-    return render_slot_toml(SlotConfig(name=name, backend="cpu", port=free_port(), server=server,
-                                       model=ModelSection(default=model, context_size=ctx), **kw))
 
 
 @pytest.fixture(scope="module")
@@ -89,15 +83,15 @@ def hal0(tmp_path_factory: pytest.TempPathFactory, box: int) -> Iterator[tuple[S
                       "dead": {"url": f"http://127.0.0.1:{free_port()}/v1", "models": ["dead-model"]}},
     }))
     slots = {
-        "primary": _slot("primary", models["tiny-chat"]),
-        "embed": _slot("embed", models["all-minilm-l6-v2"], ctx=512),
-        "embed-rerank": _slot("embed-rerank", models["tiny-rerank"], extra=("--reranking",), ctx=512),
-        "cold": _slot("cold", models["tiny-chat"], max_queue=128),
-        "tight": _slot("tight", models["tiny-chat"], max_inflight=1, max_queue=0),
-        "long": _slot("long", models["gemma3-270m"], ctx=4096),
+        "primary": slot_toml("primary", models["tiny-chat"]),
+        "embed": slot_toml("embed", models["all-minilm-l6-v2"], ctx=512),
+        "embed-rerank": slot_toml("embed-rerank", models["tiny-rerank"], extra=("--reranking",), ctx=512),
+        "cold": slot_toml("cold", models["tiny-chat"], max_queue=128),
+        "tight": slot_toml("tight", models["tiny-chat"], max_inflight=1, max_queue=0),
+        "long": slot_toml("long", models["gemma3-270m"], ctx=4096),
     }
     for name in ("stt", "tts", "img"):
-        slots[name] = _slot(name, "", enabled=False, provider={"stt": "moonshine", "tts": "kokoro"}.get(
+        slots[name] = slot_toml(name, "", enabled=False, provider={"stt": "moonshine", "tts": "kokoro"}.get(
             name, "comfyui"))
     for name, text in slots.items():
         (etc / "slots" / f"{name}.toml").write_text(text)

@@ -11,6 +11,7 @@ from typing import Any
 
 import aiohttp
 
+from hal0.config.defaults import render_slot_toml
 from hal0.config.schema import MemoryConfig, ModelSection, ProviderConfig, ServerSection, SlotConfig, SlotsConfig
 from hal0.events import Event, EventBus, Subscription
 from hal0.models.pulls import Pulls
@@ -64,3 +65,11 @@ async def next_move(sub: Subscription) -> Event | None:
     while (e := await sub.get()) is not None and e.kind != "slot.state":
         pass
     return e
+
+
+def slot_toml(name: str, model: str, *, extra: tuple[str, ...] = (), ctx: int = 2048, ids: bool = False,
+              **kw: Any) -> str:
+    """A slot's TOML on the CPU with one thread and a free port, for tests that write their own home."""
+    server = ServerSection(threads=1, extra_args=extra, accept_token_ids=ids)
+    return render_slot_toml(SlotConfig(name=name, backend="cpu", port=free_port(), server=server,
+                                       model=ModelSection(default=model, context_size=ctx), **kw))
