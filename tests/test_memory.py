@@ -5,6 +5,7 @@ llama-server and the manifest's models."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import subprocess
@@ -23,6 +24,7 @@ from hal0.hardware.usage import drm_bytes, measure, parse_fdinfo, parse_nvidia_a
 from hal0.paths import Paths
 from hal0.slots import SlotState
 from hal0.slots.ledger import MemoryLedger
+from hal0.slots.slot import LLAMA_SEQUENCES
 from hal0.slots.residency import Budget, Need, Resident, budget_from, plan
 from tests.helpers.env import HAL0, hal0_env, manifest
 from tests.helpers.serve import serving, setup_home
@@ -406,6 +408,29 @@ async def test_parallel_decoding_sets_the_in_flight_cap(paths: Paths) -> None:
             assert (slot.snapshot().inflight, slot.snapshot().queued) == (2, 1)
         await third  # a place was handed over
         assert slot.snapshot().inflight == 1
+        await slot.admit().__aexit__(None, None, None)
+
+
+@pytest.mark.backends
+@pytest.mark.slow
+async def test_an_embedding_slot_admits_a_second_batch_to_wait_inside_llama_server(paths: Paths) -> None:
+    """Embeddings take milliseconds and llama-server batches what it has queued: the slot admits
+    twice its sequences, so the next batch is already queued there when one ends (with one batch
+    admitted a GPU ran at half the direct rate)."""
+    cfg = slot_config("embed", models()["all-minilm-l6-v2"])
+    async with slot_manager(paths, [cfg], llama_bin()) as (mgr, _):
+        slot = mgr.get("embed")
+        await slot.ensure_ready()
+        async with aiohttp.ClientSession() as http, http.get(slot.base_url + "/slots") as r:
+            assert len(await r.json()) == LLAMA_SEQUENCES  # llama-server's own choice
+        async with contextlib.AsyncExitStack() as held:
+            for _ in range(2 * LLAMA_SEQUENCES):
+                await asyncio.wait_for(held.enter_async_context(slot.admit()), 5)  # none of these waits
+            assert (slot.snapshot().inflight, slot.snapshot().queued) == (2 * LLAMA_SEQUENCES, 0)
+            more = asyncio.create_task(slot.admit().__aenter__())
+            await asyncio.sleep(0)  # one turn of the loop: it reaches the gate and waits
+            assert slot.snapshot().queued == 1
+        await more
         await slot.admit().__aexit__(None, None, None)
 
 
