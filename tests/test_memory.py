@@ -24,8 +24,8 @@ from hal0.hardware.usage import drm_bytes, measure, parse_fdinfo, parse_nvidia_a
 from hal0.paths import Paths
 from hal0.slots import SlotState
 from hal0.slots.ledger import MemoryLedger
-from hal0.slots.slot import LLAMA_SEQUENCES
 from hal0.slots.residency import Budget, Need, Resident, budget_from, plan
+from hal0.slots.slot import LLAMA_SEQUENCES
 from tests.helpers.env import HAL0, hal0_env, manifest
 from tests.helpers.serve import serving, setup_home
 from tests.helpers.slots import llama_bin, slot_config, slot_manager
