@@ -83,7 +83,9 @@ def _list(args: argparse.Namespace, paths: Paths) -> int:
         rows.append((LLAMA, "no", None, None, None))
     for k in ENGINES:
         if k in found:
-            packages = " ".join(p for p in found[k]["packages"] if p not in RUNNER_DEPS)
+            packages = " ".join(p for p in found[k]["packages"] if p not in RUNNER_DEPS and p != SYSTEM_TORCH)
+            if found[k].get("torch"):  # --torch system: which one it found
+                packages = f"{packages} on the system's {found[k]['torch']}"
             rows.append((k, "yes", found[k].get("installed_at"), packages, found[k].get("bin") or
                          str(paths.backends_dir / k / "venv")))
         else:
