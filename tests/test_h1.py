@@ -125,6 +125,34 @@ async def test_a_stale_keep_alive_connection_is_retried_once() -> None:
     pool.close()
 
 
+async def test_the_retry_skips_the_other_streams_stale_connections() -> None:
+    """Regression: a stream to primary failed with 502 "the backend closed the connection" in
+    the swap test under load. llama-server closes the connection after every streamed answer
+    although its head says keep-alive, and its sequences end together: under load their closes
+    were read only after several of those connections went back to the pool, and the retry of
+    the request that found one closed took the next, closed too. This backend closes each
+    connection when a second request comes on it (its close is always late); new ones it answers."""
+    accepts = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal accepts
+        accepts += 1
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            await read_request(reader)
+            writer.write(CHUNKED_HEAD + b"5\r\nhello\r\n0\r\n\r\n")
+            await writer.drain()
+            await read_request(reader)
+        writer.close()  # not answered: the close the client had not read yet
+    pool = H1Pool()
+    async with backend(handler) as port, responsive():
+        first, second = await asyncio.gather(exchange(pool, port), exchange(pool, port))
+        # Two streams ended together, and both of their connections are pooled.
+        assert (first, second, len(pool._idle[port])) == (b"hello", b"hello", 2)
+        assert await exchange(pool, port) == b"hello"
+    assert accepts == 3  # the retry went out on a new connection
+    pool.close()
+
+
 async def test_a_backend_that_breaks_off_mid_body() -> None:
     script = answers(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this", close=True)
     pool = H1Pool()

@@ -14,6 +14,7 @@ import pytest
 
 from hal0.config.overrides import read_override
 from hal0.config.schema import MemoryConfig
+from hal0.dispatch.h1 import H1Pool
 from hal0.errors import ModelTooLarge, SlotSwapFailed
 from hal0.paths import Paths
 from hal0.providers.llama_server import family_template
@@ -171,6 +172,28 @@ def test_a_swap_under_streaming_traffic_truncates_nothing(tmp_path: Path) -> Non
     assert all(len(models) == 1 and finish == "length" and used == 64 for models, finish, used in results)
     seen = {next(iter(models)) for models, _, _ in results}
     assert seen == {"tiny-chat", "tiny-chat-b"}  # traffic on both sides of the swap
+
+
+async def test_a_streamed_answers_connection_is_sent_on_again_at_once(paths: Paths) -> None:
+    """llama-server closes the connection after each streamed answer although its head says
+    keep-alive; hal0 pools it before it reads that close (in the same turn of the loop), so the
+    next request goes out on a closed connection and must be sent again on a new one, never fail
+    (what the swap test's streams met under load)."""
+    cfg = slot_config("chat", models()["tiny-chat"])
+    body = json.dumps({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, "stream": True}).encode()
+    pool = H1Pool()
+    async with slot_manager(paths, [cfg], llama_bin()) as (mgr, _):
+        await mgr.get("chat").ensure_ready()
+        try:
+            async with asyncio.timeout(60):
+                for _ in range(3):
+                    r = await pool.request(cfg.port, "POST", "/v1/chat/completions",
+                                           [("Content-Type", "application/json")], body)
+                    data = await r.read()
+                    r.release()
+                    assert r.status == 200 and data.rstrip().endswith(b"data: [DONE]"), data[-200:]
+        finally:
+            pool.close()
 
 
 def test_a_base_gguf_without_a_template_gets_its_familys() -> None:

@@ -12,7 +12,10 @@ to arrive, and a connection is reused only after an exchange that ended cleanly 
 left over. Every parser loop consumes bytes, awaits or raises: no backend can freeze the loop.
 
 A reused connection that turns out to have been closed by the backend before answering is
-retried once on a fresh one (backends close idle keep-alive connections on their own timer).
+retried once on a fresh one. Backends close idle keep-alive connections on their own timer, and
+llama-server closes one after every streamed answer although its head says keep-alive: that
+close is read a turn of the loop after the answer's end, by when the connection may be pooled
+and taken again.
 """
 
 from __future__ import annotations
@@ -323,8 +326,9 @@ class H1Pool:
             except BackendError:
                 conn.close()
                 if reused and attempt == 0 and conn.received == 0:
-                    # A keep-alive connection the backend had already closed: so are the others it
-                    # left idle (a restarted backend on the same port), so the retry opens a new one.
+                    # A keep-alive connection the backend had already closed. Others idle beside it
+                    # may be too (llama-server's streams end together and it closes each one's
+                    # connection), so they are dropped and the retry opens a new one.
                     for stale in self._idle.pop(port, []):
                         stale.close()
                     continue
