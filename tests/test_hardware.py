@@ -11,6 +11,7 @@ import pytest
 
 from hal0.hardware import probe
 from hal0.hardware.flavors import Toolchains
+from hal0.hardware.seeding import match_tier, seed_slots
 from tests.helpers.env import HAL0, hal0_env
 from tests.helpers.hwtrees import BOXES, strix_halo, write
 
@@ -55,6 +56,25 @@ def test_h100_tree_gives_what_the_probe_reported_on_the_real_machine() -> None:
     assert (gpu["vendor"], gpu["class"], gpu["driver"], gpu["drm_card"]) == ("nvidia", "0x030200", "nvidia", None)
     assert gpu["name"] == "NVIDIA H100 80GB HBM3" and gpu["vram_bytes"] == 81559 * 2**20
     assert recorded["primary_gpu"] == gpu["pci"] and recorded["nvidia"]["driver_version"] == "580.159.04"
+
+
+def test_h200_tree_gives_what_the_probe_reported_on_the_real_machine() -> None:
+    """Recorded on the lent H200 box (scripts/dev/record-hw-tree) the day `scripts/gpu-check` ran
+    there; probe.json is what `hal0 init` wrote on that box (with pyudev, and a disk to look at).
+    The same shape as the H100's, a newer device id and 141 GB."""
+    live = json.loads((FIXTURES / "h200/hal0-recorded/probe.json").read_text())
+    recorded = probe(FIXTURES / "h200")
+    skip = {"arch", "disk", "source"}  # the recording has no statvfs or udev; both are the box's own
+    assert {k: v for k, v in recorded.items() if k not in skip} == {k: v for k, v in live.items() if k not in skip}
+    (gpu,) = recorded["gpus"]
+    assert (gpu["name"], gpu["device_id"], gpu["vram_bytes"], gpu["render_node"]) == (
+        "NVIDIA H200", "0x2335", 143771 * 2**20, None)
+    assert match_tier(recorded)["name"] == "nvidia-datacenter"
+    seeds = seed_slots(recorded, CUDA)
+    assert (seeds["primary"].slot.backend, seeds["primary"].slot.server.parallel, seeds["primary"].slot.pinned) == (
+        "cuda", 8, True)
+    # What the box got without a CUDA toolkit found: the tier's Vulkan fallback, never a silent CPU.
+    assert seed_slots(recorded, Toolchains())["primary"].slot.backend == "vulkan"
 
 
 def test_cpu_only_vm() -> None:
