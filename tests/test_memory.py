@@ -19,13 +19,12 @@ import pytest
 
 from hal0.config.schema import MemoryConfig
 from hal0.config.sizes import parse_size
-from hal0.errors import SlotNoMemory
+from hal0.errors import SlotBusy, SlotNoMemory
 from hal0.hardware.usage import drm_bytes, measure, parse_fdinfo, parse_nvidia_apps, process_tree, rss_bytes
 from hal0.paths import Paths
 from hal0.slots import SlotState
 from hal0.slots.ledger import MemoryLedger
 from hal0.slots.residency import Budget, Need, Resident, budget_from, plan
-from hal0.slots.slot import LLAMA_SEQUENCES
 from tests.helpers.env import HAL0, hal0_env, manifest
 from tests.helpers.serve import serving, setup_home
 from tests.helpers.slots import llama_bin, slot_config, slot_manager
@@ -413,24 +412,31 @@ async def test_parallel_decoding_sets_the_in_flight_cap(paths: Paths) -> None:
 
 @pytest.mark.backends
 @pytest.mark.slow
-async def test_an_embedding_slot_admits_a_second_batch_to_wait_inside_llama_server(paths: Paths) -> None:
-    """Embeddings take milliseconds and llama-server batches what it has queued: the slot admits
-    twice its sequences, so the next batch is already queued there when one ends (with one batch
-    admitted a GPU ran at half the direct rate)."""
-    cfg = slot_config("embed", models()["all-minilm-l6-v2"])
+async def test_an_embedding_slot_forwards_all_it_admits_and_llama_server_queues_them(paths: Paths) -> None:
+    """Embeddings take milliseconds and llama-server batches what it has queued: the slot sends
+    every request it admits (max_inflight + max_queue) at once instead of holding some back until
+    earlier answers were relayed (on a GPU that left llama-server short of work), and refuses the
+    next with 429 as before."""
+    cfg = slot_config("embed", models()["all-minilm-l6-v2"], max_inflight=2, max_queue=3)
     async with slot_manager(paths, [cfg], llama_bin()) as (mgr, _):
         slot = mgr.get("embed")
         await slot.ensure_ready()
-        async with aiohttp.ClientSession() as http, http.get(slot.base_url + "/slots") as r:
-            assert len(await r.json()) == LLAMA_SEQUENCES  # llama-server's own choice
         async with contextlib.AsyncExitStack() as held:
-            for _ in range(2 * LLAMA_SEQUENCES):
+            for _ in range(5):
                 await asyncio.wait_for(held.enter_async_context(slot.admit()), 5)  # none of these waits
-            assert (slot.snapshot().inflight, slot.snapshot().queued) == (2 * LLAMA_SEQUENCES, 0)
-            more = asyncio.create_task(slot.admit().__aenter__())
+            assert (slot.snapshot().inflight, slot.snapshot().queued) == (5, 0)
+            with pytest.raises(SlotBusy):
+                await slot.admit().__aenter__()
+    # a chat slot forwards max_inflight and queues the rest in hal0
+    chat = slot_config("chat", models()["tiny-chat"], max_inflight=2, max_queue=3)
+    async with slot_manager(paths, [chat], llama_bin()) as (mgr, _):
+        slot = mgr.get("chat")
+        await slot.ensure_ready()
+        async with slot.admit(), slot.admit():
+            third = asyncio.create_task(slot.admit().__aenter__())
             await asyncio.sleep(0)  # one turn of the loop: it reaches the gate and waits
-            assert slot.snapshot().queued == 1
-        await more
+            assert (slot.snapshot().inflight, slot.snapshot().queued) == (2, 1)
+        await third
         await slot.admit().__aexit__(None, None, None)
 
 
