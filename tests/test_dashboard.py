@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import APIResponse, Browser, Page, Route, expect, sync_playwright
 
 from tests.helpers.browser import (
     BUILTINS,
@@ -328,11 +328,18 @@ def test_a_pull_shows_progress_can_be_cancelled_resumed_and_removed(box: Box, hu
     sign_in(page, box.served.url, box.admin)
     page.get_by_role("link", name="Models").click()
     ref = f"hf://{Hub.REPO}/{Hub.FILE}"
+    held: list[tuple[Route, APIResponse]] = []  # the pull's answer, sent on to the page after the progress events
+    page.route("**/api/models/pull", lambda route: held.append((route, route.fetch())))
     page.get_by_label("Pull a model").fill(ref)
     page.get_by_role("button", name="Pull", exact=True).click()
     job = page.locator("#pull-list li").filter(has_text="pulled-tiny").first
     expect(job).to_have_attribute("data-state", "running")
     expect(job).to_contain_text(re.compile(r"of 479 KB \(\d+%\)"))  # the hub stalls halfway
+    ((route, answer),) = held
+    route.fulfill(response=answer)  # the job as it was when created: 0 B, size unknown
+    expect(page.get_by_label("Pull a model")).to_have_value("")  # the page has taken the answer in
+    page.unroute("**/api/models/pull")
+    expect(job).to_contain_text(re.compile(r"of 479 KB \(\d+%\)"), timeout=1_000)  # and kept the newer state
     expect(job.get_by_role("progressbar", name="pulled-tiny progress")).to_be_visible()
     shot(page, "models-pulling")
     job.get_by_role("button", name="Cancel", exact=True).click()

@@ -83,6 +83,7 @@ export const store = {
 
   pullEvent(job) {
     const was = this.pulls.get(job.id);
+    if (was && isOlder(job, was)) return; // the POST's answer can arrive after the job's first events
     this.pulls.set(job.id, job);
     this.changed("pulls");
     if (job.state === "done" && (!was || was.state !== "done")) this.changed("pulled", job);
@@ -94,3 +95,13 @@ export const store = {
       .map((s) => s.name);
   },
 };
+
+/** Whether ``job`` is an earlier view of the pull ``than`` shows: a job only moves forward (its
+ * bytes grow, its size becomes known, it ends), whatever order its answers and events arrive in. */
+function isOlder(job, than) {
+  const ended = (j) => (j.state === "running" ? 0 : 1);
+  const key = (j) => [ended(j), j.done, j.total === null ? 0 : 1];
+  const [a, b] = [key(job), key(than)];
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return a[i] < b[i];
+  return false;
+}
