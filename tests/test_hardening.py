@@ -55,11 +55,13 @@ class Logged:
                 self.lines.append(line)
                 self._cv.notify_all()
 
-    def wait_for(self, pattern: str, timeout: float = 60) -> str:
-        """The first log line matching ``pattern`` (waits for it; raises after ``timeout``)."""
+    def wait_for(self, pattern: str, timeout: float = 60, since: int = 0) -> str:
+        """The first log line matching ``pattern`` from line ``since`` on (waits for it; raises
+        after ``timeout``)."""
         rx = re.compile(pattern)
         with self._cv:
-            found = self._cv.wait_for(lambda: next((ln for ln in self.lines if rx.search(ln)), None), timeout)
+            found = self._cv.wait_for(lambda: next((ln for ln in self.lines[since:] if rx.search(ln)), None),
+                                      timeout)
         if found is None:
             raise AssertionError(f"no log line matched {pattern!r}:\n{''.join(self.lines[-30:])}")
         return found
@@ -87,6 +89,9 @@ def hal0(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Logged, str
     model.parent.mkdir(parents=True)
     model.write_bytes(b"GGUF")
     setup_home(home, hostile_bin(home), str(model), **LIMITS)
+    cfg = home / "etc/hal0.toml"  # the Ollama listener too, on a port of its own
+    cfg.write_text(re.sub(r"(\[ollama\]\nenabled = )false(\nhost = \"127.0.0.1\"\nport = )11434",
+                          rf"\g<1>true\g<2>{free_port()}", cfg.read_text()))
     primary = home / "etc/slots/primary.toml"
     primary.write_text(re.sub(r"^max_inflight = \d+$", "max_inflight = 300", primary.read_text(), flags=re.M))
     (home / "etc/slots/handmade.toml").write_text(  # edited by hand: never through `slot create`
@@ -318,6 +323,23 @@ def test_idle_connections_beyond_the_limit_make_room_for_health(hal0: tuple[Logg
     with urllib.request.urlopen(logged.s.url + "/health", timeout=10) as r:
         assert r.status == 200
     assert closed_by_peer(socks[0], 20) == b""  # the oldest went first
+    hang_up(socks)
+
+
+def test_the_ollama_listener_shares_the_connection_limit(hal0: tuple[Logged, str]) -> None:
+    """The Ollama listener ([ollama]) was an aiohttp site of its own, outside the connection guard:
+    any number of connections stayed open there. It now shares the main listener's guard, so
+    idle ones are closed beyond max_connections, and Ollama clients are served."""
+    logged, _ = hal0
+    line = logged.wait_for(r"Ollama API listening on http://127\.0\.0\.1:\d+")
+    url = "http://127.0.0.1:" + line.rsplit(":", 1)[1].strip()
+    mark = len(logged.lines)
+    socks = [raw(url) for _ in range(400)]
+    for sock in socks:
+        sock.send(b"GET /api/vers")  # a request that never completes
+    logged.wait_for(r"closed an idle connection: \d+ connections open", timeout=20, since=mark)
+    with urllib.request.urlopen(url + "/api/version", timeout=10) as r:
+        assert r.status == 200
     hang_up(socks)
 
 

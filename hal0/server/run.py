@@ -10,6 +10,7 @@ import os
 import resource
 import signal
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -94,6 +95,7 @@ async def _run(paths: Paths, host: str | None, port: int | None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)  # the handler only sets a flag
     listener: asyncio.Server | None = None
+    extra: list[asyncio.Server] = []  # the Ollama listener
     try:
         assert runner.server is not None
         # hal0's own listener instead of a TCPSite: each connection gets the guarded handler.
@@ -107,8 +109,11 @@ async def _run(paths: Paths, host: str | None, port: int | None) -> int:
             else:
                 log.error("cannot listen on %s:%d: %s", host, port, e.strerror or e)
             return 1
-        if config.ollama.enabled and not await _ollama_site(runner, config.ollama.host, config.ollama.port, paths):
-            return 1
+        if config.ollama.enabled:
+            ollama = await _ollama_listener(loop, factory, config.ollama.host, config.ollama.port, paths)
+            if ollama is None:
+                return 1
+            extra.append(ollama)
         local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
         atomic_write(paths.pid_file, f"{os.getpid()}\nhttp://{local}:{port}\n")  # where CLI clients find it
         log.info("hal0 listening on http://%s:%d (config %s, %s mode)", host, port,
@@ -122,8 +127,9 @@ async def _run(paths: Paths, host: str | None, port: int | None) -> int:
         log.info("shutting down")
         notifier.send("STOPPING=1")
     finally:
-        if listener is not None:
-            listener.close()  # stop accepting first, then aiohttp's shutdown order
+        for server in (listener, *extra):
+            if server is not None:
+                server.close()  # stop accepting first, then aiohttp's shutdown order
         await runner.cleanup()
         paths.pid_file.unlink(missing_ok=True)
         watchdog.cancel()
@@ -131,17 +137,18 @@ async def _run(paths: Paths, host: str | None, port: int | None) -> int:
     return 0
 
 
-async def _ollama_site(runner: web.AppRunner, host: str, port: int, paths: Paths) -> bool:
+async def _ollama_listener(loop: asyncio.AbstractEventLoop, factory: Callable[[], asyncio.Protocol], host: str,
+                           port: int, paths: Paths) -> asyncio.Server | None:
     """The optional second listener on Ollama's port (``[ollama]``): the same application, which
-    serves only the Ollama routes there (hal0.server.access)."""
+    serves only the Ollama routes there (hal0.server.access), behind the same connection guard."""
     try:
-        await web.TCPSite(runner, host, port, reuse_address=True).start()
+        server = await loop.create_server(factory, host or None, port, reuse_address=True, backlog=256)
     except OSError as e:
         log.error("cannot listen for Ollama clients on %s:%d: %s (is Ollama itself running? change "
                   "[ollama].port in %s or stop it)", host, port, e.strerror or e, paths.hal0_toml)
-        return False
+        return None
     log.info("Ollama API listening on http://%s:%d", host, port)
-    return True
+    return server
 
 
 def _summary(snaps: list[SlotSnapshot]) -> str:
