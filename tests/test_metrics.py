@@ -401,6 +401,8 @@ def test_served_metrics_after_real_requests(served: tuple[Served, str, dict[str,
     assert value(found, "hal0_slot_state", slot="primary", state="ready") == 1
     assert value(found, "hal0_slot_loads_total", slot="primary", result="ok") == 1
     assert value(found, "hal0_slot_inflight", slot="primary") == 0
+    assert value(found, "hal0_slot_memory_bytes", slot="primary", kind="rss") > 4 << 20  # llama-server's tree
+    assert not [k for k in found if k[0] == "hal0_slot_memory_bytes" and ("kind", "gpu") in k[1]]  # no GPU here
     assert value(found, "hal0_slot_backend_metrics_up", slot="primary") == 1
     assert value(found, "llamacpp:tokens_predicted_total", slot="primary") >= used["out"]
     assert value(found, "process_resident_memory_bytes") > 0

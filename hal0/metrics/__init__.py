@@ -54,6 +54,9 @@ class _Live:
                                      labels=("slot",))
         queued = GaugeMetricFamily("hal0_slot_queued", "Requests waiting for a place at the slot's gate",
                                    labels=("slot",))
+        memory = GaugeMetricFamily("hal0_slot_memory_bytes", "What a running slot's backend holds, as last "
+                                   "measured ([memory].measure_interval_s): rss (its process tree) and gpu",
+                                   labels=("slot", "kind"))
         up = GaugeMetricFamily("hal0_slot_backend_metrics_up", "Whether a ready llama-server slot answered "
                                "this scrape's request for its own metrics", labels=("slot",))
         for snap in m.slots.snapshots():
@@ -62,9 +65,12 @@ class _Live:
             info.add_metric((snap.name, snap.provider, snap.backend, snap.kind, snap.model or ""), 1.0)
             inflight.add_metric((snap.name,), snap.inflight)
             queued.add_metric((snap.name,), snap.queued)
+            for kind in ("rss", "gpu"):  # a backend that is not running has no measurement: no series
+                if snap.memory and isinstance(held := snap.memory.get(f"{kind}_bytes"), int):
+                    memory.add_metric((snap.name, kind), held)
         for name, answered in m.backend_up.items():
             up.add_metric((name,), 1.0 if answered else 0.0)
-        yield from (state, info, inflight, queued, up)
+        yield from (state, info, inflight, queued, memory, up)
 
 
 class Metrics:
