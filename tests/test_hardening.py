@@ -11,6 +11,7 @@ test sees its limit hit within seconds.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -710,3 +711,55 @@ def test_log_lines_of_a_request_carry_its_id() -> None:
     assert json.loads(JsonFormatter(journal=False).format(record))["request_id"] == "abc123"
     CURRENT_REQUEST_ID.set(None)
     assert "rid=" not in TextFormatter(journal=False).format(record)
+
+
+def test_a_log_nobody_reads_never_stalls_serving(tmp_path: Path) -> None:
+    """Regression: hal0 wrote its log from the event loop, so once a pipe to a reader that had
+    stopped (a paused pager) was full, the next access-log line blocked the loop and hal0 stopped
+    answering. A thread writes the log now; the loop only queues lines."""
+    subprocess.run([*HAL0, "init"], env=hal0_env(tmp_path), check=True, capture_output=True)
+    for name in ("primary", "embed", "stt", "tts", "img"):
+        toml = tmp_path / f"etc/slots/{name}.toml"
+        toml.write_text(re.sub(r"^port = \d+$", f"port = {free_port()}", toml.read_text(), flags=re.M)
+                        .replace("enabled = true", "enabled = false"))
+    with serving(tmp_path, drain=False) as s:  # its log is read up to "listening", then never
+        for _ in range(1500):  # an access-log line each: several times what a pipe holds
+            with urllib.request.urlopen(s.url + "/health", timeout=10) as r:
+                assert r.status == 200
+        assert s.stop() == 0  # and it stops cleanly, writing what was queued
+    assert sum("GET /health 200" in line for line in s.log) == 1500
+
+
+def test_log_lines_beyond_the_queue_are_dropped_and_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    import logging
+
+    from hal0.web import logs
+
+    read_end, write_end = os.pipe()
+    stream, reader = os.fdopen(write_end, "w"), os.fdopen(read_end, "rb")
+    monkeypatch.setattr(sys, "stderr", stream)
+    monkeypatch.setattr(logs, "QUEUE_LINES", 100)
+    log, root = logging.getLogger("hal0.test"), logging.getLogger()
+    saved = (root.handlers[:], root.level)  # pytest's own, put back at the end
+    try:
+        logs.configure_logging("text", journal=False)
+        started = time.monotonic()
+        for i in range(5000):  # the pipe fills and nobody reads it: the writer blocks, the queue fills
+            log.info("line %d of a long burst with some padding to fill the pipe sooner, %s", i, "x" * 200)
+        assert time.monotonic() - started < 10  # logging itself never waited on the pipe
+        os.set_blocking(reader.fileno(), False)
+        got = b""
+        while b"log lines were dropped" not in got:
+            ready, _, _ = select.select([reader], [], [], 10)
+            assert ready, got[-300:]
+            got += reader.read() or b""
+            log.info("one more")  # the next line written after the drops says how many
+    finally:
+        logs.stop_logging(timeout=1)
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        reader.close()
+        with contextlib.suppress(BrokenPipeError):  # what it still held for the pipe goes nowhere
+            stream.close()
+    dropped = int(re.search(rb"(\d+) log lines were dropped", got).group(1))  # type: ignore[union-attr]
+    assert 0 < dropped < 5000
