@@ -74,8 +74,8 @@ def serving(home: Path, argv: Sequence[str] = HAL0, port: int | None = None,
             env: dict[str, str] | None = None, host: str = "127.0.0.1", drain: bool = True) -> Iterator[Served]:
     """Start serve; yield once its log says it listens (raises if it exits first). With ``drain``, a
     thread keeps reading its log into ``Served.log``: a pipe nobody reads fills up (64 KiB of access
-    log), and hal0 then blocks on its next log line with its whole event loop. Without it, the test
-    reads ``proc.stderr`` itself."""
+    log), and hal0 then queues its lines and, past 10,000, drops them. Without it, the test reads
+    ``proc.stderr`` itself."""
     port = port or free_port()
     proc = subprocess.Popen([*argv, "serve", "--host", host, "--port", str(port)],
                             env=env or hal0_env(home), stderr=subprocess.PIPE, text=True)
