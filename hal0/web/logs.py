@@ -154,18 +154,19 @@ def configure_logging(fmt: Literal["text", "json"], *, journal: bool, level: int
     dropped, and the next line written says how many.
     """
     global _writer
-    stop_logging()
     q: queue.Queue[Any] = queue.Queue(QUEUE_LINES)
     enqueue = _Enqueue(q)
     write = _Write(sys.stderr, enqueue)
     write.setFormatter(JsonFormatter(journal) if fmt == "json" else TextFormatter(journal))
+    with _lock:
+        before, _writer = _writer, _Writer(q, write)
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(enqueue)
     root.setLevel(level)
-    with _lock:
-        _writer = _Writer(q, write)
+    if before is not None:  # what the last configuration queued still goes out
+        before.stop(5.0)
 
 
 def stop_logging(timeout: float = 5.0) -> None:
