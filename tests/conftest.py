@@ -3,6 +3,7 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import openai
 import pytest
@@ -38,3 +39,16 @@ def client(hal0: tuple[Served, str]) -> Iterator[openai.OpenAI]:
     """The official OpenAI SDK against the module's own ``hal0`` fixture (a served hal0 and a token)."""
     with sdk(*hal0) as client:
         yield client
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's Chromium under Playwright, one per test module (skipped where it is missing)."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.helpers.browser import CHROMIUM, NO_CHROMIUM, launch
+
+    if not CHROMIUM.exists():
+        pytest.skip(NO_CHROMIUM)
+    with sync_playwright() as p:
+        yield launch(p)

@@ -16,15 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import APIResponse, Browser, Page, Route, expect, sync_playwright
+from playwright.sync_api import APIResponse, Browser, Page, Route, expect
 
 from tests.helpers.browser import (
     BUILTINS,
-    CHROMIUM,
-    NO_CHROMIUM,
     SETTLE_MS,
     call,
-    launch,
     raw,
     shot,
     sign_in,
@@ -111,14 +108,6 @@ def box(tmp_path_factory: pytest.TempPathFactory, hub: Hub) -> Iterator[Box]:
         yield b
         assert s.stop() == 0
         assert admin not in "".join(s.log) and inference not in "".join(s.log)  # never logged
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.skip(NO_CHROMIUM)
-    with sync_playwright() as p:
-        yield launch(p)
 
 
 @pytest.fixture

@@ -7,19 +7,15 @@ import os
 import re
 import subprocess
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, expect, sync_playwright
+from playwright.sync_api import Browser, expect
 
 from tests.helpers.browser import (
     BUILTINS,
-    CHROMIUM,
-    NO_CHROMIUM,
     SETTLE_MS,
     call,
-    launch,
     raw,
     shot,
     sign_in,
@@ -29,14 +25,6 @@ from tests.helpers.env import HAL0, REPO, free_port, hal0_env, manifest
 from tests.helpers.serve import serving, setup_home
 
 pytestmark = [pytest.mark.slow, pytest.mark.backends]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.skip(NO_CHROMIUM)
-    with sync_playwright() as p:
-        yield launch(p)
 
 
 def test_the_pyz_serves_the_page(pyz: Path, tmp_path: Path) -> None:
