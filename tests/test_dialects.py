@@ -84,7 +84,7 @@ def hal0(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Served, str
     models = m["models"]
     etc = home / "etc"
     (etc / "slots").mkdir(parents=True)
-    lo = free_port()
+    lo = free_port(span=31)
     primary_port = free_port()
     box = ThreadingHTTPServer(("127.0.0.1", 0), _OldBox)
     _OldBox.target = f"http://127.0.0.1:{primary_port}"

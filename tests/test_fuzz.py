@@ -101,7 +101,7 @@ def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fuzzed]:
     m = manifest()
     etc = home / "etc"
     (etc / "slots").mkdir(parents=True)
-    lo = free_port()
+    lo = free_port(span=31)
     (etc / "hal0.toml").write_text(tomli_w.dumps({
         "slots": {"port_range": [lo, lo + 30], "wait_ready_s": 120},
         "providers": {"llama-server": {"bin": m["llama_server"]["bin"], "env": m["llama_server"]["env"]}},

@@ -88,7 +88,7 @@ def hal0(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hal0]:
     template = home / "var" / "slots" / "primary" / "tools.jinja"  # backend files live in hal0's folders
     template.parent.mkdir(parents=True)
     template.write_text(TOOL_TEMPLATE)
-    lo, listener = free_port(), free_port()
+    lo, listener = free_port(span=31), free_port()
     (etc / "hal0.toml").write_text(tomli_w.dumps({
         "slots": {"port_range": [lo, lo + 30], "wait_ready_s": 120},
         "providers": {"llama-server": {"bin": m["llama_server"]["bin"], "env": m["llama_server"]["env"]}},

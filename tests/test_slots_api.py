@@ -26,7 +26,7 @@ async def api(paths: Paths, tmp_path: Path, aiohttp_client: Any) -> Client:
     model = tmp_path / "fake.gguf"
     model.write_bytes(b"GGUF")
     init_tree(paths, {"primary": str(model)})
-    lo = free_port()
+    lo = free_port(span=41)
     paths.hal0_toml.write_text(
         f'[api]\nauth = "off"\n[slots]\nport_range = [{lo}, {lo + 40}]\n'
         f'[providers.llama-server]\nbin = "{fake_bin(tmp_path).bin}"\n')

@@ -22,17 +22,30 @@ def manifest() -> dict[str, Any]:
     return json.loads(Path(path).read_text())
 
 
-def free_port() -> int:
-    """A free port below the kernel's ephemeral range (32768+), so that no outgoing
-    connection can take it between this check and the moment a server binds it."""
+_HANDED_OUT: set[int] = set()
+
+
+def free_port(span: int = 1) -> int:
+    """The first of ``span`` consecutive free ports below the kernel's ephemeral range (32768+), so
+    that no outgoing connection can take one between this check and the moment a server binds it.
+    No port is handed out twice in one test run: a test that asks for five slot ports and a
+    serving port gets six different ones, even before any of them is bound."""
     while True:
-        port = random.randrange(20000, 32000)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
+        port = random.randrange(20200, 32000 - span)  # 20000-20100 is slot_manager's fixed range
+        ports = range(port, port + span)
+        if _HANDED_OUT.intersection(ports) or not all(_bindable(p) for p in ports):
+            continue
+        _HANDED_OUT.update(ports)
+        return port
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def hal0_env(home: Path, **extra: str) -> dict[str, str]:

@@ -126,7 +126,7 @@ def setup_home(home: Path, provider_bin: str, model: str, *, also: dict[str, str
     seeds = [arg for name, m in {"primary": model, **also}.items() for arg in ("--slot-model", f"{name}={m}")]
     subprocess.run([*HAL0, "init", *seeds, "--provider-bin", f"llama-server={provider_bin}"],
                    env=hal0_env(home), check=True, capture_output=True)
-    lo = free_port()
+    lo = free_port(span=21)
     cfg = home / "etc/hal0.toml"
     text = cfg.read_text().replace("port_range = [\n    8081,\n    8099,\n]", f"port_range = [{lo}, {lo + 20}]")
     for key, value in slots.items():  # init wrote every key with its default
