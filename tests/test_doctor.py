@@ -97,6 +97,28 @@ def test_a_vulkan_llama_server_that_sees_no_gpu_names_the_libraries(tmp_path: Pa
         engine["message"]
 
 
+def test_slots_written_for_another_build_than_the_installed_one_warn(tmp_path: Path) -> None:
+    """The recorded H100 box's slots ask for cuda and the installed llama-server is a cpu build: it
+    works, on the CPU, so it is a warning that names the build to install."""
+    from hal0.hardware import probe
+
+    m = manifest()
+    setup_home(tmp_path, m["llama_server"]["bin"], m["models"]["tiny-chat"])
+    (tmp_path / "etc/hardware.json").write_text(json.dumps(probe(Path(__file__).parent / "fixtures/hw/h100")))
+    toml = tmp_path / "etc/hal0.toml"
+    toml.write_text(toml.read_text().replace(f'bin = "{m["llama_server"]["bin"]}"',
+                                             f'bin = "{m["llama_server"]["bin"]}"\nflavor = "cpu"'))
+    primary = tmp_path / "etc/slots/primary.toml"
+    primary.write_text(primary.read_text().replace('backend = "cpu"', 'backend = "cuda"'))
+    engine = {c["name"]: c for c in doctor(tmp_path, HAL0_URL="http://127.0.0.1:9")[1]}["engine llama-server"]
+    assert engine["level"] == "warn", engine
+    assert engine["message"].endswith("the llama-server slots ask for cuda and run on the CPU")
+    assert engine["fix"] == "hal0 backend install llama-server --flavor cuda, or set the slots' backend to cpu"
+    primary.write_text(primary.read_text().replace('backend = "cuda"', 'backend = "cpu"'))
+    engine = {c["name"]: c for c in doctor(tmp_path, HAL0_URL="http://127.0.0.1:9")[1]}["engine llama-server"]
+    assert engine["level"] == "ok", engine
+
+
 def test_a_llama_server_that_does_not_start(tmp_path: Path) -> None:
     """A binary that is there but cannot load (its libraries are missing): fail, with the reinstall."""
     m = manifest()

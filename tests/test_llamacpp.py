@@ -17,8 +17,15 @@ from hal0.hardware import probe
 from hal0.hardware.flavors import Toolchains, choose
 from hal0.hardware.seeding import seed_slots
 from hal0.llamacpp.build import PREBUILT, parse_progress, smoke
-from hal0.llamacpp.devices import NVIDIA_VULKAN_PACKAGES, gpu_devices, list_devices, parse_devices, parse_version, run
-from hal0.llamacpp.install import nvidia_vulkan_problem
+from hal0.llamacpp.devices import (
+    NVIDIA_VULKAN_PACKAGES,
+    gpu_devices,
+    list_devices,
+    nvidia_vulkan_problem,
+    parse_devices,
+    parse_version,
+    run,
+)
 from hal0.llamacpp.tinymodel import write_tiny_llama
 from hal0.models.gguf import read_gguf
 from tests.helpers.env import HAL0, hal0_env, manifest
@@ -39,18 +46,27 @@ def without_vulkan(hw: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_auto_picks_the_flavor_each_recorded_box_can_have() -> None:
-    """Vulkan wherever a GPU Vulkan driver is (NVIDIA's too), then CUDA or ROCm with their toolkit,
-    else the CPU; an explicit flavor the box cannot have says what to install."""
+    """What the tier table gave the llama-server slots: CUDA on an NVIDIA tier with the CUDA
+    toolkit, else Vulkan wherever a GPU Vulkan driver is (NVIDIA's too), else the CPU; an explicit
+    flavor the box cannot have says what to install."""
     cases = {
-        ("h100", Toolchains()): "vulkan", ("h100", CUDA): "vulkan", ("rtx4090", Toolchains()): "vulkan",
-        ("rx7900xtx", ROCM): "vulkan", ("strix-halo", Toolchains()): "vulkan", ("intel-arc", Toolchains()): "vulkan",
-        ("cpu-vm", CUDA): "cpu", ("lxc", Toolchains()): "cpu",
+        ("h100", Toolchains()): "vulkan", ("h100", CUDA): "cuda", ("rtx4090", Toolchains()): "vulkan",
+        ("rtx4090", CUDA): "cuda", ("rx7900xtx", ROCM): "vulkan", ("strix-halo", Toolchains()): "vulkan",
+        ("intel-arc", Toolchains()): "cpu", ("cpu-vm", CUDA): "cpu", ("lxc", Toolchains()): "cpu",
     }
     assert {k: choose("auto", box(k[0]), k[1]).flavor for k in cases} == cases
+    for (name, tc), flavor in cases.items():  # the build that installs is the one the slots were written for
+        assert seed_slots(box(name), tc)["primary"].slot.backend == flavor, name
+    assert choose("auto", box("h100"), CUDA).why == "the nvidia-datacenter tier's backend: the CUDA toolkit " \
+                                                    "(/usr/local/cuda/bin/nvcc)"
+    assert "prefers cuda" in choose("auto", box("h100"), Toolchains()).why
     assert choose("auto", without_vulkan(box("h100")), CUDA).flavor == "cuda"
-    assert choose("auto", without_vulkan(box("rx7900xtx")), ROCM).flavor == "rocm"
     no_driver = choose("auto", without_vulkan(box("h100")), Toolchains())
-    assert no_driver.flavor == "cpu" and "no Vulkan driver" in no_driver.why
+    assert no_driver.flavor == "cpu" and "no GPU Vulkan driver either" in no_driver.why
+    assert choose("auto", box("intel-arc"), Toolchains()).why == \
+        "the intel GPU (its memory unknown) falls to the cpu tier"  # the xe driver does not say
+    small = choose("auto", without_vulkan(box("rx7900xtx")), ROCM)  # AMD tiers need the Vulkan driver
+    assert small.flavor == "cpu" and small.why == "the amd GPU (24.0 GiB, no Vulkan driver) falls to the cpu tier"
     assert choose("cuda", box("h100"), CUDA).flavor == "cuda"
     with pytest.raises(ValueError, match=r"no CUDA toolkit \(nvcc\).*--flavor vulkan"):
         choose("cuda", box("h100"), Toolchains())
@@ -179,11 +195,12 @@ def test_install_the_prebuilt_build_on_a_cpu_box_then_list_it(tmp_path: Path) ->
 
 def test_an_nvidia_box_whose_vulkan_build_sees_no_gpu_is_not_done(tmp_path: Path) -> None:
     """The recorded H100 box on this GPU-less machine: the Vulkan build runs but lists no GPU, so
-    the install fails naming the GL libraries, and hal0.toml is left as it was."""
+    the install fails naming the GL libraries, and hal0.toml is left as it was. (The flavor is
+    named: ``auto`` there would build CUDA first wherever this machine has ``nvcc``.)"""
     home = _home(tmp_path, box("h100"))
-    r = hal0(home, "backend", "install", "llama-server", "--no-apt")
+    r = hal0(home, "backend", "install", "llama-server", "--flavor", "vulkan", "--no-apt")
     assert r.returncode == 1, r.stdout + r.stderr
-    assert "llama-server flavor: vulkan (a GPU Vulkan driver is installed)" in r.stdout
+    assert "llama-server flavor: vulkan (asked for)" in r.stdout
     assert "lists no GPU although the probe found the NVIDIA H100 80GB HBM3 at 0000:00:06.0" in r.stderr
     assert "apt-get install" in r.stderr and "libvulkan1" in r.stderr and "Traceback" not in r.stderr
     assert not (home / "etc/hal0.toml").exists()
@@ -213,13 +230,30 @@ def test_recording_the_binary_keeps_the_rest_of_hal0_toml(tmp_path: Path) -> Non
     assert paths.hal0_toml.read_text() == 'providers.llama-server.bin = "/dotted"\n'
 
 
+def test_a_failed_build_is_said_in_one_line_with_its_error() -> None:
+    from hal0.llamacpp.install import _first_error
+
+    cmake = ("configuring llama.cpp (cuda) failed:\n-- Configuring done\n"
+             "CMake Error in ggml/src/ggml-cuda/CMakeLists.txt:\n"
+             "  CUDA_ARCHITECTURES is set to \"native\", but no GPU was detected.\n\nCMake Error at x:\n  other")
+    assert _first_error(cmake) == ('configuring llama.cpp (cuda) failed: CUDA_ARCHITECTURES is set to "native", '
+                                   'but no GPU was detected.')
+    cc = "compiling llama-server (cuda) failed:\n[1/9] a.cu\nfoo.cu(3): error: identifier \"x\" is undefined\n"
+    assert _first_error(cc) == 'compiling llama-server (cuda) failed: foo.cu(3): error: identifier "x" is undefined'
+    assert _first_error("building llama-server (cuda) needs cmake: apt-get install cmake") == \
+        "building llama-server (cuda) needs cmake: apt-get install cmake"
+
+
 def test_what_is_tried_in_which_order() -> None:
-    """auto falls through: the prebuilt Vulkan build, Vulkan from source, then CUDA, then the CPU;
-    an explicit flavor tries only its own builds; there is no prebuilt build for aarch64."""
+    """auto falls through from the chosen flavor: CUDA from source, then the prebuilt Vulkan build,
+    Vulkan from source, then the CPU; an explicit flavor tries only its own builds; there is no
+    prebuilt build for aarch64."""
     from hal0.hardware.flavors import buildable
     from hal0.llamacpp.install import candidates
 
     h100 = buildable(box("h100"), CUDA)
+    assert candidates("cuda", True, h100, "x86_64") == [
+        ("source", "cuda"), ("prebuilt", "vulkan"), ("source", "vulkan"), ("prebuilt", "cpu"), ("source", "cpu")]
     assert candidates("vulkan", True, h100, "x86_64") == [
         ("prebuilt", "vulkan"), ("source", "vulkan"), ("source", "cuda"), ("prebuilt", "cpu"), ("source", "cpu")]
     assert candidates("vulkan", False, h100, "x86_64") == [("prebuilt", "vulkan"), ("source", "vulkan")]

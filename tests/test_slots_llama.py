@@ -237,3 +237,28 @@ async def test_a_model_too_large_for_the_memory_is_refused_unless_forced(paths: 
         assert (snap.state, snap.model, snap.pid) == (S.READY, "tiny-chat", pid)  # untouched
         snap = await slot.swap(models()["gemma3-270m"], force=True)
         assert (snap.state, snap.model) == (S.READY, "gemma-3-270m-q4_k_m")
+
+
+async def test_a_gpu_slot_whose_llama_server_lists_no_gpu_is_an_error_not_a_cpu_fallback(paths: Paths) -> None:
+    """The recorded H100 box with this machine's llama-server, which lists no GPU here: a slot on the
+    vulkan backend would quietly run on the CPU, so its start fails naming what to install, before
+    any backend runs; on the cpu backend the same binary serves."""
+    import dataclasses
+
+    from hal0.errors import SlotStartFailed
+    from hal0.hardware import probe
+
+    paths.hardware_json.parent.mkdir(parents=True, exist_ok=True)
+    paths.hardware_json.write_text(json.dumps(probe(Path(__file__).parent / "fixtures/hw/h100")))
+    cfg = dataclasses.replace(slot_config("chat", models()["tiny-chat"]), backend="vulkan")
+    async with slot_manager(paths, [cfg], llama_bin()) as (mgr, _):
+        slot = mgr.get("chat")
+        with pytest.raises(SlotStartFailed) as e:
+            await slot.ensure_ready()
+        assert "lists no GPU although the probe found the NVIDIA H100 80GB HBM3 at 0000:00:06.0" in e.value.message
+        assert "apt-get install" in e.value.message and "hal0 doctor" in e.value.message
+        snap = slot.snapshot()
+        assert (snap.state, snap.pid) == (S.ERROR, None)
+        assert not (paths.slot_state_dir("chat") / "backend.log").exists()  # nothing was started
+        await slot.set_backend("cpu")
+        assert (await slot.ensure_ready()).state is S.READY

@@ -118,9 +118,15 @@ def _llama_server(paths: Paths, settings: Any, backends: set[str]) -> Check:
     probe found, lists that GPU (``--list-devices``), else the libraries or driver to fix."""
     import json
 
-    from hal0.hardware.flavors import primary_gpu
-    from hal0.llamacpp.devices import NVIDIA_VULKAN_PACKAGES, list_devices, missing_packages, parse_version, run
-    from hal0.llamacpp.install import nvidia_vulkan_problem
+    from hal0.llamacpp.devices import (
+        NVIDIA_VULKAN_PACKAGES,
+        list_devices,
+        missing_packages,
+        nvidia_vulkan,
+        nvidia_vulkan_problem,
+        parse_version,
+        run,
+    )
 
     name, reinstall = "engine llama-server", "hal0 backend install llama-server"
     binary = settings.bin or shutil.which("llama-server")
@@ -138,16 +144,21 @@ def _llama_server(paths: Paths, settings: Any, backends: set[str]) -> Check:
     devices, listed = list_devices(Path(binary))
     if listed.code != 0:
         return Check(name, "fail", f"{binary} --list-devices {_said(listed)}", reinstall)
-    gpu = primary_gpu(hw)
-    nvidia_vulkan = flavor == "vulkan" and gpu is not None and gpu.get("vendor") == "nvidia"
-    missing = missing_packages(NVIDIA_VULKAN_PACKAGES) if nvidia_vulkan else []
+    on_nvidia_vulkan = nvidia_vulkan(hw, flavor)
+    missing = missing_packages(NVIDIA_VULKAN_PACKAGES) if on_nvidia_vulkan else []
     problem = nvidia_vulkan_problem(hw, flavor, devices, missing)
     if problem:
-        fix = f"sudo apt-get install {' '.join(missing or NVIDIA_VULKAN_PACKAGES)}" if nvidia_vulkan else \
+        fix = f"sudo apt-get install {' '.join(missing or NVIDIA_VULKAN_PACKAGES)}" if on_nvidia_vulkan else \
             f"{reinstall} --flavor cpu, or fix the GPU driver"
         return Check(name, "fail", problem, fix)
     seen = ", ".join(f"{d.name} {d.description}" for d in devices) or "no GPU device"
-    return Check(name, "ok", f"{binary} ({settings.flavor or 'flavor unknown'}, llama.cpp {version}; {seen})")
+    said = f"{binary} ({settings.flavor or 'flavor unknown'}, llama.cpp {version}; {seen})"
+    other = sorted(backends - {"cpu", "npu", flavor}) if settings.flavor else []
+    if other:  # the slots were written for another GPU build than the one installed
+        runs = "on the CPU" if flavor == "cpu" else f"on its {flavor} devices"
+        return Check(name, "warn", f"{said}: the llama-server slots ask for {', '.join(other)} and run {runs}",
+                     f"{reinstall} --flavor {other[0]}, or set the slots' backend to {flavor}")
+    return Check(name, "ok", said)
 
 
 def _model(name: str, slot: Any, paths: Paths) -> Check:

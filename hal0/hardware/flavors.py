@@ -8,8 +8,10 @@ toolchains found here. Pure decisions over data; ``toolchains()`` is the only th
 | rocm   | built from source with ROCm (``hipcc``)                                          |
 | cpu    | the prebuilt build on the CPU when it runs here, else built from source          |
 
-``auto`` is Vulkan wherever a GPU Vulkan driver exists (AMD, Intel and NVIDIA all ship one), then
-CUDA or ROCm when their toolkit is here, else the CPU.
+``auto`` is what the tier table gives this box's llama-server slots (``seeding.llama_backend``):
+the tier's backend where this box can have that build (CUDA on NVIDIA with the CUDA toolkit), else
+Vulkan where a GPU Vulkan driver exists (AMD, Intel and NVIDIA all ship one), else the CPU. So the
+build that installs is the one the slots were written for.
 """
 
 from __future__ import annotations
@@ -84,14 +86,21 @@ def choose(requested: str, hw: dict[str, Any], tc: Toolchains) -> Choice:
         if requested not in can:
             raise ValueError(_cannot(requested, hw))
         return Choice(requested, "asked for")
+    from hal0.hardware.seeding import gpu_gib, llama_backend, match_tier  # seeding imports this module
+
+    tier = match_tier(hw)
+    flavor, note = llama_backend(tier, hw, tc)
+    if note:
+        return Choice(flavor, note.removeprefix("backend: "))
     gpu = primary_gpu(hw)
-    for flavor in ("vulkan", "cuda", "rocm"):
-        if flavor in can:
-            return Choice(flavor, can[flavor])
-    if gpu is not None:
-        return Choice("cpu", f"the {gpu.get('vendor') or 'unknown'} GPU has no Vulkan driver and no CUDA or ROCm "
-                             "toolkit is installed")
-    return Choice("cpu", "no GPU")
+    if flavor == "cpu" and gpu is None:
+        return Choice("cpu", "no GPU")
+    if flavor == "cpu" and gpu is not None:
+        size = f"{gpu_gib(hw):.1f} GiB" if gpu_gib(hw) else "its memory unknown"
+        driver = "" if (hw.get("vulkan") or {}).get("gpu") else ", no Vulkan driver"
+        return Choice("cpu", f"the {gpu.get('vendor') or 'unknown'} GPU ({size}{driver}) falls to the "
+                             f"{tier['name']} tier")
+    return Choice(flavor, f"the {tier['name']} tier's backend: {can[flavor]}")
 
 
 def _cannot(flavor: str, hw: dict[str, Any]) -> str:

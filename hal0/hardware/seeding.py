@@ -86,7 +86,7 @@ def llama_backend(tier: dict[str, Any], hw: dict[str, Any], tc: Toolchains) -> t
     instead = "vulkan" if "vulkan" in can else "cpu"
     return instead, (f"backend: the {tier['name']} tier prefers {wanted}, but this box cannot build a {wanted} "
                      f"llama-server (no {'CUDA toolkit' if wanted == 'cuda' else 'ROCm'}), so it uses {instead}"
-                     + (" (the GPU's Vulkan driver)" if instead == "vulkan" else ""))
+                     + (" (the GPU's Vulkan driver)" if instead == "vulkan" else " (no GPU Vulkan driver either)"))
 
 
 def seed_slots(hw: dict[str, Any], tc: Toolchains | None = None) -> dict[str, Seed]:

@@ -7,15 +7,19 @@ backend found the GPU the probe did. Blocks for as long as the binary takes (bou
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-__all__ = ["NVIDIA_VULKAN_PACKAGES", "Device", "Ran", "gpu_devices", "list_devices", "missing_packages",
-           "parse_devices", "parse_version", "run"]
+from hal0.hardware.flavors import GPU_FLAVORS, primary_gpu
+
+__all__ = ["NVIDIA_VULKAN_PACKAGES", "Device", "Ran", "gpu_devices", "gpu_unseen", "list_devices", "missing_packages",
+           "nvidia_vulkan", "nvidia_vulkan_problem", "parse_devices", "parse_version", "run"]
 
 # NVIDIA's Vulkan driver (its ICD, libGLX_nvidia) needs the GL vendor-neutral dispatch libraries;
 # without them it fails to load and llama-server quietly runs on the CPU (measured on an H200).
@@ -44,10 +48,11 @@ class Ran:
     output: str
 
 
-def run(binary: Path, *args: str, timeout: float = 60) -> Ran:
-    """``binary args`` with its folder on LD_LIBRARY_PATH; its exit code and output (stdout + stderr)."""
-    env = {**os.environ, "LD_LIBRARY_PATH": ":".join(p for p in (str(binary.parent),
-                                                                  os.environ.get("LD_LIBRARY_PATH")) if p)}
+def run(binary: Path, *args: str, timeout: float = 60, env: dict[str, str] | None = None) -> Ran:
+    """``binary args`` in ``env`` (default: this process's) with the binary's folder on
+    LD_LIBRARY_PATH; its exit code and output (stdout + stderr)."""
+    base = os.environ if env is None else env
+    env = {**base, "LD_LIBRARY_PATH": ":".join(p for p in (str(binary.parent), base.get("LD_LIBRARY_PATH")) if p)}
     try:
         done = subprocess.run([str(binary), *args], capture_output=True, text=True, errors="replace", env=env,
                               timeout=timeout)
@@ -75,8 +80,8 @@ def parse_devices(output: str) -> list[Device]:
     return out
 
 
-def list_devices(binary: Path) -> tuple[list[Device], Ran]:
-    ran = run(binary, "--list-devices")
+def list_devices(binary: Path, env: dict[str, str] | None = None) -> tuple[list[Device], Ran]:
+    ran = run(binary, "--list-devices", env=env)
     return parse_devices(ran.output) if ran.code == 0 else [], ran
 
 
@@ -93,3 +98,49 @@ def missing_packages(packages: tuple[str, ...] = NVIDIA_VULKAN_PACKAGES) -> list
                           text=True)
     installed = {ln.split()[0] for ln in done.stdout.splitlines() if ln.endswith(" installed")}
     return [p for p in packages if p not in installed]
+
+
+def nvidia_vulkan(hw: dict[str, Any], flavor: str) -> bool:
+    """A Vulkan build on an NVIDIA GPU: NVIDIA's driver, which needs the GL dispatch libraries."""
+    gpu = primary_gpu(hw)
+    return flavor == "vulkan" and gpu is not None and gpu.get("vendor") == "nvidia"
+
+
+def nvidia_vulkan_problem(hw: dict[str, Any], flavor: str, devices: list[Device], missing: list[str]) -> str | None:
+    """Why a GPU-flavored llama-server that lists no GPU is not done, naming what to install; None
+    when it sees a GPU or none was expected."""
+    gpu = primary_gpu(hw)
+    if flavor not in GPU_FLAVORS or gpu is None or gpu_devices(devices):
+        return None
+    what = f"the {gpu.get('name') or gpu.get('vendor') or 'GPU'} at {gpu.get('pci')}"
+    if flavor == "vulkan" and gpu.get("vendor") == "nvidia":
+        libs = missing or list(NVIDIA_VULKAN_PACKAGES)
+        return (f"llama-server ({flavor}) lists no GPU although the probe found {what}: NVIDIA's Vulkan driver "
+                f"needs the GL dispatch libraries{' (missing: ' + ', '.join(missing) + ')' if missing else ''}: "
+                f"apt-get install {' '.join(libs)}, then `hal0 backend install llama-server` again")
+    check = {"vulkan": "vulkaninfo --summary", "cuda": "nvidia-smi", "rocm": "rocminfo"}[flavor]
+    return (f"llama-server ({flavor}) lists no GPU although the probe found {what}: check the GPU driver "
+            f"(`{check}`) and that this user may open its devices, or use --flavor cpu")
+
+
+def gpu_unseen(binary: Path, env: dict[str, str], flavor: str, hardware_json: Path) -> str | None:
+    """Why ``binary``, run in a slot's ``env``, would serve a slot that asks for the GPU on the CPU:
+    the probe found a GPU and the binary lists none (``flavor``: the build's, else the slot's
+    backend). None when it lists a GPU, when no GPU was found (or hardware.json is unreadable), or
+    when it does not start (the start says why). Blocks while the binary lists its devices."""
+    try:
+        hw = json.loads(hardware_json.read_text())
+    except (OSError, ValueError):
+        return None
+    gpu = primary_gpu(hw) if isinstance(hw, dict) else None
+    if gpu is None:
+        return None
+    devices, ran = list_devices(binary, env)
+    if ran.code != 0 or gpu_devices(devices):
+        return None
+    if flavor not in GPU_FLAVORS:
+        return (f"{binary} is a {flavor} build of llama-server and lists no GPU, although the probe found the "
+                f"{gpu.get('name') or gpu.get('vendor') or 'GPU'} at {gpu.get('pci')}: `hal0 backend install "
+                f"llama-server` installs the GPU build, or set the slot's backend to cpu")
+    problem = nvidia_vulkan_problem(hw, flavor, devices, missing_packages() if nvidia_vulkan(hw, flavor) else [])
+    return problem and f"{problem} (`hal0 doctor` checks it)"

@@ -18,21 +18,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hal0.hardware.flavors import GPU_FLAVORS, Toolchains, buildable, choose, primary_gpu
+from hal0.hardware.flavors import Toolchains, buildable, choose, primary_gpu
 from hal0.llamacpp import build as b
 from hal0.llamacpp.devices import (
-    NVIDIA_VULKAN_PACKAGES,
     Device,
     gpu_devices,
     list_devices,
     missing_packages,
+    nvidia_vulkan,
+    nvidia_vulkan_problem,
     parse_version,
     run,
 )
 from hal0.paths import Paths
 
-__all__ = ["Installed", "build_dir", "candidates", "ensure_build", "install", "installed", "nvidia_vulkan_problem",
-           "stage_downloads"]
+__all__ = ["Installed", "build_dir", "candidates", "ensure_build", "install", "installed", "stage_downloads"]
 
 Say = Callable[[str], None]
 PREBUILT_MACHINES = frozenset({"x86_64"})  # the prebuilt wheel exists for these only
@@ -129,28 +129,12 @@ def stage_downloads(paths: Paths, files: list[Path], say: Say) -> None:
 
 def candidates(flavor: str, auto: bool, can: dict[str, str], machine: str) -> list[tuple[str, str]]:
     """(how, flavor) to try in order: the prebuilt build where it exists for the flavor, then a build
-    from source; for ``auto``, then the other flavors this box can have (CUDA, ROCm), the CPU last."""
-    flavors = [flavor, *(f for f in ("cuda", "rocm", "cpu") if auto and f in can and f != flavor)]
+    from source; for ``auto``, then the other flavors this box can have (Vulkan, CUDA, ROCm), the CPU
+    last."""
+    flavors = [flavor, *(f for f in ("vulkan", "cuda", "rocm", "cpu") if auto and f in can and f != flavor)]
     prebuilt = machine in PREBUILT_MACHINES
     return [(how, f) for f in flavors for how in ("prebuilt", "source") if how == "source" or
             (prebuilt and f in ("cpu", "vulkan"))]
-
-
-def nvidia_vulkan_problem(hw: dict[str, Any], flavor: str, devices: list[Device], missing: list[str]) -> str | None:
-    """Why a GPU-flavored llama-server that lists no GPU is not done, naming what to install; None
-    when it sees a GPU or none was expected."""
-    gpu = primary_gpu(hw)
-    if flavor not in GPU_FLAVORS or gpu is None or gpu_devices(devices):
-        return None
-    what = f"the {gpu.get('name') or gpu.get('vendor') or 'GPU'} at {gpu.get('pci')}"
-    if flavor == "vulkan" and gpu.get("vendor") == "nvidia":
-        libs = missing or list(NVIDIA_VULKAN_PACKAGES)
-        return (f"llama-server ({flavor}) lists no GPU although the probe found {what}: NVIDIA's Vulkan driver "
-                f"needs the GL dispatch libraries{' (missing: ' + ', '.join(missing) + ')' if missing else ''}: "
-                f"apt-get install {' '.join(libs)}, then `hal0 backend install llama-server` again")
-    check = {"vulkan": "vulkaninfo --summary", "cuda": "nvidia-smi", "rocm": "rocminfo"}[flavor]
-    return (f"llama-server ({flavor}) lists no GPU although the probe found {what}: check the GPU driver "
-            f"(`{check}`) and that this user may open its devices, or use --flavor cpu")
 
 
 def install(paths: Paths, requested: str, hw: dict[str, Any], tc: Toolchains, say: Say, *,
@@ -174,22 +158,32 @@ def install(paths: Paths, requested: str, hw: dict[str, Any], tc: Toolchains, sa
         except RuntimeError as e:
             if requested != "auto":
                 raise
-            why = str(e).splitlines()[0]
+            why = _first_error(str(e))
         if why is None:
+            if flavor != choice.flavor:
+                say(f"the llama-server slots were written for {choice.flavor}; they run on this {flavor} build "
+                    f"(`hal0 doctor` says so until a {choice.flavor} one is installed)")
             return _record(paths, hw, say, binary, flavor)
         failed.append(f"{how} {flavor}: {why}")
         say(f"the {how} {flavor} llama-server cannot be had here ({why}); trying the next")
     raise RuntimeError("no llama-server build runs on this box:\n  " + "\n  ".join(failed))
 
 
-def _nvidia_vulkan(hw: dict[str, Any], flavor: str) -> bool:
-    gpu = primary_gpu(hw)
-    return flavor == "vulkan" and gpu is not None and gpu.get("vendor") == "nvidia"
+def _first_error(failed: str) -> str:
+    """One line for a build that failed: its first line and the first error under it (CMake's
+    message follows its ``CMake Error`` line; a compiler's line holds ``error:``)."""
+    lines = [line.strip() for line in failed.splitlines() if line.strip()]
+    for i, line in enumerate(lines[1:], 1):
+        if line.startswith("CMake Error") and i + 1 < len(lines):
+            return f"{lines[0]} {lines[i + 1]}"
+        if "error:" in line:
+            return f"{lines[0]} {line}"
+    return lines[0] if lines else "it failed"
 
 
 def _nvidia_gl(hw: dict[str, Any], flavor: str, say: Say, apt: bool) -> None:
     """On NVIDIA, the GL dispatch libraries the Vulkan driver needs (installed when we may)."""
-    if _nvidia_vulkan(hw, flavor) and (missing := missing_packages()) and not _apt(missing, say, apt):
+    if nvidia_vulkan(hw, flavor) and (missing := missing_packages()) and not _apt(missing, say, apt):
         say(f"NVIDIA's Vulkan driver needs {', '.join(missing)}, which are not installed")
 
 
@@ -220,7 +214,7 @@ def _record(paths: Paths, hw: dict[str, Any], say: Say, binary: Path, flavor: st
     devices, ran = list_devices(binary)
     if ran.code != 0:
         raise RuntimeError(f"{binary} --list-devices exits {ran.code}: {ran.output.strip()[-500:]}")
-    problem = nvidia_vulkan_problem(hw, flavor, devices, missing_packages() if _nvidia_vulkan(hw, flavor) else [])
+    problem = nvidia_vulkan_problem(hw, flavor, devices, missing_packages() if nvidia_vulkan(hw, flavor) else [])
     if problem:
         raise RuntimeError(problem)
     for d in devices:

@@ -45,11 +45,13 @@ from hal0.errors import (
     WorkerUnreachable,
 )
 from hal0.hardware.fit import too_large
+from hal0.hardware.flavors import GPU_FLAVORS
 from hal0.hardware.usage import Usage, measure
+from hal0.llamacpp.devices import gpu_unseen
 from hal0.models.pulls import PullJob, Pulls
 from hal0.models.registry import Registry, ResolvedModel
 from hal0.paths import Paths
-from hal0.providers import PROVIDERS, Provider, Readiness, check_extra_args, get_provider
+from hal0.providers import PROVIDERS, LaunchSpec, Provider, Readiness, check_extra_args, get_provider
 from hal0.roles import Modality, slot_kind
 from hal0.slots import prompt_cache, readiness, workers
 from hal0.slots.changes import ChangeChannel
@@ -194,6 +196,7 @@ class Slot(Owner):
         self._peak: Usage | None = None  # the largest of this load (what the ledger keeps)
         self._need: Need | None = None  # what the load in progress or the running backend was given room for
         self._workers: dict[str, str] = dict.fromkeys(config.rpc, "unknown")  # RPC worker -> "up" or why not
+        self._gpu_seen: tuple[str, int, tuple[tuple[str, str], ...]] | None = None  # see _check_gpu
 
     # --- reading -----------------------------------------------------------------
 
@@ -602,6 +605,26 @@ class Slot(Owner):
     def _worker_interval(self) -> float:
         return self._deps.settings.liveness_interval_s or 2.0
 
+    async def _check_gpu(self, spec: LaunchSpec, flavor: str) -> None:
+        """Raise SlotStartFailed when this llama-server slot asks for the GPU the probe found and its
+        binary lists none: it would run on the CPU without a word. A binary (same file, same
+        environment) that once listed it is not asked again; a slot with RPC workers is not asked."""
+        if self.config.provider != "llama-server" or self.config.backend not in GPU_FLAVORS or self.config.rpc:
+            return
+        binary = Path(spec.argv[0])
+        try:
+            mtime = (await asyncio.to_thread(binary.stat)).st_mtime_ns
+        except OSError:
+            return  # not there: the spawn says so
+        key = (str(binary), mtime, tuple(sorted(spec.env.items())))
+        if key == self._gpu_seen:
+            return
+        problem = await asyncio.to_thread(gpu_unseen, binary, spec.env, flavor or self.config.backend,
+                                          self._deps.paths.hardware_json)
+        if problem is not None:
+            raise SlotStartFailed(f"{self.name}: {problem}", slot=self.name)
+        self._gpu_seen = key
+
     async def _check_workers(self) -> None:
         """Raise WorkerUnreachable naming every RPC worker that does not accept a connection."""
         self._workers = await workers.check(self.config.rpc, _WORKER_TIMEOUT_S)
@@ -781,6 +804,7 @@ class Slot(Owner):
         try:
             if self.config.rpc:
                 await self._check_workers()
+            await self._check_gpu(spec, settings.flavor)
             if not port_is_free(self.config.port):
                 raise SlotPortInUse(f"port {self.config.port} of slot {self.name} is in use by another "
                                     "program", slot=self.name, port=self.config.port)
