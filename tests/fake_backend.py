@@ -11,6 +11,8 @@ from environment variables, which tests set through the slot's [env]:
   FAKE_GRANDCHILD=PATH      start a grandchild that sleeps, and write its pid to PATH
   FAKE_STARTS=PATH          append one line per start to PATH (counts spawns)
   FAKE_EXIT_SKIP=N          with FAKE_STARTS: FAKE_EXIT_AFTER spares the first N starts
+  FAKE_SSE_HOLD=1           a POST with "stream": true gets one chunk and ``data: [DONE]``, then
+                            the answer stays open (no end of the chunked body) until hal0 drops it
 
 GET /fake/exit makes it exit with code 7 at once.
 """
@@ -75,12 +77,29 @@ class Handler(BaseHTTPRequestHandler):
             self._send(404, {"error": {"message": "not found"}})
 
     def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        if time.monotonic() < ready_at:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if env("FAKE_SSE_HOLD") and json.loads(body or b"{}").get("stream"):
+            self._hold_after_done()
+        elif time.monotonic() < ready_at:
             self._send(503, {"error": {"code": 503, "message": "Loading model"}})
         else:
             self._send(200, {"object": "chat.completion", "model": args.alias,
                              "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}}]})
+
+
+    def _hold_after_done(self) -> None:
+        self.protocol_version = "HTTP/1.1"  # a chunked body needs it (this answer only)
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        chunk = json.dumps({"object": "chat.completion.chunk", "model": args.alias,
+                            "choices": [{"index": 0, "delta": {"content": "ok"}}]})
+        for event in (f"data: {chunk}\n\n", "data: [DONE]\n\n"):
+            data = event.encode()
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            self.wfile.flush()
+        self.rfile.read(1)  # blocks until hal0 closes the connection (the body's end never comes)
 
 
 server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)

@@ -386,6 +386,39 @@ def _metrics_text(s: Served, token: str) -> str:
         return r.read().decode()  # type: ignore[no-any-return]
 
 
+def test_a_client_that_leaves_once_done_came_is_not_counted_as_leaving_early(tmp_path: Path) -> None:
+    """The OpenAI SDK closes its connection as soon as it reads ``data: [DONE]``, before the end of
+    the chunked body. Here the backend holds that end back, so the client is surely gone before
+    the answer ends: the request was answered in full and counts as 200, not 499."""
+    m = manifest()
+    wrapper = fake_bin(tmp_path)
+    setup_home(tmp_path, wrapper.bin, m["models"]["tiny-chat"])
+    primary = tmp_path / "etc/slots/primary.toml"
+    primary.write_text(primary.read_text().replace("[env]\n", '[env]\nFAKE_SSE_HOLD = "1"\n'))
+    admin = (tmp_path / "etc/admin.token").read_text().strip()
+    with serving(tmp_path) as s:
+        s.load("primary", admin)
+        body = json.dumps({"model": "primary", "stream": True, "messages": [{"role": "user", "content": "hi"}]})
+        with socket.create_connection(("127.0.0.1", int(s.url.rsplit(":", 1)[1])), timeout=30) as conn:
+            conn.sendall(f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {admin}\r\n"
+                         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n{body}".encode())
+            got = b""
+            while b"data: [DONE]" not in got:
+                data = conn.recv(65536)
+                assert data, got
+                got += data
+        chat = {"slot": "primary", "route": "/v1/chat/completions"}
+        deadline, found = time.monotonic() + 30, samples("")
+        while time.monotonic() < deadline:  # the handler ends once hal0 sees the client gone
+            found = samples(_metrics_text(s, admin))
+            if value(found, "hal0_slot_request_duration_seconds_count", **chat):
+                break
+            time.sleep(0.05)  # polling hal0 from outside: nothing to wait on
+        assert s.stop() == 0
+    codes = {dict(k[1])["code"]: v for k, v in found.items() if k[0] == "hal0_slot_requests_total"}
+    assert codes == {"200": 1.0}
+
+
 @pytest.mark.slow
 @pytest.mark.backends
 def test_served_metrics_after_real_requests(served: tuple[Served, str, dict[str, int]]) -> None:

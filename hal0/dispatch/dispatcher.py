@@ -169,7 +169,7 @@ class Dispatcher:
             status = e.status
             raise
         except asyncio.CancelledError:
-            status = 499  # the client left before the answer ended
+            status = relay.status if relay.ended else 499  # 499: the client left before the answer ended
             raise
         finally:
             self._observer.finished(slot.name, path, status, started, relay)

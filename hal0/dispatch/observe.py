@@ -17,14 +17,18 @@ class Relay:
     """One answer as the relay saw it: when its first body byte was ready to go out
     (``time.perf_counter()``; 0: none came), and, for a JSON or SSE answer below 400, where
     the backend puts its token usage: the whole buffered body, or the last two chunks of a
-    stream (references, never a copy of the stream)."""
+    stream (references, never a copy of the stream). ``ended`` once the whole answer went out
+    (every byte of the backend's, or an event stream's ``[DONE]``), with its ``status``: a client
+    that leaves after that did not leave early (the OpenAI SDK closes its connection on ``[DONE]``)."""
 
-    __slots__ = ("first_byte", "last", "prev")
+    __slots__ = ("ended", "first_byte", "last", "prev", "status")
 
     def __init__(self) -> None:
         self.first_byte = 0.0
         self.prev = b""
         self.last = b""
+        self.ended = False
+        self.status = 0
 
     @property
     def tail(self) -> bytes:

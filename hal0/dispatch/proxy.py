@@ -113,6 +113,7 @@ def request_headers(request: web.Request, extra: Mapping[str, str] | None = None
 
 
 MAX_BUFFERED = 1 << 20  # a body above this is relayed as it arrives, never held whole
+_SSE_DONE = b"data: [DONE]\n\n"  # an OpenAI event stream's last event
 _ERROR_TEXT_MAX = 4096
 
 
@@ -166,6 +167,13 @@ async def _rewritten_error(answer: Answer, dialect: Dialect, out: CIMultiDict[st
     return web.Response(status=answer.status, body=body, headers=out)
 
 
+def _relayed(relay: Relay, sse: bool, status: int, prev: bytes, last: bytes) -> None:
+    """The whole answer went out: note it, and where an event stream below 400 has its usage."""
+    relay.ended, relay.status = True, status
+    if sse and status < 400:
+        relay.prev, relay.last = prev, last
+
+
 async def forward(request: web.Request, sender: Callable[[], Awaitable[Answer]],
                   unreachable: type[Hal0Error], target: str, slot: str | None = None,
                   dialect: Dialect = OPENAI, relay: Relay | None = None) -> web.StreamResponse:
@@ -210,19 +218,21 @@ async def forward(request: web.Request, sender: Callable[[], Awaitable[Answer]],
         if length is not None:
             resp.content_length = length
         await resp.prepare(request)
-        prev, last = b"", first
+        prev, last = b"", b""
         try:
-            if first:
-                await resp.write(first)
-            async for chunk in chunks:
-                await resp.write(chunk)
-                prev, last = last, chunk  # the usage comes at the end: keep the last two, never the stream
+            chunk: bytes | None = first
+            while chunk is not None:
+                if chunk:
+                    await resp.write(chunk)
+                    prev, last = last, chunk  # the usage comes at the end: keep the last two, never the stream
+                    if relay is not None and sse and chunk.endswith(_SSE_DONE):
+                        _relayed(relay, sse, answer.status, prev, last)  # the client may close at once now
+                chunk = await anext(chunks, None)
+            if relay is not None:
+                _relayed(relay, sse, answer.status, prev, last)
             await resp.write_eof()
         except ConnectionError:
             answer.close()  # the client left: drop the backend connection so it stops working
-        else:
-            if relay is not None and sse and answer.status < 400:
-                relay.prev, relay.last = prev, last
         return resp
     except RELAYED_ERRORS as e:
         answer.close()
