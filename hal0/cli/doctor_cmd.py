@@ -118,8 +118,10 @@ def _llama_server(paths: Paths, settings: Any, backends: set[str]) -> Check:
     probe found, lists that GPU (``--list-devices``), else the libraries or driver to fix."""
     import json
 
+    from hal0.hardware.flavors import primary_gpu
     from hal0.llamacpp.devices import (
         NVIDIA_VULKAN_PACKAGES,
+        gpu_devices,
         list_devices,
         missing_packages,
         nvidia_vulkan,
@@ -153,11 +155,15 @@ def _llama_server(paths: Paths, settings: Any, backends: set[str]) -> Check:
         return Check(name, "fail", problem, fix)
     seen = ", ".join(f"{d.name} {d.description}" for d in devices) or "no GPU device"
     said = f"{binary} ({settings.flavor or 'flavor unknown'}, llama.cpp {version}; {seen})"
-    other = sorted(backends - {"cpu", "npu", flavor}) if settings.flavor else []
-    if other:  # the slots were written for another GPU build than the one installed
-        runs = "on the CPU" if flavor == "cpu" else f"on its {flavor} devices"
+    other = sorted(backends - {"cpu", "npu", flavor}) if settings.flavor else []  # slots written for another build
+    gpus = gpu_devices(devices)
+    if other and not gpus and primary_gpu(hw) is not None:  # a cpu build: such a slot refuses to start
+        return Check(name, "fail", f"{said}: the llama-server slots ask for {', '.join(other)}, and a build that "
+                                   "lists no GPU does not start them", f"{reinstall}, or set the slots' backend to cpu")
+    if other:
+        runs = f"on {gpus[0].name} ({gpus[0].description})" if gpus else "on the CPU"
         return Check(name, "warn", f"{said}: the llama-server slots ask for {', '.join(other)} and run {runs}",
-                     f"{reinstall} --flavor {other[0]}, or set the slots' backend to {flavor}")
+                     f"{reinstall} --flavor {other[0]}")
     return Check(name, "ok", said)
 
 

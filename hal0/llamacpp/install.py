@@ -161,8 +161,10 @@ def install(paths: Paths, requested: str, hw: dict[str, Any], tc: Toolchains, sa
             why = _first_error(str(e))
         if why is None:
             if flavor != choice.flavor:
-                say(f"the llama-server slots were written for {choice.flavor}; they run on this {flavor} build "
-                    f"(`hal0 doctor` says so until a {choice.flavor} one is installed)")
+                say(f"the llama-server slots were written for {choice.flavor}; " + (
+                    "a cpu build lists no GPU, so they do not start on it until their backend is set to cpu"
+                    if flavor == "cpu" and choice.flavor != "cpu" else f"they run on this {flavor} build")
+                    + f" (`hal0 doctor` says so until a {choice.flavor} one is installed)")
             return _record(paths, hw, say, binary, flavor)
         failed.append(f"{how} {flavor}: {why}")
         say(f"the {how} {flavor} llama-server cannot be had here ({why}); trying the next")
