@@ -36,7 +36,7 @@ ROCM = Toolchains(hipcc="/opt/rocm/bin/hipcc")
 
 
 def box(name: str) -> dict[str, Any]:
-    if name in ("h100", "cpu-vm"):
+    if name in ("h100", "h200", "cpu-vm"):
         return probe(HW / name)
     return json.loads((HW / "golden" / f"{name}.json").read_text())  # type: ignore[no-any-return]
 
@@ -50,7 +50,8 @@ def test_auto_picks_the_flavor_each_recorded_box_can_have() -> None:
     toolkit, else Vulkan wherever a GPU Vulkan driver is (NVIDIA's too), else the CPU; an explicit
     flavor the box cannot have says what to install."""
     cases = {
-        ("h100", Toolchains()): "vulkan", ("h100", CUDA): "cuda", ("rtx4090", Toolchains()): "vulkan",
+        ("h100", Toolchains()): "vulkan", ("h100", CUDA): "cuda", ("h200", CUDA): "cuda",
+        ("rtx4090", Toolchains()): "vulkan",
         ("rtx4090", CUDA): "cuda", ("rx7900xtx", ROCM): "vulkan", ("strix-halo", Toolchains()): "vulkan",
         ("intel-arc", Toolchains()): "cpu", ("cpu-vm", CUDA): "cpu", ("lxc", Toolchains()): "cpu",
     }
