@@ -386,7 +386,12 @@ def _metrics_text(s: Served, token: str) -> str:
         return r.read().decode()  # type: ignore[no-any-return]
 
 
-def test_a_client_that_leaves_once_done_came_is_not_counted_as_leaving_early(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("route", "extra"), [
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]}),  # relayed as it comes
+    ("/v1/completions", {"prompt": "hi", "stream_options": {"include_usage": True}}),  # rewritten on the way
+])
+def test_a_client_that_leaves_once_done_came_is_not_counted_as_leaving_early(
+        tmp_path: Path, route: str, extra: dict[str, Any]) -> None:
     """The OpenAI SDK closes its connection as soon as it reads ``data: [DONE]``, before the end of
     the chunked body. Here the backend holds that end back, so the client is surely gone before
     the answer ends: the request was answered in full and counts as 200, not 499."""
@@ -398,20 +403,19 @@ def test_a_client_that_leaves_once_done_came_is_not_counted_as_leaving_early(tmp
     admin = (tmp_path / "etc/admin.token").read_text().strip()
     with serving(tmp_path) as s:
         s.load("primary", admin)
-        body = json.dumps({"model": "primary", "stream": True, "messages": [{"role": "user", "content": "hi"}]})
+        body = json.dumps({"model": "primary", "stream": True, **extra})
         with socket.create_connection(("127.0.0.1", int(s.url.rsplit(":", 1)[1])), timeout=30) as conn:
-            conn.sendall(f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {admin}\r\n"
+            conn.sendall(f"POST {route} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {admin}\r\n"
                          f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n{body}".encode())
             got = b""
             while b"data: [DONE]" not in got:
                 data = conn.recv(65536)
                 assert data, got
                 got += data
-        chat = {"slot": "primary", "route": "/v1/chat/completions"}
         deadline, found = time.monotonic() + 30, samples("")
         while time.monotonic() < deadline:  # the handler ends once hal0 sees the client gone
             found = samples(_metrics_text(s, admin))
-            if value(found, "hal0_slot_request_duration_seconds_count", **chat):
+            if value(found, "hal0_slot_request_duration_seconds_count", slot="primary", route=route):
                 break
             time.sleep(0.05)  # polling hal0 from outside: nothing to wait on
         assert s.stop() == 0

@@ -13,7 +13,7 @@ from aiohttp import web
 from hal0.dialects.sse import SseEvent, SseParser
 from hal0.dispatch.dispatcher import Target
 from hal0.dispatch.h1 import BackendError
-from hal0.dispatch.proxy import MAX_BUFFERED, OPENAI, Answer, Dialect, abort, forward
+from hal0.dispatch.proxy import MAX_BUFFERED, OPENAI, SSE_DONE, Answer, Dialect, abort, forward, relayed
 from hal0.errors import SlotBackendError
 from hal0.web.http import REQUEST_ID, json_response
 
@@ -65,27 +65,37 @@ async def relay_sse(request: web.Request, answer: Answer, target: Target, *,
     """Relay an SSE answer: chunks as they come (each parsed event shown to ``watch``), or each
     event through ``rewrite``; ``head`` goes first and ``tail`` after the backend's last event.
     A client that leaves closes the backend connection; a backend that breaks off cuts the
-    stream (``proxy.abort``)."""
+    stream (``proxy.abort``). The target's metrics ``Relay`` learns when the whole answer (or its
+    ``[DONE]``) went out."""
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                                        **_headers(request, target)})
     parser = SseParser()
+    relay = target.relay
+
+    async def send(data: bytes) -> None:
+        await resp.write(data)
+        if relay is not None and data.endswith(SSE_DONE):
+            relayed(relay, resp.status)  # the client may close at once now
+
     try:
         await resp.prepare(request)
         for b in head or []:
-            await resp.write(b)
+            await send(b)
         async for chunk in answer.chunks():
             events = parser.feed(chunk)
             if rewrite is None:
-                await resp.write(chunk)
+                await send(chunk)
                 if watch is not None:
                     for event in events:
                         watch(event)
                 continue
             for event in events:
                 for b in rewrite(event):
-                    await resp.write(b)
+                    await send(b)
         for b in tail() if tail else []:
-            await resp.write(b)
+            await send(b)
+        if relay is not None:
+            relayed(relay, resp.status)
         await resp.write_eof()
     except ConnectionError:
         answer.close()

@@ -25,8 +25,8 @@ from hal0.dispatch.observe import Relay
 from hal0.errors import Hal0Error, SlotBackendError, SlotTimeout, envelope
 from hal0.web.http import REQUEST_ID
 
-__all__ = ["HOP_BY_HOP", "MAX_BUFFERED", "OPENAI", "RELAYED_ERRORS", "AiohttpAnswer", "Answer", "Dialect", "abort",
-           "error_text", "forward", "request_headers", "send"]
+__all__ = ["HOP_BY_HOP", "MAX_BUFFERED", "OPENAI", "RELAYED_ERRORS", "SSE_DONE", "AiohttpAnswer", "Answer", "Dialect",
+           "abort", "error_text", "forward", "relayed", "request_headers", "send"]
 
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
                         "trailer", "trailers", "transfer-encoding", "upgrade", "host", "content-length"})
@@ -113,7 +113,7 @@ def request_headers(request: web.Request, extra: Mapping[str, str] | None = None
 
 
 MAX_BUFFERED = 1 << 20  # a body above this is relayed as it arrives, never held whole
-_SSE_DONE = b"data: [DONE]\n\n"  # an OpenAI event stream's last event
+SSE_DONE = b"data: [DONE]\n\n"  # an OpenAI event stream's last event
 _ERROR_TEXT_MAX = 4096
 
 
@@ -167,11 +167,12 @@ async def _rewritten_error(answer: Answer, dialect: Dialect, out: CIMultiDict[st
     return web.Response(status=answer.status, body=body, headers=out)
 
 
-def _relayed(relay: Relay, sse: bool, status: int, prev: bytes, last: bytes) -> None:
-    """The whole answer went out: note it, and where an event stream below 400 has its usage."""
+def relayed(relay: Relay, status: int, usage_in: tuple[bytes, bytes] | None = None) -> None:
+    """The whole answer went out: note it, and for an answer below 400 the last two chunks of an
+    event stream whose usage the metrics read (``usage_in``)."""
     relay.ended, relay.status = True, status
-    if sse and status < 400:
-        relay.prev, relay.last = prev, last
+    if usage_in is not None and status < 400:
+        relay.prev, relay.last = usage_in
 
 
 async def forward(request: web.Request, sender: Callable[[], Awaitable[Answer]],
@@ -225,11 +226,11 @@ async def forward(request: web.Request, sender: Callable[[], Awaitable[Answer]],
                 if chunk:
                     await resp.write(chunk)
                     prev, last = last, chunk  # the usage comes at the end: keep the last two, never the stream
-                    if relay is not None and sse and chunk.endswith(_SSE_DONE):
-                        _relayed(relay, sse, answer.status, prev, last)  # the client may close at once now
+                    if relay is not None and sse and chunk.endswith(SSE_DONE):
+                        relayed(relay, answer.status, (prev, last))  # the client may close at once now
                 chunk = await anext(chunks, None)
             if relay is not None:
-                _relayed(relay, sse, answer.status, prev, last)
+                relayed(relay, answer.status, (prev, last) if sse else None)
             await resp.write_eof()
         except ConnectionError:
             answer.close()  # the client left: drop the backend connection so it stops working
