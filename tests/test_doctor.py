@@ -100,7 +100,7 @@ def test_a_vulkan_llama_server_that_sees_no_gpu_names_the_libraries(tmp_path: Pa
 def test_slots_written_for_another_build_than_the_installed_one_warn(tmp_path: Path) -> None:
     """The recorded H100 box's slots ask for cuda and the installed llama-server is a cpu build that
     lists no GPU: such a slot refuses to start, so it is a failure; on a box whose probe found no
-    GPU the same slots run on the CPU, a warning that names the build to install."""
+    GPU the same slots run on the CPU, a warning whose fix is the cpu backend."""
     from hal0.hardware import probe
 
     m = manifest()
@@ -120,7 +120,7 @@ def test_slots_written_for_another_build_than_the_installed_one_warn(tmp_path: P
     engine = {c["name"]: c for c in doctor(tmp_path, HAL0_URL="http://127.0.0.1:9")[1]}["engine llama-server"]
     assert engine["level"] == "warn", engine
     assert engine["message"].endswith("the llama-server slots ask for cuda and run on the CPU")
-    assert engine["fix"] == "hal0 backend install llama-server --flavor cuda"
+    assert engine["fix"] == "set the slots' backend to cpu (the probe found no GPU)"
     primary.write_text(primary.read_text().replace('backend = "cuda"', 'backend = "cpu"'))
     engine = {c["name"]: c for c in doctor(tmp_path, HAL0_URL="http://127.0.0.1:9")[1]}["engine llama-server"]
     assert engine["level"] == "ok", engine

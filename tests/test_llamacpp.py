@@ -207,6 +207,49 @@ def test_an_nvidia_box_whose_vulkan_build_sees_no_gpu_is_not_done(tmp_path: Path
     assert not (home / "etc/hal0.toml").exists()
 
 
+def test_a_fallback_to_vulkan_on_nvidia_gets_the_gl_libraries_too(tmp_path: Path) -> None:
+    """auto on the recorded H100 box with the CUDA toolkit chooses cuda; when that build does not
+    run, the prebuilt Vulkan one is next, and NVIDIA's Vulkan driver needs its GL libraries for it
+    as much as for a first choice (with --no-apt: it says which are missing)."""
+    from hal0.llamacpp import build as b
+    from hal0.llamacpp.devices import missing_packages
+    from hal0.llamacpp.install import build_dir, install
+    from hal0.paths import resolve_paths
+
+    home = _home(tmp_path, box("h100"))
+    paths = resolve_paths({"HAL0_HOME": str(home)})
+    cuda = build_dir(paths.backends_dir / "llama-server", "source", "cuda")
+    cuda.mkdir(parents=True)
+    b.write_marker(cuda, {"bin": str(cuda / "bin/llama-server"), "smoke": "exits 1", "source": "a failed build"})
+    said: list[str] = []
+    with pytest.raises(RuntimeError, match="lists no GPU although the probe found the NVIDIA H100"):
+        install(paths, "auto", box("h100"), CUDA, said.append, apt=False)
+    assert said[0].startswith("llama-server flavor: cuda (the nvidia-datacenter tier's backend")
+    assert "the source cuda llama-server cannot be had here (exits 1); trying the next" in said
+    assert any("NVIDIA's Vulkan driver needs" in line for line in said) == bool(missing_packages()), said
+
+
+def test_whether_a_binary_sees_the_gpu_the_probe_found(tmp_path: Path) -> None:
+    """What a slot's start checks: False (with what to install) only when the probe found a GPU and
+    the binary answers without one; None when there is nothing to tell, which is never cached."""
+    from hal0.llamacpp.devices import gpu_seen
+
+    binary = Path(manifest()["llama_server"]["bin"])
+    hw = tmp_path / "hardware.json"
+    assert gpu_seen(binary, {}, "vulkan", hw).seen is None  # no hardware.json
+    hw.write_text(json.dumps(box("cpu-vm")))
+    assert gpu_seen(binary, {}, "vulkan", hw).seen is None  # no GPU found
+    hw.write_text(json.dumps(box("h100")))
+    unseen = gpu_seen(binary, {}, "vulkan", hw)
+    assert unseen.seen is False and "NVIDIA's Vulkan driver needs the GL dispatch libraries" in unseen.problem
+    cpu = gpu_seen(binary, {}, "cpu", hw)
+    assert cpu.seen is False and "is a cpu build of llama-server and lists no GPU" in cpu.problem
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    shutil.copy(binary, broken / "llama-server")  # without the libraries beside it: it does not start
+    assert gpu_seen(broken / "llama-server", {}, "vulkan", hw).seen is None
+
+
 def test_recording_the_binary_keeps_the_rest_of_hal0_toml(tmp_path: Path) -> None:
     from hal0.config import load_config
     from hal0.config.edit import set_provider

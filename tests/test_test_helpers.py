@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tests.helpers import env
 from tests.helpers.env import free_port
 
 
@@ -11,9 +12,11 @@ def test_free_port_never_hands_out_a_port_twice() -> None:
     random range would repeat one with near certainty if nothing kept track."""
     ports = [free_port() for _ in range(500)]
     assert len(set(ports)) == len(ports)
+    env._HANDED_OUT.difference_update(ports)  # never bound: the rest of the run may have them
 
 
 def test_a_port_range_overlaps_no_other_port_handed_out() -> None:
     lo = free_port(span=31)
     singles = [free_port() for _ in range(300)]
     assert not set(range(lo, lo + 31)) & set(singles)
+    env._HANDED_OUT.difference_update([*range(lo, lo + 31), *singles])

@@ -162,8 +162,8 @@ def _llama_server(paths: Paths, settings: Any, backends: set[str]) -> Check:
                                    "lists no GPU does not start them", f"{reinstall}, or set the slots' backend to cpu")
     if other:
         runs = f"on {gpus[0].name} ({gpus[0].description})" if gpus else "on the CPU"
-        return Check(name, "warn", f"{said}: the llama-server slots ask for {', '.join(other)} and run {runs}",
-                     f"{reinstall} --flavor {other[0]}")
+        fix = f"{reinstall} --flavor {other[0]}" if gpus else "set the slots' backend to cpu (the probe found no GPU)"
+        return Check(name, "warn", f"{said}: the llama-server slots ask for {', '.join(other)} and run {runs}", fix)
     return Check(name, "ok", said)
 
 
@@ -296,7 +296,8 @@ def checks(paths: Paths, root: Path = Path("/"), service_user: str = SERVICE_USE
     out.append(Check("config", "ok", f"{paths.config_dir} ({paths.mode} mode)"))
     enabled = {name: s for name, s in slots.items() if s.enabled}
     for provider in sorted({s.provider for s in enabled.values()}):
-        backends: set[str] = {s.backend for s in enabled.values() if s.provider == provider}
+        # a slot split over RPC workers uses their devices, whatever this box's build lists
+        backends: set[str] = {s.backend for s in enabled.values() if s.provider == provider and not s.rpc}
         out.append(_engine(provider, paths, config.providers.get(provider, ProviderConfig()), backends))
     out += [_model(name, s, paths) for name, s in enabled.items()]
     out += _devices({s.backend for s in enabled.values()}, root, service_user, _primary_vendor(paths))

@@ -73,9 +73,9 @@ async def relay_sse(request: web.Request, answer: Answer, target: Target, *,
     relay = target.relay
 
     async def send(data: bytes) -> None:
-        await resp.write(data)
         if relay is not None and data.endswith(SSE_DONE):
-            relayed(relay, resp.status)  # the client may close at once now
+            relayed(relay, resp.status)  # the client may close as soon as it has it
+        await resp.write(data)
 
     try:
         await resp.prepare(request)

@@ -224,10 +224,10 @@ async def forward(request: web.Request, sender: Callable[[], Awaitable[Answer]],
             chunk: bytes | None = first
             while chunk is not None:
                 if chunk:
-                    await resp.write(chunk)
                     prev, last = last, chunk  # the usage comes at the end: keep the last two, never the stream
                     if relay is not None and sse and chunk.endswith(SSE_DONE):
-                        relayed(relay, answer.status, (prev, last))  # the client may close at once now
+                        relayed(relay, answer.status, (prev, last))  # the client may close as soon as it has it
+                    await resp.write(chunk)
                 chunk = await anext(chunks, None)
             if relay is not None:
                 relayed(relay, answer.status, (prev, last) if sse else None)

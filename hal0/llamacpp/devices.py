@@ -18,8 +18,8 @@ from typing import Any
 
 from hal0.hardware.flavors import GPU_FLAVORS, primary_gpu
 
-__all__ = ["NVIDIA_VULKAN_PACKAGES", "Device", "Ran", "gpu_devices", "gpu_unseen", "list_devices", "missing_packages",
-           "nvidia_vulkan", "nvidia_vulkan_problem", "parse_devices", "parse_version", "run"]
+__all__ = ["NVIDIA_VULKAN_PACKAGES", "Device", "GpuSeen", "Ran", "gpu_devices", "gpu_seen", "list_devices",
+           "missing_packages", "nvidia_vulkan", "nvidia_vulkan_problem", "parse_devices", "parse_version", "run"]
 
 # NVIDIA's Vulkan driver (its ICD, libGLX_nvidia) needs the GL vendor-neutral dispatch libraries;
 # without them it fails to load and llama-server quietly runs on the CPU (measured on an H200).
@@ -112,7 +112,7 @@ def nvidia_vulkan_problem(hw: dict[str, Any], flavor: str, devices: list[Device]
     gpu = primary_gpu(hw)
     if flavor not in GPU_FLAVORS or gpu is None or gpu_devices(devices):
         return None
-    what = f"the {gpu.get('name') or gpu.get('vendor') or 'GPU'} at {gpu.get('pci')}"
+    what = _found(gpu)
     if flavor == "vulkan" and gpu.get("vendor") == "nvidia":
         libs = missing or list(NVIDIA_VULKAN_PACKAGES)
         return (f"llama-server ({flavor}) lists no GPU although the probe found {what}: NVIDIA's Vulkan driver "
@@ -123,24 +123,38 @@ def nvidia_vulkan_problem(hw: dict[str, Any], flavor: str, devices: list[Device]
             f"(`{check}`) and that this user may open its devices, or use --flavor cpu")
 
 
-def gpu_unseen(binary: Path, env: dict[str, str], flavor: str, hardware_json: Path) -> str | None:
-    """Why ``binary``, run in a slot's ``env``, would serve a slot that asks for the GPU on the CPU:
-    the probe found a GPU and the binary lists none (``flavor``: the build's, else the slot's
-    backend). None when it lists a GPU, when no GPU was found (or hardware.json is unreadable), or
-    when it does not start (the start says why). Blocks while the binary lists its devices."""
+@dataclass(frozen=True)
+class GpuSeen:
+    """What ``gpu_seen`` found: ``seen`` (True: it lists the GPU; False: it lists none although
+    the probe found one; None: nothing to tell, as no GPU was found, hardware.json is unreadable,
+    or the binary did not answer) and, when not seen, why and what to install."""
+
+    seen: bool | None
+    problem: str = ""
+
+
+def gpu_seen(binary: Path, env: dict[str, str], flavor: str, hardware_json: Path) -> GpuSeen:
+    """Whether ``binary``, run in a slot's ``env``, lists the GPU the probe found (``flavor``: the
+    build's, else the slot's backend). Blocks while the binary lists its devices."""
     try:
         hw = json.loads(hardware_json.read_text())
     except (OSError, ValueError):
-        return None
+        return GpuSeen(None)
     gpu = primary_gpu(hw) if isinstance(hw, dict) else None
     if gpu is None:
-        return None
+        return GpuSeen(None)
     devices, ran = list_devices(binary, env)
-    if ran.code != 0 or gpu_devices(devices):
-        return None
+    if ran.code != 0:
+        return GpuSeen(None)  # the start itself says why it does not run
+    if gpu_devices(devices):
+        return GpuSeen(True)
     if flavor not in GPU_FLAVORS:
-        return (f"{binary} is a {flavor} build of llama-server and lists no GPU, although the probe found the "
-                f"{gpu.get('name') or gpu.get('vendor') or 'GPU'} at {gpu.get('pci')}: `hal0 backend install "
-                f"llama-server` installs the GPU build, or set the slot's backend to cpu")
+        return GpuSeen(False, f"{binary} is a {flavor} build of llama-server and lists no GPU, although the probe "
+                              f"found {_found(gpu)}: `hal0 backend install llama-server` installs the GPU build, or "
+                              "set the slot's backend to cpu")
     problem = nvidia_vulkan_problem(hw, flavor, devices, missing_packages() if nvidia_vulkan(hw, flavor) else [])
-    return problem and f"{problem} (`hal0 doctor` checks it)"
+    return GpuSeen(False, f"{problem} (`hal0 doctor` checks it)")
+
+
+def _found(gpu: dict[str, Any]) -> str:
+    return f"the {gpu.get('name') or gpu.get('vendor') or 'GPU'} at {gpu.get('pci')}"

@@ -149,10 +149,10 @@ def install(paths: Paths, requested: str, hw: dict[str, Any], tc: Toolchains, sa
         return _record(paths, hw, say, brought, flavor)
     choice = choose(requested, hw, tc)
     say(f"llama-server flavor: {choice.flavor} ({choice.why})")
-    _nvidia_gl(hw, choice.flavor, say, apt)
     root = paths.backends_dir / "llama-server"
     failed = []
     for how, flavor in candidates(choice.flavor, requested == "auto", buildable(hw, tc), platform.machine()):
+        _nvidia_gl(hw, flavor, say, apt)  # a fallback to Vulkan on NVIDIA needs them as much as a first choice
         try:
             binary, why = ensure_build(root, how, flavor, say, apt=apt)
         except RuntimeError as e:
@@ -161,10 +161,9 @@ def install(paths: Paths, requested: str, hw: dict[str, Any], tc: Toolchains, sa
             why = _first_error(str(e))
         if why is None:
             if flavor != choice.flavor:
-                say(f"the llama-server slots were written for {choice.flavor}; " + (
-                    "a cpu build lists no GPU, so they do not start on it until their backend is set to cpu"
-                    if flavor == "cpu" and choice.flavor != "cpu" else f"they run on this {flavor} build")
-                    + f" (`hal0 doctor` says so until a {choice.flavor} one is installed)")
+                say(f"the llama-server slots were written for {choice.flavor} and this is a {flavor} build: they "
+                    "run on the GPU it lists, and do not start if it lists none (`hal0 doctor` says which, until "
+                    f"a {choice.flavor} one is installed)")
             return _record(paths, hw, say, binary, flavor)
         failed.append(f"{how} {flavor}: {why}")
         say(f"the {how} {flavor} llama-server cannot be had here ({why}); trying the next")

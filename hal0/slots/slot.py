@@ -47,7 +47,7 @@ from hal0.errors import (
 from hal0.hardware.fit import too_large
 from hal0.hardware.flavors import GPU_FLAVORS
 from hal0.hardware.usage import Usage, measure
-from hal0.llamacpp.devices import gpu_unseen
+from hal0.llamacpp.devices import gpu_seen
 from hal0.models.pulls import PullJob, Pulls
 from hal0.models.registry import Registry, ResolvedModel
 from hal0.paths import Paths
@@ -619,11 +619,12 @@ class Slot(Owner):
         key = (str(binary), mtime, tuple(sorted(spec.env.items())))
         if key == self._gpu_seen:
             return
-        problem = await asyncio.to_thread(gpu_unseen, binary, spec.env, flavor or self.config.backend,
-                                          self._deps.paths.hardware_json)
-        if problem is not None:
-            raise SlotStartFailed(f"{self.name}: {problem}", slot=self.name)
-        self._gpu_seen = key
+        found = await asyncio.to_thread(gpu_seen, binary, spec.env, flavor or self.config.backend,
+                                        self._deps.paths.hardware_json)
+        if found.seen is False:
+            raise SlotStartFailed(f"{self.name}: {found.problem}", slot=self.name)
+        if found.seen:
+            self._gpu_seen = key
 
     async def _check_workers(self) -> None:
         """Raise WorkerUnreachable naming every RPC worker that does not accept a connection."""

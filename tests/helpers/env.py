@@ -30,13 +30,14 @@ def free_port(span: int = 1) -> int:
     that no outgoing connection can take one between this check and the moment a server binds it.
     No port is handed out twice in one test run: a test that asks for five slot ports and a
     serving port gets six different ones, even before any of them is bound."""
-    while True:
+    for _ in range(10_000):
         port = random.randrange(20200, 32000 - span)  # 20000-20100 is slot_manager's fixed range
         ports = range(port, port + span)
         if _HANDED_OUT.intersection(ports) or not all(_bindable(p) for p in ports):
             continue
         _HANDED_OUT.update(ports)
         return port
+    raise RuntimeError(f"no {span} free port(s) left in 20200-32000 ({len(_HANDED_OUT)} handed out in this run)")
 
 
 def _bindable(port: int) -> bool:
