@@ -116,6 +116,10 @@ def test_slots_written_for_another_build_than_the_installed_one_warn(tmp_path: P
     assert engine["message"].endswith("the llama-server slots ask for cuda, and a build that lists no GPU does not "
                                       "start them")
     assert engine["fix"] == "hal0 backend install llama-server, or set the slots' backend to cpu"
+    primary.write_text(primary.read_text().replace("enabled = true", 'enabled = true\nrpc = ["127.0.0.1:50052"]'))
+    engine = {c["name"]: c for c in doctor(tmp_path, HAL0_URL="http://127.0.0.1:9")[1]}["engine llama-server"]
+    assert engine["level"] == "ok", engine  # split over a worker: its devices, not this build's
+    primary.write_text(primary.read_text().replace('rpc = ["127.0.0.1:50052"]\n', ""))
     (tmp_path / "etc/hardware.json").write_text(json.dumps(probe(Path(__file__).parent / "fixtures/hw/cpu-vm")))
     engine = {c["name"]: c for c in doctor(tmp_path, HAL0_URL="http://127.0.0.1:9")[1]}["engine llama-server"]
     assert engine["level"] == "warn", engine
